@@ -1,0 +1,40 @@
+# sbgc: one command to install and test, one to install and build the book.
+#   make test            install (.venv from the pins in pyproject.toml), pytest, every notebook at
+#                        the ci profile, book build
+#   make book            install, run every notebook at PROFILE (default ci), build book/_build/html
+#   make book PROFILE=workstation
+PYTHON ?= python3
+VENV := .venv
+PROFILE ?= ci
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install test pytest notebooks book-build book clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[all]'
+	touch $@
+
+install: $(STAMP)
+
+pytest: install
+	$(BIN)/python -m pytest -q
+
+notebooks: install
+	$(BIN)/python -m sbgc.book run --profile $(PROFILE)
+
+book-build: install
+	$(BIN)/python -m sbgc.book build
+
+test: install
+	$(BIN)/python -m pytest -q
+	$(BIN)/python -m sbgc.book run --profile ci
+	$(BIN)/python -m sbgc.book build
+
+book: notebooks book-build
+
+clean:
+	rm -rf book/_build book/notebooks .jax_cache .pytest_cache

@@ -1,0 +1,160 @@
+"""Training: the loss falls, a killed run resumes bit-identically, divergence and damage are caught."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sbgc import train as T
+from sbgc.checkpoint import CheckpointError, CheckpointStore, load_params
+from sbgc.data import dequantize, to_model_space, toy_images
+from sbgc.losses import dsm_loss
+from sbgc.models import get_config, init_params, make_noise_fn
+from sbgc.sde import SDE
+
+# A small, fast configuration of the ci profile for plumbing tests (toy data, batch 8).
+FAST = dict(batch_size=8, warmup_steps=2, log_every=1, ckpt_every=1, keep=2)
+
+
+def _state(workdir, cfg=None):
+    """The newest committed training state of a run folder (params, EMA, optimizer state, key)."""
+    cfg = cfg or T.get_train_config("ci", **FAST)
+    abstract = T.init_state(jax.random.PRNGKey(cfg.seed), T.get_config("ci"), T.make_optimizer(cfg))
+    state, meta = CheckpointStore(Path(workdir) / "checkpoints").restore_latest(abstract)
+    return state, meta
+
+
+def _assert_trees_equal(a, b):
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_ci_training_loss_falls_on_toy_data(tmp_path):
+    cfg = T.get_train_config("ci", batch_size=16, lr=1e-3, warmup_steps=5, log_every=5, ckpt_every=40)
+    meta = T.train(cfg, 40, tmp_path, data="toy", toy_size=256, progress=False)
+    assert meta["step"] == 40 and meta["data_source"] == "toy-256"
+    with open(tmp_path / "train_log.csv") as f:
+        logged = [float(r["loss"]) for r in csv.DictReader(f)]
+    assert len(logged) == 8 and logged[-1] < logged[0], logged
+
+    # the same fixed-noise loss on the same 128 toy images, before and after training
+    def fixed_loss(params):
+        noise_fn, sde = make_noise_fn(get_config("ci")), SDE("subvp")
+        score_fn = lambda x, t, y: -noise_fn(params, x, t, y) / sde.marginal_std(t)[:, None, None, None]
+        return float(jnp.mean(dsm_loss(score_fn, sde, x0, y, jax.random.PRNGKey(7))))
+
+    toy = toy_images(256, seed=0)
+    x0 = to_model_space(dequantize(jax.random.PRNGKey(5), jnp.asarray(toy.images[:128])))
+    y = jnp.asarray(toy.labels[:128])
+    before = fixed_loss(init_params(get_config("ci"), jax.random.split(jax.random.PRNGKey(cfg.seed))[0]))
+    after = fixed_loss(_state(tmp_path, cfg)[0]["params"])
+    assert after < 0.8 * before, (before, after)
+
+
+def _cli(workdir, steps):
+    return [sys.executable, "-m", "sbgc.train", "--profile", "ci", "--steps", str(steps), "--workdir", str(workdir),
+            "--data", "toy", "--toy-size", "64", "--no-progress"] + [
+        a for k, v in FAST.items() for a in ("--" + k.replace("_", "-"), str(v))]
+
+
+def test_kill_and_resume_gives_identical_parameters(tmp_path):
+    k = 3
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(_cli(straight, 4 * k), check=True, capture_output=True)
+
+    proc = subprocess.Popen(_cli(killed, 4 * k), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = CheckpointStore(killed / "checkpoints")
+    deadline = time.time() + 300
+    while not [s for s in store.steps() if s >= k] and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    stopped_at = max(store.steps())
+    assert k <= stopped_at < 4 * k
+
+    resumed = subprocess.run(_cli(killed, 4 * k), check=True, capture_output=True, text=True)
+    assert '"step": %d' % (4 * k) in resumed.stdout
+    (a, meta_a), (b, meta_b) = _state(straight), _state(killed)
+    assert meta_a["step"] == meta_b["step"] == 4 * k
+    _assert_trees_equal(a, b)  # params, EMA, Adam moments, key, step
+    with open(killed / "train_log.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == list(range(1, 4 * k + 1))
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = T.get_train_config("ci", **FAST)
+    T.train(cfg, 2, tmp_path, data="toy", toy_size=64, progress=False)
+    good, _ = _state(tmp_path)
+
+    real_loss = T.dsm_loss
+    monkeypatch.setattr(T, "dsm_loss", lambda *a, **k: real_loss(*a, **k) * np.nan)
+    with pytest.raises(T.TrainingDiverged, match=r"non-finite loss.*last good checkpoint: step 2"):
+        T.train(cfg, 4, tmp_path, data="toy", toy_size=64, progress=False)
+    store = CheckpointStore(tmp_path / "checkpoints")
+    assert store.steps()[-1] == 2
+    store.verify(2)
+    after, _ = _state(tmp_path)
+    _assert_trees_equal(good, after)
+
+
+def test_damaged_and_mismatched_checkpoints_are_named(tmp_path):
+    cfg = T.get_train_config("ci", **FAST)
+    T.train(cfg, 2, tmp_path, data="toy", toy_size=64, progress=False)
+    store = CheckpointStore(tmp_path / "checkpoints")
+    assert store.steps() == [1, 2]
+
+    # a config mismatch is an error naming the file and the field, never a silent restart
+    with pytest.raises(CheckpointError, match=r"step_000000002\.json does not match this run: train\.lr"):
+        T.train(T.get_train_config("ci", **dict(FAST, lr=1e-3)), 3, tmp_path, data="toy", toy_size=64, progress=False)
+
+    # flip bytes in the largest file of step 2: detected, named, and step 1 is used instead
+    victim = max((p for p in (store.dir / "step_000000002").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match=f"file {victim} is damaged"):
+        state, meta = _state(tmp_path)
+    assert meta["step"] == 1 and int(state["step"]) == 1
+
+    # no intact step left: an error naming the damaged files
+    (store.dir / "step_000000001.json").unlink()
+    with pytest.raises(CheckpointError, match="no intact checkpoint"), pytest.warns(UserWarning):
+        _state(tmp_path)
+
+
+def test_export_and_load_ema_parameters(tmp_path):
+    cfg = T.get_train_config("ci", **FAST)
+    T.train(cfg, 2, tmp_path / "run", data="toy", toy_size=64, progress=False)
+    meta = T.export_ema(tmp_path / "run", tmp_path / "ci.msgpack")
+    params, loaded_meta = load_params(tmp_path / "ci.msgpack", expected_sha256=meta["sha256"])
+    state, _ = _state(tmp_path / "run")
+    _assert_trees_equal(state["ema"], params)
+    assert loaded_meta["profile"] == "ci" and loaded_meta["weights"] == "ema" and loaded_meta["step"] == 2
+
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_params(tmp_path / "ci.msgpack", expected_sha256="0" * 64)
+    blob = bytearray((tmp_path / "ci.msgpack").read_bytes())
+    blob[-5] ^= 0x01
+    (tmp_path / "ci.msgpack").write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match=r"ci\.msgpack: sha256 .* does not match"):
+        load_params(tmp_path / "ci.msgpack")
+
+
+def test_bad_training_settings_raise():
+    with pytest.raises(ValueError, match="weighting"):
+        T.get_train_config("ci", weighting="uniform")
+    with pytest.raises(ValueError, match="multiple of steps_per_call"):
+        T.get_train_config("ci", steps_per_call=3, log_every=10)
+    with pytest.raises(ValueError, match="unknown training profile"):
+        T.get_train_config("gigantic")
