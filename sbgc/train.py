@@ -45,6 +45,7 @@ from sbgc import data as sdata
 from sbgc.checkpoint import CheckpointStore, export_params, write_json_atomic
 from sbgc.losses import WEIGHTINGS, dsm_loss
 from sbgc.models import ModelConfig, count_params, get_config, init_params, make_noise_fn
+from sbgc.pretrained import model_config_from_meta
 from sbgc.sde import SDE
 
 Array = jax.Array
@@ -90,7 +91,9 @@ class TrainConfig:
 
 
 TRAIN_PROFILES: dict[str, TrainConfig] = {
-    "ci": TrainConfig(profile="ci", batch_size=32, warmup_steps=100, ema_decay=0.999, log_every=10, ckpt_every=200),
+    # ci: a CPU budget of minutes to an hour, so a larger step size and a short EMA.
+    "ci": TrainConfig(profile="ci", batch_size=32, lr=1e-3, warmup_steps=100, ema_decay=0.999, log_every=10,
+                      ckpt_every=200),
     "small": TrainConfig(profile="small", batch_size=128, warmup_steps=5000, ema_decay=0.9999),
     "paper": TrainConfig(profile="paper", batch_size=128, warmup_steps=5000, ema_decay=0.9999),
 }
@@ -266,7 +269,7 @@ def train(cfg: TrainConfig, steps: int, workdir: str | Path, *, data: str = "cif
         bar.set_postfix(loss=f"{m['loss']:.4f}", img_s=f"{ips:.0f}")
         if at_ckpt:
             store.save(step, state, metadata(step, elapsed))
-            _write_log(log_path, rows)
+        _write_log(log_path, rows)
         t_last, seen_since_log = time.perf_counter(), 0
     bar.close()
     _write_log(log_path, rows)
@@ -296,7 +299,7 @@ def export_ema(workdir: str | Path, out: str | Path, step: int | None = None) ->
         raise FileNotFoundError(f"no committed checkpoint in {store.dir}")
     step = steps[-1] if step is None else step
     meta = store.metadata(step)
-    model_cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"]["model"].items()})
+    model_cfg = model_config_from_meta(meta)
     train_cfg = TrainConfig(**meta["config"]["train"])
     abstract = jax.eval_shape(lambda: init_state(jax.random.PRNGKey(0), model_cfg, make_optimizer(train_cfg)))
     state, meta = store.restore(step, abstract)
