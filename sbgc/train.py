@@ -267,9 +267,9 @@ def train(cfg: TrainConfig, steps: int, workdir: str | Path, *, data: str = "cif
                      "lr": f"{cfg.lr * min((step) / max(cfg.warmup_steps, 1), 1.0):.3e}",
                      "images_per_s": f"{ips:.1f}", "elapsed_s": f"{elapsed:.1f}"})
         bar.set_postfix(loss=f"{m['loss']:.4f}", img_s=f"{ips:.0f}")
+        _write_log(log_path, rows)  # before the checkpoint: a resumed run never lacks the rows up to its step
         if at_ckpt:
             store.save(step, state, metadata(step, elapsed))
-        _write_log(log_path, rows)
         t_last, seen_since_log = time.perf_counter(), 0
     bar.close()
     _write_log(log_path, rows)
