@@ -1,0 +1,227 @@
+"""Benchmark of the probability-flow likelihood and the generative classifier.
+
+Measures, on one machine and in one run:
+
+* full classification (every class × n probes) of N images with the diffrax solver, shared
+  trajectory: images/s, mean network evaluations (NFE) per (image, class), mean bits/dim;
+* the same with n independent solves per row (the paper's scheme): time ratio to shared;
+* the score_sde-style scipy RK45 reference (one probe, as score_sde): time ratio to diffrax with
+  the same single probe;
+* the input gradient of the softmax cross-entropy over all class log-likelihoods of one image
+  (``jax.grad`` through the diffrax solves, RecursiveCheckpointAdjoint), as PGD needs it;
+* peak device memory where the backend reports it (CPU: null).
+
+Each classification is run twice: ``first_s`` includes compilation, ``steady_s`` does not. The
+gradient is compiled ahead of time (``compile_s``) and run once (``run_s``).
+
+    python bench/likelihood.py --profile ci --images 1 --n-probes 1 --rtol 1e-3 \\
+        --out results/bench_likelihood.json
+
+Without ``--checkpoint`` the untrained network is used, with its near-zero-initialised output
+kernels re-drawn (``--raw-init`` keeps them): an untrained U-Net's score is ≈ 0, which would make
+the ODE trivially easy and the timings meaningless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sbgc import models, reference  # noqa: E402
+from sbgc.classify import class_log_likelihoods, class_log_likelihoods_pure  # noqa: E402
+from sbgc.likelihood import SolverSettings, prepare_batch  # noqa: E402
+from sbgc.sde import SDE  # noqa: E402
+
+
+def wake_up(params, key, scale: float = 0.3):
+    """Re-draw near-zero kernels (max |w| < 1e-3) as fan-avg normals × ``scale``."""
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    out = []
+    for a, k in zip(leaves, jax.random.split(key, len(leaves))):
+        if a.ndim >= 2 and float(jnp.abs(a).max()) < 1e-3:
+            fan_avg = 0.5 * int(np.prod(a.shape[:-2])) * (a.shape[-2] + a.shape[-1])
+            a = scale * jax.random.normal(k, a.shape, a.dtype) / np.sqrt(fan_avg)
+        out.append(a)
+    return jax.tree_util.tree_unflatten(tree, out)
+
+
+def load_images(n: int, image_size: int, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """The first n exact-pixel CIFAR-10 test images, else random uint8 images (labelled so)."""
+    try:
+        from sbgc.data import load_exact_test_head
+
+        head = load_exact_test_head()
+        if head.images.shape[1] == image_size and len(head.images) >= n:
+            return np.asarray(head.images[:n]), np.asarray(head.labels[:n]), f"cifar10 {head.source}"
+    except (FileNotFoundError, ImportError, ValueError) as err:
+        print(f"[bench] CIFAR-10 not available ({err}); using random images", file=sys.stderr)
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, image_size, image_size, 3), dtype=np.uint8)
+    return images, rng.integers(0, 10, n).astype(np.int32), "random uint8"
+
+
+def timed(fn, repeats: int = 2):
+    """Run ``fn`` ``repeats`` times: (last result, first wall time, last wall time)."""
+    times, out = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return out, times[0], times[-1]
+
+
+def peak_memory() -> int | None:
+    stats = jax.devices()[0].memory_stats()
+    return None if not stats else int(stats.get("peak_bytes_in_use", 0)) or None
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", choices=sorted(models.PROFILES), default="ci")
+    p.add_argument("--images", type=int, default=1)
+    p.add_argument("--n-probes", type=int, default=30)
+    p.add_argument("--rtol", type=float, default=1e-5)
+    p.add_argument("--atol", type=float, default=None, help="default: rtol")
+    p.add_argument("--eps", type=float, default=1e-5)
+    p.add_argument("--solver", default="dopri5")
+    p.add_argument("--chunk-size", type=int, default=128)
+    p.add_argument("--checkpoint", default=None, help="parameter file for sbgc.checkpoint.load_params")
+    p.add_argument("--raw-init", action="store_true", help="keep the untrained near-zero output kernels")
+    p.add_argument("--skip-grad", action="store_true")
+    p.add_argument("--grad-classes", type=int, default=None,
+                   help="classes in the gradient benchmark (default: all; on CPU each costs minutes)")
+    p.add_argument("--skip-reference", action="store_true")
+    p.add_argument("--skip-independent", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results/bench_likelihood.json")
+    args = p.parse_args(argv)
+    atol = args.rtol if args.atol is None else args.atol
+    if args.images < 1 or args.n_probes < 1:
+        p.error(f"--images and --n-probes must be >= 1, got {args.images}, {args.n_probes}")
+
+    sde = SDE("subvp")
+    config = models.get_config(args.profile)
+    if args.checkpoint:
+        from sbgc.checkpoint import load_params
+
+        params, meta = load_params(args.checkpoint)
+        params_origin = f"checkpoint {args.checkpoint} (sha256 {meta.get('sha256', '?')[:12]})"
+    else:
+        params = models.init_params(config, jax.random.key(args.seed))
+        params_origin = "untrained"
+        if not args.raw_init:
+            params = wake_up(params, jax.random.key(args.seed + 1))
+            params_origin += ", near-zero output kernels re-drawn at scale 0.3"
+    score_fn = functools.partial(models.make_score_fn(config, sde), params)
+    images, labels, source = load_images(args.images, config.image_size, args.seed)
+    key = jax.random.key(args.seed + 2)
+    common = dict(rtol=args.rtol, atol=atol, eps=args.eps, progress=False)
+    ode = dict(common, solver=args.solver, chunk_size=args.chunk_size)
+    n_classes = config.n_classes
+    report: dict = {
+        "device": str(jax.devices()[0].device_kind),
+        "platform": jax.devices()[0].platform,
+        "host": platform.node(),
+        "jax": jax.__version__,
+        "diffrax": diffrax.__version__,
+        "settings": {
+            "profile": args.profile, "params": params_origin, "n_params": models.count_params(params),
+            "images": args.images, "image_source": source, "n_classes": n_classes,
+            "n_probes": args.n_probes, "rtol": args.rtol, "atol": atol, "eps": args.eps,
+            "solver": args.solver, "chunk_size": args.chunk_size, "error_norm": "split",
+            "dequantize": True, "data_scaling": "centered",
+        },
+    }  # fmt: skip
+    rows = []
+
+    def record(name, res, first, steady, probes):
+        entry = {
+            "first_s": first, "steady_s": steady, "images_per_s": args.images / steady,
+            "probes": probes, "mean_nfe": float(np.mean(res.nfe)), "mean_bpd": float(np.mean(res.bpd)),
+            "accuracy": float(np.mean(res.predict() == labels)),
+        }  # fmt: skip
+        report[name] = entry
+        rows.append((name, entry))
+        print(f"[bench] {name}: first {first:.1f} s, steady {steady:.1f} s", file=sys.stderr, flush=True)
+        return entry
+
+    run = lambda **kw: class_log_likelihoods(score_fn, sde, images, key, n_classes=n_classes, **kw)
+    res, first, steady = timed(lambda: run(n_probes=args.n_probes, **ode))
+    shared = record("shared", res, first, steady, args.n_probes)
+    if not args.skip_independent:
+        res, first, steady = timed(lambda: run(n_probes=args.n_probes, shared_trajectory=False, **ode))
+        record("independent", res, first, steady, args.n_probes)
+        report["ratio_independent_over_shared"] = report["independent"]["steady_s"] / shared["steady_s"]
+    if not args.skip_reference:
+        # Paired comparison with ONE probe: the reference draws the same noise and probe.
+        if args.n_probes == 1:
+            one = shared
+        else:
+            res, first, steady = timed(lambda: run(n_probes=1, **ode))
+            one = record("shared_1probe", res, first, steady, 1)
+        ref_run = lambda: reference.class_log_likelihoods(score_fn, sde, images, key, n_classes=n_classes, **common)
+        ref, first, steady = timed(ref_run)
+        record("scipy_reference", ref, first, steady, 1)
+        report["ratio_reference_over_diffrax"] = steady / one["steady_s"]
+    if not args.skip_grad:
+        batch = prepare_batch(
+            images[:1], key, n_probes=args.n_probes, probe="rademacher", dequantize=True, data_scaling="centered"
+        )
+        x_unit = (batch.x_model + 1.0) / 2.0
+        probes = batch.probes(np.arange(1))
+        settings = SolverSettings(solver=args.solver, rtol=args.rtol, atol=atol, eps=args.eps)
+        k_grad = n_classes if args.grad_classes is None else min(max(args.grad_classes, 1), n_classes)
+        target = int(labels[0]) if int(labels[0]) < k_grad else 0
+
+        def loss(x):  # softmax cross-entropy over the class log-likelihoods (the PGD objective)
+            log_p, ok = class_log_likelihoods_pure(score_fn, sde, x, probes, n_classes=k_grad, settings=settings)
+            return -jax.nn.log_softmax(log_p[0])[target], ok
+
+        grad_fn = jax.jit(jax.grad(loss, has_aux=True))
+        t = time.perf_counter()
+        compiled = grad_fn.lower(x_unit).compile()  # compile once, ahead of time, then run once
+        compile_s = time.perf_counter() - t
+        (g, ok), _, run_s = timed(lambda: compiled(x_unit), repeats=1)
+        report["input_gradient"] = {
+            "compile_s": compile_s, "run_s": run_s, "solves_ok": bool(np.all(ok)),
+            "grad_norm": float(jnp.linalg.norm(g)), "classes": k_grad, "probes": args.n_probes,
+        }  # fmt: skip
+        print(f"[bench] input gradient: compile {compile_s:.1f} s, run {run_s:.1f} s", file=sys.stderr, flush=True)
+    report["peak_device_memory_bytes"] = peak_memory()
+
+    print(f"\n{report['device']} ({report['platform']}), jax {report['jax']}, diffrax {report['diffrax']}")
+    print(f"{args.profile} U-Net ({params_origin}), {args.images} image(s) from {source}, "
+          f"{n_classes} classes, rtol={args.rtol} atol={atol}, {args.solver}")  # fmt: skip
+    print(f"{'run':18s} {'probes':>6s} {'first s':>9s} {'steady s':>9s} {'img/s':>9s} {'mean NFE':>9s} {'bpd':>8s}")
+    for name, e in rows:
+        print(f"{name:18s} {e['probes']:6d} {e['first_s']:9.2f} {e['steady_s']:9.2f} "
+              f"{e['images_per_s']:9.4f} {e['mean_nfe']:9.1f} {e['mean_bpd']:8.3f}")  # fmt: skip
+    for k in ("ratio_independent_over_shared", "ratio_reference_over_diffrax"):
+        if k in report:
+            print(f"{k}: {report[k]:.2f}")
+    if "input_gradient" in report:
+        gr = report["input_gradient"]
+        print(f"input gradient of the cross-entropy over {gr['classes']} class log-likelihoods "
+              f"({args.n_probes} probe(s), 1 image): compile {gr['compile_s']:.1f} s, run {gr['run_s']:.1f} s")  # fmt: skip
+    print(f"peak device memory: {report['peak_device_memory_bytes']}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
