@@ -1,0 +1,192 @@
+"""The book frame: profiles, provenance, the papermill runner and the jupyter-book build."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import textwrap
+from pathlib import Path
+
+import jupytext
+import numpy as np
+import pytest
+
+from sbgc import book, profiles, provenance
+
+FIXTURE_HEADER = textwrap.dedent(
+    """\
+    # %% tags=["parameters"]
+    profile = "ci"
+    seed = None
+    """
+)
+
+
+def write_source(path: Path, body: str, header: str = FIXTURE_HEADER) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + "\n" + textwrap.dedent(body))
+    return path
+
+
+# --- profiles -------------------------------------------------------------------------------------
+def test_profile_defaults_and_typed_overrides():
+    ci = profiles.resolve_params("01_method", "ci")
+    paper = profiles.resolve_params("01_method", "paper")
+    assert ci.profile == "ci" and ci.overridden == ()
+    assert ci.grid_size < paper.grid_size and ci.n_train_per_class < paper.n_train_per_class
+    # text from `-p key=value` takes the type of the default; None means "profile default"
+    p = profiles.resolve_params("01_method", "ci", grid_size="12", rtol="1e-4", seed=None)
+    assert p.grid_size == 12 and isinstance(p.grid_size, int)
+    assert p.rtol == 1e-4 and p.overridden == ("grid_size", "rtol")
+    assert p.seed == ci.seed and p["n_layers"] == ci.n_layers
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(profile="laptop"), "ci, workstation, paper"),
+        (dict(profile="ci", grid_siz=3), "no knob(s) grid_siz"),
+        (dict(profile="ci", grid_size="1.5"), "expects int"),
+        (dict(profile="ci", rtol="tight"), "expects float"),
+    ],
+)
+def test_bad_parameters_raise_naming_what_was_expected(kwargs, message):
+    profile = kwargs.pop("profile")
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        profiles.resolve_params("01_method", profile, **kwargs)
+
+
+def test_registry_matches_toc_and_parameter_cells():
+    toc = [e.split("/", 1)[1] for e in book.toc_files() if e.startswith("notebooks/")]
+    assert toc == list(profiles.NOTEBOOKS), "book/_toc.yml and sbgc.profiles.NOTEBOOKS disagree"
+    for name, knobs in profiles.NOTEBOOKS.items():
+        nb = jupytext.read(book.NOTEBOOK_SOURCES / f"{name}.py")
+        cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(cells) == 1, f"{name} needs exactly one parameters cell"
+        assigned = {line.split("=")[0].strip() for line in cells[0].source.splitlines() if "=" in line}
+        assert assigned == {"profile", *knobs}, f"{name}: parameters cell and registry disagree"
+
+
+# --- provenance -----------------------------------------------------------------------------------
+def test_results_record_provenance_and_reject_non_finite(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "a.bin").write_bytes(b"weights")
+    params = profiles.resolve_params("01_method", "workstation", seed=3)
+    prov = provenance.collect_provenance(params, data_source="fixture", sample_sizes={"test": 5}, checkpoint=ckpt)
+    path = provenance.write_results({"acc": np.float32(0.5), "curve": np.arange(3)}, prov, directory=tmp_path)
+    record = json.loads(path.read_text())
+    assert record["numbers"] == {"acc": 0.5, "curve": [0, 1, 2]}
+    p = record["provenance"]
+    assert p["profile"] == "workstation" and p["params"]["seed"] == 3 and p["overridden"] == ["seed"]
+    assert p["sample_sizes"] == {"test": 5} and len(p["checkpoint_sha256"]) == 64
+    assert p["device"]["platform"] and p["device"]["jax_version"] and p["timestamp"].endswith("+00:00")
+    # a folder's hash changes with any of its files
+    (ckpt / "a.bin").write_bytes(b"weightz")
+    assert provenance.sha256_of(ckpt) != p["checkpoint_sha256"]
+    line = provenance.provenance_line(prov, note="toy")
+    assert "`workstation`" in line and "seed=3" in line and "test 5" in line and p["commit"][:7] in line
+    with pytest.raises(ValueError, match=r"numbers.acc is nan"):
+        provenance.write_results({"acc": math.nan}, prov, directory=tmp_path)
+
+
+# --- running --------------------------------------------------------------------------------------
+def test_override_reaches_the_notebook_and_its_results(tmp_path):
+    write_source(
+        tmp_path / "src" / "01_method.py",
+        """\
+        # %%
+        from sbgc.profiles import resolve_params
+        from sbgc.provenance import collect_provenance, write_results
+        P = resolve_params("01_method", profile, seed=seed)
+        write_results({"seed_seen": P.seed}, collect_provenance(P, data_source="fixture"))
+        """,
+    )
+    overrides = book.parse_overrides(["seed=7"])
+    seconds = book.run("workstation", only=["01_method"], overrides=overrides,
+                       sources=tmp_path / "src", book=tmp_path / "book", results=tmp_path / "results")
+    record = json.loads((tmp_path / "results" / "01_method.json").read_text())
+    assert record["numbers"] == {"seed_seen": 7}
+    assert record["provenance"]["profile"] == "workstation"
+    assert record["provenance"]["overridden"] == ["seed"]
+    executed = json.loads((tmp_path / "book" / "notebooks" / "01_method.ipynb").read_text())
+    assert executed["metadata"]["papermill"]["parameters"] == {"profile": "workstation", "seed": 7}
+    assert seconds["01_method"] > 0
+
+
+def test_failing_cell_names_the_notebook_and_keeps_the_executed_copy(tmp_path):
+    source = write_source(tmp_path / "broken_chapter.py", '# %%\nraise RuntimeError("boom at cell two")\n')
+    root = make_fixture_book(tmp_path / "book", ["broken_chapter"])
+    out = root / "notebooks" / "broken_chapter.ipynb"
+    with pytest.raises(book.NotebookError, match=r"notebook broken_chapter .*boom at cell two"):
+        book.execute_notebook(source, out, {"profile": "ci"})
+    assert "boom at cell two" in out.read_text()
+    with pytest.raises(RuntimeError, match="broken_chapter failed"):  # the book is not built from it
+        book.build(root, results=tmp_path)
+
+
+def test_cli_rejects_bad_input_with_exit_status_1(capsys):
+    assert book.main(["run", "--profile", "laptop"]) == 1
+    assert "ci, workstation, paper" in capsys.readouterr().err
+    assert book.main(["run", "--only", "01_method", "-p", "no_such_knob=1"]) == 1
+    assert "no_such_knob" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="key=value"):
+        book.parse_overrides(["seed"])
+
+
+# --- building -------------------------------------------------------------------------------------
+FIGURES = """\
+# %% [markdown]
+# # Figures
+# %%
+import matplotlib
+import matplotlib.pyplot as plt
+for k in range(2):
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [k, 1 - k])
+    plt.show()
+# %% [markdown]
+# Text between the figures, with math $p(x \\mid y)$.
+# %%
+fig, ax = plt.subplots(figsize=(2, 2))
+ax.imshow([[0, 1], [1, 0]])
+ax.set_title("third")
+"""
+
+
+def make_fixture_book(root: Path, chapters: list[str]) -> Path:
+    root.mkdir(parents=True)
+    (root / "_config.yml").write_text(
+        'title: "fixture"\nonly_build_toc_files: true\nexecute:\n  execute_notebooks: "off"\n'
+    )
+    toc = "format: jb-book\nroot: intro\nchapters:\n" + "".join(f"  - file: notebooks/{c}\n" for c in chapters)
+    (root / "_toc.yml").write_text(toc)
+    (root / "intro.md").write_text("# Fixture\n\n```{include} notebooks/_runs.md\n```\n")
+    return root
+
+
+def test_build_shows_every_figure_of_every_notebook(tmp_path):
+    root = make_fixture_book(tmp_path / "book", ["figs"])
+    source = write_source(tmp_path / "figs.py", FIGURES)
+    book.execute_notebook(source, root / "notebooks" / "figs.ipynb", {"profile": "ci"})
+    assert len(book.notebook_image_hashes(root / "notebooks" / "figs.ipynb")) == 3
+
+    assert book.build(root, results=tmp_path) == {"figs": 3}
+    assert "figs" in (root / "_build" / "html" / "intro.html").read_text()  # the runs table
+
+    # the check fails when the HTML lacks a figure the notebook has
+    executed = root / "notebooks" / "figs.ipynb"
+    nb = json.loads(executed.read_text())
+    extra = {"output_type": "display_data", "metadata": {},
+             "data": {"image/png": base64.b64encode(b"an image the HTML never saw").decode()}}
+    nb["cells"][-1]["outputs"].append(extra)
+    executed.write_text(json.dumps(nb))
+    with pytest.raises(RuntimeError, match=r"1 of 4 figure\(s\) of figs"):
+        book.check_figures(root, [executed])
+
+
+def test_build_refuses_a_toc_notebook_not_executed(tmp_path):
+    root = make_fixture_book(tmp_path / "book", ["never_run"])
+    with pytest.raises(FileNotFoundError, match="never_run"):
+        book.build(root, results=tmp_path)
