@@ -26,9 +26,10 @@ Conventions
   bpd = −log p_[0,1](x) / (D ln 2) + 8, the +8 being the −D log 256 that maps [0, 1] to pixel units.
   A uniform density on the dequantized unit cube therefore has exactly 8 bits/dim. (score_sde
   writes +7 for [−1, 1] data: the same number, since log p_[−1,1] = log p_[0,1] − D log 2.)
-* **Common random numbers**: one ``key`` fixes the dequantization noise [B, *shape] and the probes
-  [B, n, *shape] per IMAGE; every class evaluated for that image (:func:`log_likelihood_table`)
-  reuses them, so class differences are not blurred by independent noise.
+* **Common random numbers**: one ``key`` fixes the dequantization noise and the n probes per IMAGE
+  (image i's from ``fold_in(key', i)``); every class evaluated for that image
+  (:func:`log_likelihood_table`) reuses them, so class differences are not blurred by independent
+  noise, and an image's draws do not depend on the batch or chunk it comes in.
 
 Solver
 ------

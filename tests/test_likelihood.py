@@ -158,16 +158,24 @@ def test_max_steps_raises_naming_rows(mixture_data):
     assert "rtol=1e-05" in str(err.value) and "max_steps=2" in str(err.value)
 
 
-def test_nan_score_raises_naming_only_bad_rows(mixture_data):
+def test_non_finite_values_raise_naming_only_bad_rows(mixture_data):
     mix, x, y, _ = mixture_data
+    bad_rows = [(i, 1) for i in range(12) if y[i] == 1]
 
-    def broken(xx, t, yy):
+    def nan_score(xx, t, yy):  # NaN for class 1 late in the solve: the solver cannot step
         s = mix.score(xx, t, yy)
         return jnp.where((yy == 1)[:, None] & (t > 0.5)[:, None], jnp.nan, s)
 
     with pytest.raises(LikelihoodSolveError, match="failed for 6 of 12 rows") as err:
-        log_likelihood(broken, mix.sde, x, y, None, probe="exact", **UNIT)
-    assert sorted(err.value.rows) == [(i, 1) for i in range(12) if y[i] == 1]
+        log_likelihood(nan_score, mix.sde, x, y, None, probe="exact", **UNIT)
+    assert sorted(err.value.rows) == bad_rows
+
+    def nan_prior(z, yy):  # the solve succeeds, the value is NaN: caught by the finiteness check
+        return jnp.where(yy == 1, jnp.nan, mix.terminal_log_prob(z, yy))
+
+    with pytest.raises(LikelihoodSolveError, match="class 1: non-finite log-likelihood") as err:
+        log_likelihood(mix.score, mix.sde, x, y, None, probe="exact", prior_logp_fn=nan_prior, **UNIT)
+    assert sorted(err.value.rows) == bad_rows
 
 
 def test_bad_arguments_raise(mixture_data):
