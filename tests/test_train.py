@@ -116,7 +116,7 @@ def test_damaged_and_mismatched_checkpoints_are_named(tmp_path):
 
     # a config mismatch is an error naming the file and the field, never a silent restart
     with pytest.raises(CheckpointError, match=r"step_000000002\.json does not match this run: train\.lr"):
-        T.train(T.get_train_config("ci", **dict(FAST, lr=1e-3)), 3, tmp_path, data="toy", toy_size=64, progress=False)
+        T.train(T.get_train_config("ci", **dict(FAST, lr=5e-4)), 3, tmp_path, data="toy", toy_size=64, progress=False)
 
     # flip bytes in the largest file of step 2: detected, named, and step 1 is used instead
     victim = max((p for p in (store.dir / "step_000000002").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
