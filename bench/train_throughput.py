@@ -31,7 +31,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sbgc import train as T
-from sbgc.models import count_params, get_config, init_params, make_noise_fn
+from sbgc.models import count_params, get_config, make_noise_fn
 from sbgc.sde import SDE
 
 

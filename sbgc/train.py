@@ -29,7 +29,7 @@ import csv
 import dataclasses
 import functools
 import json
-import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,7 +42,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sbgc import data as sdata
-from sbgc.checkpoint import CheckpointStore, export_params, write_json_atomic
+from sbgc.checkpoint import CheckpointStore, export_params
 from sbgc.losses import WEIGHTINGS, dsm_loss
 from sbgc.models import ModelConfig, count_params, get_config, init_params, make_noise_fn
 from sbgc.pretrained import model_config_from_meta
@@ -237,7 +237,7 @@ def train(cfg: TrainConfig, steps: int, workdir: str | Path, *, data: str = "cif
 
     def metadata(step: int, seconds: float) -> dict:
         return {"profile": cfg.profile, "config": identity, "data_source": source, "n_params": n_params,
-                "train_seconds": seconds, "device": f"{jax.device_count()}x {jax.devices()[0].device_kind}",
+                "train_seconds": seconds, "device": _device_name(),
                 "jax_version": jax.__version__, "step": step}
 
     bar = _progress(progress, steps, start)
@@ -274,6 +274,13 @@ def train(cfg: TrainConfig, steps: int, workdir: str | Path, *, data: str = "cif
     bar.close()
     _write_log(log_path, rows)
     return metadata(step, elapsed)
+
+
+def _device_name() -> str:
+    """e.g. '8x NVIDIA H100 80GB HBM3' or '1x cpu (2 cores)'."""
+    d = jax.devices()[0]
+    cores = f" ({os.cpu_count()} cores)" if d.platform == "cpu" else ""
+    return f"{jax.device_count()}x {d.device_kind}{cores}"
 
 
 def _progress(enabled: bool, total: int, initial: int):

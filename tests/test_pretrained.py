@@ -1,6 +1,5 @@
 """The shipped ci score model loads, is verified by sha256 and gives finite scores."""
 
-import jax
 import jax.numpy as jnp
 import pytest
 

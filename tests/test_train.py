@@ -1,7 +1,6 @@
 """Training: the loss falls, a killed run resumes bit-identically, divergence and damage are caught."""
 
 import csv
-import os
 import signal
 import subprocess
 import sys
