@@ -58,6 +58,7 @@ from sbgc.classify import class_log_likelihoods, predict
 from sbgc.likelihood import log_likelihood
 from sbgc.profiles import resolve_params
 from sbgc.provenance import collect_provenance, write_results
+from sbgc.stats import binomial_interval
 from sbgc.sde import SDE
 
 P = resolve_params(
@@ -341,7 +342,7 @@ model_test = class_log_likelihoods(trained.score_fn, sde, x_test, jax.random.fol
 pred_model, pred_bayes = predict(model_test.log_p), predict(true_test)
 n_test = len(y_test)
 hits_model, hits_bayes = int(np.sum(pred_model == y_test)), int(np.sum(pred_bayes == y_test))
-ci_model, ci_bayes = toy.binomial_interval(hits_model, n_test), toy.binomial_interval(hits_bayes, n_test)
+ci_model, ci_bayes = binomial_interval(hits_model, n_test), binomial_interval(hits_bayes, n_test)
 agreement = float(np.mean(pred_model == pred_bayes))
 model_own = model_test.log_p[np.arange(n_test), y_test]
 fig = toy.plot_decision_regions(axis, predict(true_grid), predict(model_grid.log_p), x_test, y_test,

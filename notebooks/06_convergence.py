@@ -64,7 +64,7 @@ from sbgc.data import load_cifar10, load_exact_test_head
 from sbgc.pretrained import load_model
 from sbgc.profiles import resolve_params
 from sbgc.provenance import collect_provenance, write_results
-from sbgc.toy import binomial_interval
+from sbgc.stats import binomial_interval
 
 P = resolve_params(
     "06_convergence", profile, seed=seed, checkpoint=checkpoint, data=data, n_images=n_images,

@@ -27,23 +27,16 @@ import jax
 import numpy as np
 from flax import serialization
 
+from sbgc.data import file_digest
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, damaged or does not match what it is restored into."""
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of one file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _tree_file_hashes(root: Path) -> dict[str, str]:
     """sha256 of every file below ``root``, keyed by its path relative to ``root``."""
-    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(root)): file_digest(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _combined_sha256(files: dict[str, str]) -> str:
@@ -174,7 +167,7 @@ def export_params(params: Any, path: str | os.PathLike, metadata: dict) -> dict:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(serialization.msgpack_serialize(jax.tree_util.tree_map(np.asarray, params)))
     os.replace(tmp, path)
-    meta = dict(metadata, file=path.name, sha256=sha256_file(path), bytes=path.stat().st_size)
+    meta = dict(metadata, file=path.name, sha256=file_digest(path), bytes=path.stat().st_size)
     write_json_atomic(str(path) + ".json", meta)
     return meta
 
@@ -187,7 +180,7 @@ def load_params(path: str | os.PathLike, expected_sha256: str | None = None) -> 
         if not p.exists():
             raise FileNotFoundError(f"parameter file {p} not found")
     meta = json.loads(meta_path.read_text())
-    digest = sha256_file(path)
+    digest = file_digest(path)
     for want, where in ((meta.get("sha256"), meta_path), (expected_sha256, "the caller")):
         if want is not None and digest != want:
             raise CheckpointError(f"{path}: sha256 {digest} does not match {want} recorded in {where}")

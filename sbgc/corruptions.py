@@ -45,7 +45,6 @@ import argparse
 import functools
 import io
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -799,21 +798,6 @@ def _subset(n: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
 
 
-def _save_npz_atomic(path: str, **arrays) -> None:
-    """np.savez to a temporary file in the target folder, then rename over ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp creates the file private to its owner
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def generate(
     images_u8: np.ndarray,
     indices: np.ndarray,
@@ -889,14 +873,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from tqdm import tqdm
 
+    from sbgc.data import atomic_savez
+
     os.makedirs(args.out, exist_ok=True)
     total = len(args.corruptions) * len(args.severities) * len(images)
     with tqdm(total=total, unit="img", desc="CIFAR-10-C") as bar:
         for name in args.corruptions:
             bar.set_postfix_str(name)
             x = generate(images, indices, [name], args.severities, args.seed, progress=bar.update)[name]
-            _save_npz_atomic(
-                os.path.join(args.out, f"{name}.npz"),
+            atomic_savez(
+                Path(args.out) / f"{name}.npz",
                 x=x,
                 y=labels,
                 indices=indices,

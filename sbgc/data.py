@@ -221,7 +221,7 @@ def verify_file(path: PathLike, expected: str, algorithm: str = "sha256") -> Non
             "or not the one this project expects. Delete it and get it again.")
 
 
-def _atomic_savez(path: Path, **arrays) -> None:
+def atomic_savez(path: Path, **arrays) -> None:
     """Write an uncompressed ``.npz`` to a temporary file beside ``path``, then rename it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -361,7 +361,7 @@ def _write_cache(path: Path, data: CifarSplit, origin: Path, file_hash: str) -> 
             "origin": str(origin), "origin_hash": file_hash,
             "decoded_sha256": decoded_digest(data.images, data.labels)}
     try:
-        _atomic_savez(path, images=data.images, labels=data.labels, indices=data.indices,
+        atomic_savez(path, images=data.images, labels=data.labels, indices=data.indices,
                       meta=np.array(json.dumps(meta)))
     except OSError as err:  # a read-only cache dir costs a decode per load, nothing else
         warnings.warn(f"could not write the decode cache {path}: {err}", stacklevel=3)
@@ -581,7 +581,7 @@ def prepare_for_device(
     for split in splits:
         data = load_exact_test_head(data_dir) if split == "exact_head" else load_cifar10(split, data_dir)
         name = f"{split}.npz"
-        _atomic_savez(dest / name, images=data.images, labels=data.labels, indices=data.indices)
+        atomic_savez(dest / name, images=data.images, labels=data.labels, indices=data.indices)
         manifest["splits"][split] = {"file": name, "sha256": file_digest(dest / name),
                                      "source": data.source, "n": len(data),
                                      "decoded_sha256": decoded_digest(data.images, data.labels)}

@@ -613,7 +613,7 @@ class FrontierPoint:
 
     def accuracy_interval(self, level: float = 0.95) -> tuple[float, float]:
         """Clopper–Pearson interval of the accuracy."""
-        from sbgc.toy import binomial_interval
+        from sbgc.stats import binomial_interval
 
         return binomial_interval(int(np.sum(self.correct)), self.n_images, level)
 

@@ -1,7 +1,7 @@
 """Small statistical helpers for the book's numbers: standard errors and confidence intervals.
 
 Every interval here is two-sided at ``level`` (default 95 %). For a binomial proportion (an
-accuracy, a fraction of pairs) use :func:`sbgc.toy.binomial_interval` (Clopper–Pearson) or
+accuracy, a fraction of pairs) use :func:`binomial_interval` (Clopper–Pearson) or
 :func:`proportion_summary`, which adds the exact two-sided sign test against one half.
 """
 
@@ -76,11 +76,21 @@ class ProportionSummary:
     level: float
 
 
+def binomial_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+    """Clopper–Pearson (exact) interval for a binomial proportion, e.g. an accuracy."""
+    from scipy.stats import beta
+
+    if not (0 <= successes <= trials and trials > 0):
+        raise ValueError(f"need 0 <= successes <= trials and trials > 0, got {successes}/{trials}")
+    alpha = 1.0 - level
+    lo = 0.0 if successes == 0 else float(beta.ppf(alpha / 2, successes, trials - successes + 1))
+    hi = 1.0 if successes == trials else float(beta.ppf(1 - alpha / 2, successes + 1, trials - successes))
+    return lo, hi
+
+
 def proportion_summary(successes: int, n: int, level: float = 0.95) -> ProportionSummary:
     """k of n with an exact (Clopper–Pearson) interval and the exact two-sided sign test p-value."""
     from scipy.stats import binomtest
-
-    from sbgc.toy import binomial_interval
 
     _check_level(level)
     lo, hi = binomial_interval(int(successes), int(n), level)

@@ -65,18 +65,6 @@ def grid_points(limit: float, n: int) -> tuple[np.ndarray, np.ndarray]:
     return axis, np.stack([gx.ravel(), gy.ravel()], axis=1)
 
 
-def binomial_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
-    """Clopper–Pearson (exact) interval for a binomial proportion, e.g. an accuracy."""
-    from scipy.stats import beta
-
-    if not (0 <= successes <= trials and trials > 0):
-        raise ValueError(f"need 0 <= successes <= trials and trials > 0, got {successes}/{trials}")
-    alpha = 1.0 - level
-    lo = 0.0 if successes == 0 else float(beta.ppf(alpha / 2, successes, trials - successes + 1))
-    hi = 1.0 if successes == trials else float(beta.ppf(1 - alpha / 2, successes + 1, trials - successes))
-    return lo, hi
-
-
 def ks_distance(draws: np.ndarray, density, lo: float, hi: float, n_grid: int = 20_001) -> float:
     """Kolmogorov–Smirnov distance between samples and a density on [lo, hi], lo > 0.
 

@@ -10,6 +10,7 @@ import pytest
 
 from sbgc import toy
 from sbgc.sde import SDE
+from sbgc.stats import binomial_interval
 
 matplotlib.use("Agg")
 
@@ -72,12 +73,12 @@ def test_training_rejects_labels_outside_the_classes():
 
 
 def test_binomial_interval_matches_clopper_pearson_tables():
-    lo, hi = toy.binomial_interval(5, 10)
+    lo, hi = binomial_interval(5, 10)
     assert (round(lo, 4), round(hi, 4)) == (0.1871, 0.8129)
-    assert toy.binomial_interval(0, 10) == (0.0, pytest.approx(0.3085, abs=1e-4))
-    assert toy.binomial_interval(10, 10) == (pytest.approx(0.6915, abs=1e-4), 1.0)
+    assert binomial_interval(0, 10) == (0.0, pytest.approx(0.3085, abs=1e-4))
+    assert binomial_interval(10, 10) == (pytest.approx(0.6915, abs=1e-4), 1.0)
     with pytest.raises(ValueError, match="successes <= trials"):
-        toy.binomial_interval(11, 10)
+        binomial_interval(11, 10)
 
 
 def test_ks_distance_accepts_the_right_density_and_rejects_a_wrong_one():
