@@ -223,15 +223,10 @@ def train(cfg: TrainConfig, steps: int, workdir: str | Path, *, data: str = "cif
 
     store = CheckpointStore(workdir / "checkpoints", keep=cfg.keep)
     state = init_state(jax.random.PRNGKey(cfg.seed), model_cfg, optimizer)
-    restored = store.restore_latest(state, expected_config=identity) if store.steps() else None
-    elapsed0 = 0.0
-    if restored is not None:
-        state, meta = restored
-        elapsed0 = float(meta.get("train_seconds", 0.0))
+    state, elapsed0 = resume(store, state, identity)
     state = jax.device_put(state, replicated)
-    start = int(state["step"])
     log_path = workdir / "train_log.csv"
-    rows = _log_rows(log_path, start)
+    rows = _log_rows(log_path, int(state["step"]))
     chunk = make_train_chunk(cfg, model_cfg, sde, optimizer, mesh)
     n_params = count_params(state["params"])
 
@@ -240,16 +235,50 @@ def train(cfg: TrainConfig, steps: int, workdir: str | Path, *, data: str = "cif
                 "train_seconds": seconds, "device": _device_name(),
                 "jax_version": jax.__version__, "step": step}
 
-    bar = _progress(progress, steps, start)
-    t_last, step, elapsed = time.perf_counter(), start, elapsed0
+    state, step, elapsed = run_loop(
+        chunk, state, (images, labels), store=store, steps=steps, log_path=log_path, rows=rows,
+        batch_size=cfg.batch_size, steps_per_call=cfg.steps_per_call, log_every=cfg.log_every,
+        ckpt_every=cfg.ckpt_every, lr_at=lambda s: cfg.lr * min(s / max(cfg.warmup_steps, 1), 1.0),
+        metadata=metadata, elapsed0=elapsed0, progress=progress,
+    )  # fmt: skip
+    return metadata(step, elapsed)
+
+
+def resume(store: CheckpointStore, fresh_state: Any, identity: dict) -> tuple[Any, float]:
+    """The newest intact checkpoint of ``store`` (verified, config checked against ``identity``) or
+    ``fresh_state``; with the training seconds already spent."""
+    restored = store.restore_latest(fresh_state, expected_config=identity) if store.steps() else None
+    if restored is None:
+        return fresh_state, 0.0
+    state, meta = restored
+    return state, float(meta.get("train_seconds", 0.0))
+
+
+def run_loop(chunk: Callable, state: Any, data: tuple, *, store: CheckpointStore, steps: int, log_path: Path,
+             rows: list[dict], batch_size: int, steps_per_call: int, log_every: int, ckpt_every: int,
+             lr_at: Callable[[int], float], metadata: Callable[[int, float], dict], elapsed0: float = 0.0,
+             progress: bool = True, desc: str = "train") -> tuple[Any, int, float]:
+    """The checkpointed training loop shared by the score model and the discriminative baseline.
+
+    ``chunk(state, *data) -> (state, metrics)`` runs ``steps_per_call`` steps; metrics hold device
+    scalars ``loss``, ``grad_norm``, ``finite`` (bool) and optionally more (logged as extra columns).
+    Every ``log_every`` steps a row (means since the previous row) goes to ``log_path`` (CSV, written
+    atomically BEFORE the checkpoint, so a resumed run never lacks the rows up to its step); every
+    ``ckpt_every`` steps and at the end the state is saved to ``store`` with ``metadata(step,
+    seconds)``. A non-finite loss or gradient raises :class:`TrainingDiverged` naming the last good
+    checkpoint. Returns (state, step, training seconds including ``elapsed0``).
+    """
+    step = int(state["step"])
+    bar = _progress(progress, steps, step, desc)
+    t_last, elapsed = time.perf_counter(), elapsed0
     seen_since_log, interval = 0, []
     while step < steps:
-        state, m = chunk(state, images, labels)
+        state, m = chunk(state, *data)
         interval.append(m)  # device scalars: no host sync until the next log point
-        step += cfg.steps_per_call
-        seen_since_log += cfg.steps_per_call * cfg.batch_size
-        bar.update(cfg.steps_per_call)
-        at_log, at_ckpt = step % cfg.log_every == 0 or step >= steps, step % cfg.ckpt_every == 0 or step >= steps
+        step += steps_per_call
+        seen_since_log += steps_per_call * batch_size
+        bar.update(steps_per_call)
+        at_log, at_ckpt = step % log_every == 0 or step >= steps, step % ckpt_every == 0 or step >= steps
         if not (at_log or at_ckpt):
             continue
         m = {k: (np.all if k == "finite" else np.mean)([x[k] for x in jax.device_get(interval)]) for k in interval[0]}
@@ -259,21 +288,21 @@ def train(cfg: TrainConfig, steps: int, workdir: str | Path, *, data: str = "cif
         if not m["finite"]:
             last = store.steps()[-1] if store.steps() else None
             raise TrainingDiverged(
-                f"non-finite loss or gradient between steps {step - cfg.steps_per_call} and {step} "
+                f"non-finite loss or gradient between steps {step - steps_per_call} and {step} "
                 f"(last loss {m['loss']}, grad norm {m['grad_norm']}); last good checkpoint: "
                 + (f"step {last} in {store.dir}" if last is not None else "none"))
         ips = seen_since_log / max(now - t_last, 1e-9)
+        extra = {k: f"{float(v):.6g}" for k, v in m.items() if k not in ("loss", "grad_norm", "finite")}
         rows.append({"step": step, "loss": f"{m['loss']:.6f}", "grad_norm": f"{m['grad_norm']:.4f}",
-                     "lr": f"{cfg.lr * min((step) / max(cfg.warmup_steps, 1), 1.0):.3e}",
-                     "images_per_s": f"{ips:.1f}", "elapsed_s": f"{elapsed:.1f}"})
+                     "lr": f"{lr_at(step):.3e}", "images_per_s": f"{ips:.1f}", "elapsed_s": f"{elapsed:.1f}", **extra})
         bar.set_postfix(loss=f"{m['loss']:.4f}", img_s=f"{ips:.0f}")
-        _write_log(log_path, rows)  # before the checkpoint: a resumed run never lacks the rows up to its step
+        _write_log(log_path, rows)
         if at_ckpt:
             store.save(step, state, metadata(step, elapsed))
         t_last, seen_since_log = time.perf_counter(), 0
     bar.close()
     _write_log(log_path, rows)
-    return metadata(step, elapsed)
+    return state, step, elapsed
 
 
 def _device_name() -> str:
@@ -283,16 +312,17 @@ def _device_name() -> str:
     return f"{jax.device_count()}x {d.device_kind}{cores}"
 
 
-def _progress(enabled: bool, total: int, initial: int):
+def _progress(enabled: bool, total: int, initial: int, desc: str = "train"):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="step", dynamic_ncols=True)
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        extra = [k for k in (rows[0] if rows else {}) if k not in LOG_FIELDS]
+        w = csv.DictWriter(f, fieldnames=list(LOG_FIELDS) + extra)
         w.writeheader()
         w.writerows(rows)
     tmp.replace(path)

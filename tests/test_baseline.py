@@ -1,0 +1,106 @@
+"""The discriminative Wide-ResNet baseline: architecture, augmentation, training, resume, shipping."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sbgc import baseline as bl
+from sbgc.checkpoint import CheckpointError
+from sbgc.data import load_exact_test_head, toy_images
+from sbgc.models import count_params
+
+
+def _n_params(depth: int, widen: int) -> int:
+    shapes = jax.eval_shape(lambda: bl.init_variables(bl.WRNConfig(depth, widen), jax.random.PRNGKey(0)))
+    return count_params(shapes["params"])
+
+
+def test_wide_resnet_parameter_counts_match_the_published_ones():
+    # Zagoruyko & Komodakis (2016), Table 1/4: WRN-28-10 36.5M, WRN-16-4 2.7M, WRN-40-4 8.9M
+    assert abs(_n_params(28, 10) / 36.5e6 - 1) < 0.005
+    assert abs(_n_params(16, 4) / 2.7e6 - 1) < 0.02
+    assert abs(_n_params(40, 4) / 8.9e6 - 1) < 0.01
+    with pytest.raises(ValueError, match="6·n \\+ 4"):
+        bl.WRNConfig(depth=12)
+
+
+def test_random_crop_is_a_reflected_translation():
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3)), jnp.uint8)
+    assert jnp.array_equal(bl.random_crop(jax.random.key(0), x, 0), x)
+    out = np.asarray(bl.random_crop(jax.random.key(1), x, 4))
+    padded = np.pad(np.asarray(x), ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
+    shifts = []
+    for i in range(6):  # every output is one 32×32 window of its padded input
+        hits = [(r, c) for r in range(9) for c in range(9) if np.array_equal(out[i], padded[i, r : r + 32, c : c + 32])]
+        assert hits, f"image {i} is not a window of its padded input"
+        shifts.append(hits[0])
+    assert len(set(shifts)) > 1  # the offsets are drawn per image
+
+
+def test_learning_rate_warms_up_then_follows_the_cosine():
+    cfg = bl.BaselineTrainConfig(total_steps=1000, warmup_steps=100, lr=0.1)
+    lr = [float(cfg.learning_rate(s)) for s in (0, 49, 99, 550, 999, 1000)]
+    assert lr[0] == pytest.approx(0.001) and lr[1] == pytest.approx(0.05) and lr[2] == pytest.approx(0.1)
+    assert lr[3] == pytest.approx(0.05, abs=1e-6) and lr[4] < 1e-5 and lr[5] == 0.0
+
+
+def test_weight_decay_applies_to_kernels_only():
+    params = bl.init_variables(bl.WRNConfig(10, 1), jax.random.PRNGKey(0))["params"]
+    mask = bl._decay_mask(params)
+    flat = {"/".join(str(getattr(k, "key", k)) for k in path): v for path, v in jax.tree_util.tree_leaves_with_path(mask)}
+    assert all(v for k, v in flat.items() if k.endswith("kernel"))
+    assert not any(v for k, v in flat.items() if k.endswith(("bias", "scale")))
+
+
+def test_training_learns_resumes_identically_and_ships(tmp_path):
+    cfg = bl.get_baseline_train_config("ci", batch_size=16, total_steps=60, warmup_steps=5, lr=0.05, ema_decay=0.8,
+                                       log_every=10, ckpt_every=20)  # fmt: skip
+    straight = bl.train(cfg, 60, tmp_path / "a", data="toy", toy_size=512, progress=False)
+    bl.train(cfg, 20, tmp_path / "b", data="toy", toy_size=512, progress=False)  # stopped at 20 …
+    resumed = bl.train(cfg, 60, tmp_path / "b", data="toy", toy_size=512, progress=False)  # … and resumed
+    assert straight["step"] == resumed["step"] == 60
+    out_a = bl.export_ema(tmp_path / "a", tmp_path / "a.msgpack", evaluate=False)
+    out_b = bl.export_ema(tmp_path / "b", tmp_path / "b.msgpack", evaluate=False)
+    assert out_a["sha256"] == out_b["sha256"]  # bit-identical parameters after the resume
+    log = (tmp_path / "b" / "train_log.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in log[1:]] == list(range(10, 61, 10))
+    assert "train_accuracy" in log[0]
+
+    clf = bl.load_classifier(tmp_path / "a.msgpack")
+    test = toy_images(256, seed=123)  # held-out toy images: colour and stripe angle give the class
+    acc = float(np.mean(clf.predict(test.images) == test.labels))
+    assert acc > 0.5, f"60 steps on toy data should beat chance (0.1) by far, got {acc:.2f}"
+    logits = clf.logits(bl.bin_centres(test.images[:3]))
+    assert logits.shape == (3, 10) and logits.dtype == jnp.float32
+    grad = jax.grad(lambda x: clf.logits(x)[:, 0].sum())(bl.bin_centres(test.images[:2]))
+    assert grad.shape == (2, 32, 32, 3) and bool(jnp.all(jnp.isfinite(grad)))
+
+    meta = json.loads((tmp_path / "a.msgpack.json").read_text())
+    meta["sha256"] = "0" * 64
+    (tmp_path / "a.msgpack.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="does not match"):
+        bl.load_classifier(tmp_path / "a.msgpack")
+    with pytest.raises(ValueError, match="exceeds the planned total_steps"):
+        bl.train(cfg, 61, tmp_path / "c", data="toy", toy_size=512, progress=False)
+
+
+def test_a_score_model_is_not_loaded_as_a_baseline():
+    with pytest.raises(ValueError, match="not a discriminative baseline"):
+        bl.load_classifier("checkpoints/sbgc_ci_cpu.msgpack")
+    with pytest.raises(FileNotFoundError, match="python -m sbgc.baseline export"):
+        bl.load_classifier("checkpoints/nope.msgpack")
+
+
+@pytest.mark.skipif(not (bl.REPO / bl.SHIPPED["ci"]).exists(), reason="shipped baseline not built yet")
+def test_shipped_ci_baseline_classifies_exact_test_images():
+    clf = bl.load_classifier("ci")
+    assert clf.meta["kind"] == "discriminative baseline" and clf.sha256[:12] in clf.describe()
+    data = load_exact_test_head()
+    acc = float(np.mean(clf.predict(data.images[:400]) == data.labels[:400]))
+    # the recorded accuracy is on the full (JPEG) test split; the exact images must agree within 6 %
+    assert acc > 0.4 and abs(acc - clf.meta["test_accuracy"]) < 0.06, (acc, clf.meta["test_accuracy"])
+    with pytest.raises(ValueError, match="uint8 images"):
+        clf.predict(data.images[:2].astype(np.float32))
