@@ -1,0 +1,69 @@
+"""Table 1 / Fig. 1 helpers: intervals, summaries, the paper's rows, training logs."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+
+from sbgc import baseline, pretrained, table1
+from sbgc.stats import binomial_interval
+
+
+def test_accuracy_and_mean_estimates():
+    acc = table1.accuracy_estimate(np.array([0, 1, 2, 3]), np.array([0, 1, 2, 0]))
+    assert (acc.value, acc.n) == (0.75, 4) and (acc.lo, acc.hi) == pytest.approx(binomial_interval(3, 4))
+    with pytest.raises(ValueError, match="matching non-empty"):
+        table1.accuracy_estimate(np.array([0, 1]), np.array([0]))
+    rng = np.random.default_rng(0)
+    covered = 0
+    for _ in range(200):  # the Student-t interval covers the true mean ~95 % of the time
+        m = table1.mean_estimate(rng.normal(3.0, 1.0, size=8))
+        covered += m.lo <= 3.0 <= m.hi
+    assert 0.9 <= covered / 200 <= 0.99
+    one = table1.mean_estimate(np.array([3.2]))
+    assert one.value == 3.2 and np.isnan(one.lo) and one.as_dict()["lo"] is None
+
+
+def test_summarize_generative_uses_the_true_class_and_the_argmax():
+    log_p = np.array([[-10.0, -5.0, -7.0], [-1.0, -3.0, -2.0]])
+    bpd = np.array([[4.0, 3.0, 3.5], [2.0, 2.5, 2.2]])
+    s = table1.summarize_generative(log_p, bpd, np.array([3.1, 2.1]), np.array([1, 2]), np.full((2, 3), 50))
+    assert s.accuracy.value == 0.5  # image 0 → class 1 (right), image 1 → class 0 (wrong)
+    assert s.bpd_true_class.value == pytest.approx((3.0 + 2.2) / 2)
+    assert s.bpd_marginal.value == pytest.approx(2.6) and s.mean_nfe == 50
+    with pytest.raises(ValueError, match="expected log_p and bpd"):
+        table1.summarize_generative(log_p, bpd[:, :2], np.zeros(2), np.array([0, 1]), np.zeros((2, 3)))
+
+
+def test_table_marks_paper_rows_and_shows_ours():
+    est = table1.Estimate(0.5, 0.4, 0.6, 100)
+    md = table1.table_markdown([("SBGC", est, table1.Estimate(3.5, 3.4, 3.6, 10), "ci"), ("WRN", est, None, "ci")])
+    lines = md.splitlines()
+    paper_lines = [line for line in lines if "| paper |" in line]
+    assert len(paper_lines) == len(table1.PAPER_TABLE1) and any("95.04 | 3.11" in line for line in paper_lines)
+    ours = [line for line in lines if "ours: ci" in line]
+    assert len(ours) == 2 and "50.0 [40.0, 60.0]" in ours[0] and "3.500 [3.400, 3.600]" in ours[0]
+    assert ours[1].endswith("| N/A |")
+    fig = table1.plot_fig1([("SBGC", est, table1.Estimate(3.5, float("nan"), float("nan"), 1))])
+    assert len(fig.axes[0].collections) >= 4  # three paper points with both numbers + ours
+
+
+def test_every_shipped_parameter_file_has_its_training_log():
+    for path in [pretrained.resolve_path(n) for n in pretrained.SHIPPED] + [
+        baseline.REPO / p for p in baseline.SHIPPED.values()
+    ]:
+        log = table1.read_training_log(table1.training_log_path(path))
+        meta_step = __import__("json").loads(path.with_name(path.name + ".json").read_text())["step"]
+        assert log["step"][-1] == meta_step, f"{path.name}: log ends at {log['step'][-1]}, parameters at {meta_step}"
+        assert np.all(np.diff(log["step"]) > 0) and np.all(np.isfinite(log["loss"]))
+
+
+def test_read_training_log_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="training log"):
+        table1.read_training_log(tmp_path / "x.csv")
+    (tmp_path / "e.csv").write_text("step,loss\n")
+    with pytest.raises(ValueError, match="no rows"):
+        table1.read_training_log(tmp_path / "e.csv")
+    assert table1.training_log_path("a/b/m.msgpack").name == "m_train_log.csv"
