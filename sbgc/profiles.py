@@ -56,6 +56,23 @@ NOTEBOOKS: dict[str, Knobs] = {
         # importance-sampling histogram
         "n_t_draws": (20_000, 200_000, 1_000_000),
     },
+    "02_table1": {
+        "seed": (0, 0, 0),
+        # score model and discriminative baseline: shipped names or paths to exported .msgpack files
+        "checkpoint": ("ci", "small_gpu", "paper_gpu"),
+        "baseline": ("ci", "wrn28_10_gpu", "wrn28_10_gpu"),
+        # SBGC: random images of the test split found on the machine, and of the 846 exact images
+        "n_images": (5, 500, 10_000),
+        "n_exact_images": (5, 846, 846),
+        # the baseline: a random sample of the test split (it needs one forward pass per image)
+        "n_baseline_images": (2_000, 10_000, 10_000),
+        # probability-flow ODE (paper: 30 probes, rtol = atol = 1e-5, eps = 1e-5)
+        "n_probes": (1, 10, 30),
+        "rtol": (1e-2, 1e-4, 1e-5),
+        "atol": (1e-2, 1e-4, 1e-5),
+        "eps": (1e-5, 1e-5, 1e-5),
+        "chunk_size": (10, 250, 250),
+    },
     "05_interpolation": {
         "seed": (0, 0, 0),
         # score model: a shipped name (sbgc.pretrained.SHIPPED) or a path to an exported .msgpack
