@@ -73,6 +73,27 @@ NOTEBOOKS: dict[str, Knobs] = {
         "eps": (1e-5, 1e-5, 1e-5),
         "chunk_size": (10, 250, 250),
     },
+    "03_cifar10c": {
+        "seed": (0, 0, 0),
+        # score model and discriminative baseline: shipped names or paths to exported .msgpack files
+        "checkpoint": ("ci", "small_gpu", "paper_gpu"),
+        "baseline": ("ci", "wrn28_10_gpu", "wrn28_10_gpu"),
+        # clean images: "exact_head" (846 exact test images) or "test" (the test split found on the machine)
+        "data": ("exact_head", "test", "test"),
+        # random images (one fixed permutation; paper: a 10 % subset, 1,000 images) for the SBGC, and
+        # for the baseline (its first n_images are the SBGC's)
+        "n_images": (1, 40, 1_000),
+        "n_baseline_images": (200, 10_000, 10_000),
+        # CIFAR-10-C settings: comma-separated severities in 1..5, "all" or comma-separated corruptions
+        "severities": ("3", "1,2,3,4,5", "1,2,3,4,5"),
+        "corruptions": ("all", "all", "all"),
+        # probability-flow ODE (paper, for CIFAR-10-C: 10 probes, rtol = atol = 1e-5, eps = 1e-5)
+        "n_probes": (1, 10, 10),
+        "rtol": (1e-2, 1e-4, 1e-5),
+        "atol": (1e-2, 1e-4, 1e-5),
+        "eps": (1e-5, 1e-5, 1e-5),
+        "chunk_size": (10, 250, 250),
+    },
     "05_interpolation": {
         "seed": (0, 0, 0),
         # score model: a shipped name (sbgc.pretrained.SHIPPED) or a path to an exported .msgpack
