@@ -1,0 +1,37 @@
+"""Table 3 helpers: paper rows marked, intervals, same-image check, figure."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+
+from sbgc import table3
+from sbgc.attacks import PGDResult
+
+
+def _result(norm, labels, clean_pred, adv_pred, eps=0.5):
+    b = len(labels)
+    x = np.zeros((b, 32, 32, 3), np.float32)
+    return PGDResult(norm=norm, epsilon=eps, steps=3, rel_stepsize=0.25, stepsize=0.25 * eps, random_start=True, seed=0,
+                     kind="baseline", labels=np.asarray(labels), clean_logits=np.zeros((b, 10)),
+                     clean_pred=np.asarray(clean_pred), adversarial=x + 0.01, adv_logits=np.zeros((b, 10)),
+                     adv_pred=np.asarray(adv_pred), success=np.asarray(adv_pred) != np.asarray(labels),
+                     linf=np.full(b, 0.01), l2=np.full(b, 0.55), seconds=1.0, step_seconds=(0.3,) * 3)
+
+
+def test_table3_rows_and_intervals():
+    linf = _result("linf", [0, 1, 2, 3], [0, 1, 2, 0], [0, 5, 5, 5], eps=8 / 255)
+    l2 = _result("l2", [0, 1, 2, 3], [0, 1, 2, 0], [0, 1, 5, 5])
+    md = table3.table3_markdown([("WRN", linf, l2)]).splitlines()
+    assert sum("| paper (N = 216) |" in line for line in md) == len(table3.PAPER_TABLE3) == 3
+    ours = [line for line in md if line.startswith("| **WRN**")][0]
+    assert "3/4 = 75.0 %" in ours and "1/4 = 25.0 %" in ours and "2/4 = 50.0 %" in ours
+    assert table3.accuracy_cell(np.array([True, False])).startswith("1/2 = 50.0 % [1.3, 98.7]")
+    with pytest.raises(ValueError, match="different images"):
+        table3.table3_markdown([("WRN", linf, _result("l2", [9, 9, 9, 9], [0] * 4, [0] * 4))])
+    settings = table3.settings_markdown([("WRN", l2)])
+    assert "| WRN | l2 | 0.5 | 3 | 0.125 | True | 0.01 | 0.55 | 1.0 |" in settings
+    fig = table3.plot_pairs(np.zeros((4, 32, 32, 3)), [("a", linf), ("b", l2)], [str(i) for i in range(10)], n_show=2)
+    assert len(fig.axes) == 2 * 5
