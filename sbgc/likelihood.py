@@ -35,7 +35,10 @@ Solver
 ------
 diffrax with an adaptive PID controller (default ``Dopri5``, rtol = atol = 1e-5, ε = 1e-5 as in the
 paper; no ``dtmin``), ``throw=False`` and explicit success/finiteness checks outside jit: a solve
-that fails raises :class:`LikelihoodSolveError` naming the rows. Error control: the default
+that fails raises :class:`LikelihoodSolveError` naming the rows. ``SolverSettings(n_steps=N)``
+takes N equal steps instead (cheap, tolerance-free gradients for CPU runs), and
+``SolverSettings.adjoint``/``checkpoints`` choose how ``jax.grad`` differentiates the solve (see
+:mod:`sbgc.attacks` for the measurement behind the default). Error control: the default
 ``error_norm="split"`` takes max(RMS over the state x, RMS over the n log-p integrals), so the
 log-p components are controlled as tightly as the state instead of being one of D + n entries of a
 single RMS; ``"rms"`` is the plain RMS over all components (what scipy's RK45 does).
@@ -72,6 +75,7 @@ PriorLogpFn = Callable[[Array, Array], Array]
 Probe = Literal["rademacher", "gaussian", "exact"]
 DataScaling = Literal["centered", "unit"]
 ErrorNorm = Literal["split", "rms"]
+Adjoint = Literal["recursive", "backsolve"]
 
 SOLVERS: dict[str, type[diffrax.AbstractERK]] = {
     "dopri5": diffrax.Dopri5,
@@ -84,6 +88,7 @@ SOLVERS: dict[str, type[diffrax.AbstractERK]] = {
 }
 PROBES = ("rademacher", "gaussian", "exact")
 DATA_SCALINGS = ("centered", "unit")
+ADJOINTS = ("recursive", "backsolve")
 
 
 class LikelihoodSolveError(RuntimeError):
@@ -207,6 +212,16 @@ class SolverSettings:
     # First trial step. (diffrax 0.7.2 with dt0=None skips its initial-step heuristic inside
     # diffeqsolve, whose terms are wrapped, and silently uses 0.01: we say so explicitly.)
     dt0: float = 0.01
+    # Fixed-step solving: n_steps equal steps of dt = (T − ε)/n_steps (diffrax.ConstantStepSize)
+    # instead of the PID controller; rtol, atol and dt0 are then ignored. None: adaptive.
+    n_steps: int | None = None
+    # Reverse-mode derivative of the solve: "recursive" differentiates the solver's steps
+    # (diffrax.RecursiveCheckpointAdjoint, the exact gradient of the computed solution);
+    # "backsolve" solves the continuous adjoint ODE backwards (diffrax.BacksolveAdjoint).
+    adjoint: Adjoint = "recursive"
+    # Checkpoints of RecursiveCheckpointAdjoint: memory ≈ checkpoints × solver state per row,
+    # more checkpoints recompute fewer steps. None: diffrax's default, ~log2(max_steps).
+    checkpoints: int | None = None
 
     def __post_init__(self):
         if self.solver not in SOLVERS:
@@ -221,6 +236,15 @@ class SolverSettings:
             raise ValueError(f"dt0 must be positive, got {self.dt0}")
         if self.error_norm not in ("split", "rms"):
             raise ValueError(f"error_norm must be 'split' or 'rms', got {self.error_norm!r}")
+        if self.n_steps is not None:
+            if not (isinstance(self.n_steps, int) and self.n_steps >= 1):
+                raise ValueError(f"n_steps must be None (adaptive) or a positive int, got {self.n_steps!r}")
+            if self.n_steps > self.max_steps:
+                raise ValueError(f"n_steps={self.n_steps} exceeds max_steps={self.max_steps}")
+        if self.adjoint not in ADJOINTS:
+            raise ValueError(f"adjoint must be one of {ADJOINTS}, got {self.adjoint!r}")
+        if self.checkpoints is not None and not (isinstance(self.checkpoints, int) and self.checkpoints >= 1):
+            raise ValueError(f"checkpoints must be None or a positive int, got {self.checkpoints!r}")
 
     def evaluations(self, num_steps: Array) -> Array:
         """Vector-field evaluations of one solve that took ``num_steps`` steps (rejected included).
@@ -285,18 +309,29 @@ def _solve_one(
 
     m = 1 if probes is None else probes.shape[0]
     y0 = (x, jnp.zeros((m,), jnp.float32))
-    controller = diffrax.PIDController(rtol=settings.rtol, atol=settings.atol, norm=_norm(settings.error_norm))
+    if settings.n_steps is None:
+        controller = diffrax.PIDController(rtol=settings.rtol, atol=settings.atol, norm=_norm(settings.error_norm))
+        dt0 = settings.dt0
+    else:
+        controller, dt0 = diffrax.ConstantStepSize(), (sde.T - settings.eps) / settings.n_steps
+    if settings.adjoint == "backsolve":
+        # The backward solve's state is (x, log p, their adjoints, the args' adjoints), to which the
+        # split norm does not apply: it is controlled by the RMS norm at the same tolerances.
+        back = diffrax.ConstantStepSize() if settings.n_steps else diffrax.PIDController(rtol=settings.rtol, atol=settings.atol)
+        adjoint = diffrax.BacksolveAdjoint(stepsize_controller=back)
+    else:  # reverse mode through the steps (jax.grad)
+        adjoint = diffrax.RecursiveCheckpointAdjoint(checkpoints=settings.checkpoints)
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(vector_field),
         SOLVERS[settings.solver](),
         t0=settings.eps,
         t1=sde.T,
-        dt0=settings.dt0,
+        dt0=dt0,
         y0=y0,
         args=(score_fn, y, probes),
         saveat=diffrax.SaveAt(t1=True),
         stepsize_controller=controller,
-        adjoint=diffrax.RecursiveCheckpointAdjoint(),  # reverse mode through the steps (jax.grad)
+        adjoint=adjoint,
         max_steps=settings.max_steps,
         throw=False,
     )
