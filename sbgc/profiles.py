@@ -94,6 +94,31 @@ NOTEBOOKS: dict[str, Knobs] = {
         "eps": (1e-5, 1e-5, 1e-5),
         "chunk_size": (10, 250, 250),
     },
+    "04_adversarial": {
+        "seed": (0, 0, 0),
+        # score model and discriminative baseline: shipped names or paths to exported .msgpack files
+        "checkpoint": ("ci", "small_gpu", "paper_gpu"),
+        "baseline": ("ci", "wrn28_10_gpu", "wrn28_10_gpu"),
+        # "exact_head" (846 exact test images) or "test" (the test split found on the machine)
+        "data": ("exact_head", "exact_head", "test"),
+        # images attacked (paper: N = 216); the baseline is attacked on these and more
+        "n_images": (1, 16, 216),
+        "n_baseline_images": (100, 1_000, 1_000),
+        # the SBGC's logits: probes (paper: 10), solver, fixed steps (0: adaptive with rtol/atol)
+        "n_probes": (1, 10, 10),
+        "solver": ("heun", "dopri5", "dopri5"),
+        "n_steps": (4, 0, 0),
+        "rtol": (1e-2, 1e-4, 1e-5),
+        "atol": (1e-2, 1e-4, 1e-5),
+        "eps": (1e-5, 1e-5, 1e-5),
+        # PGD (the paper does not state steps or step size): steps, step size / epsilon
+        "pgd_steps": (1, 10, 10),
+        "rel_stepsize": (1.0, 0.25, 0.25),
+        # finite-difference check of the gradient: random directions and step h
+        "n_fd_directions": (2, 4, 4),
+        "fd_h": (5e-2, 5e-2, 5e-2),
+        "n_show": (1, 3, 4),
+    },
     "05_interpolation": {
         "seed": (0, 0, 0),
         # score model: a shipped name (sbgc.pretrained.SHIPPED) or a path to an exported .msgpack
