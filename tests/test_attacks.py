@@ -17,26 +17,17 @@ from sbgc import attacks
 from sbgc.classify import class_log_likelihoods, log_marginal
 from sbgc.likelihood import LikelihoodSolveError, SolverSettings, bits_per_dim, solve_rows
 from sbgc.sde import SDE
+from tiny_nets import init_tiny, tiny_score
 
 SHAPE = (8, 8, 3)
 K = 3
 
 
 def _init_tiny(key, channels=3, hidden=8, n_classes=K):
-    k1, k2, k3 = jax.random.split(key, 3)
-    return {
-        "w1": jax.random.normal(k1, (3, 3, channels + 1, hidden)) / np.sqrt(9 * (channels + 1)),
-        "emb": jax.random.normal(k2, (n_classes, hidden)),
-        "w2": jax.random.normal(k3, (3, 3, hidden, channels)) / np.sqrt(9 * hidden),
-    }
+    return init_tiny(key, channels, hidden, n_classes)
 
 
-def _tiny_score(params, x, t, y):
-    """A random class-conditional conv net on [B, H, W, C] images: a non-Gaussian score field."""
-    conv = lambda h, w: jax.lax.conv_general_dilated(h, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    tt = jnp.broadcast_to(t[:, None, None, None], x.shape[:-1] + (1,))
-    h = jnp.tanh(conv(jnp.concatenate([x, tt], -1), params["w1"]) + params["emb"][y][:, None, None, :])
-    return conv(h, params["w2"]) - x
+_tiny_score = tiny_score
 
 
 @pytest.fixture(scope="module")
