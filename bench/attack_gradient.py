@@ -237,17 +237,25 @@ def main(argv=None) -> dict:
     p.add_argument("--adjoint-study", action="store_true",
                    help="compare the adjoints instead of the timing run (on --checkpoint and on an untrained network)")
     p.add_argument("--study-classes", type=int, default=2, help="classes in the adjoint study (cost)")
+    p.add_argument("--study-networks", default="trained,untrained",
+                   help="comma-separated: 'trained' (--checkpoint) and/or 'untrained' (a re-drawn ci network)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON path (default: bench/results/attack_gradient_<checkpoint>_<platform>.json)")
     args = p.parse_args(argv)
     if args.n_probes < 1 or args.repeats < 1 or args.fd_directions < 0 or not args.fd_h > 0:
         p.error("--n-probes and --repeats must be >= 1, --fd-directions >= 0 and --fd-h > 0")
+    if not set(args.study_networks.split(",")) <= {"trained", "untrained"}:
+        p.error(f"--study-networks takes 'trained' and/or 'untrained', got {args.study_networks!r}")
+    if args.adjoint_study and args.fd_directions < 1:
+        p.error("--adjoint-study needs --fd-directions >= 1")
     atol = args.rtol if args.atol is None else args.atol
     config = attacks.SBGCLogitsConfig(
         n_probes=args.n_probes, rtol=args.rtol, atol=atol, eps=args.eps, solver=args.solver,
         max_steps=args.max_steps, n_steps=args.n_steps, adjoint=args.adjoint, checkpoints=args.checkpoints,
     )  # fmt: skip
     dev = jax.devices()[0]
+    name = "adjoint" if args.adjoint_study else Path(args.checkpoint).stem
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"attack_gradient_{name}_{dev.platform}.json"
     report: dict = {
         "device": str(dev.device_kind), "platform": dev.platform, "host": platform.node(),
         "jax": jax.__version__, "diffrax": diffrax.__version__,
@@ -272,10 +280,11 @@ def main(argv=None) -> dict:
 
         study_cfg = dataclasses.replace(config, n_classes=args.study_classes)
         report["settings"]["n_classes"] = args.study_classes
-        report["adjoint_study"] = {"trained": adjoint_study(model, x_unit, study_cfg, args)}
-        untrained = load("none", "ci", args.seed)
-        report["adjoint_study"]["untrained"] = adjoint_study(untrained, x_unit, study_cfg, args)
-        report["adjoint_study"]["untrained"]["params"] = untrained.origin
+        report["adjoint_study"] = {}
+        for net in args.study_networks.split(","):
+            m = model if net == "trained" else load("none", "ci", args.seed)
+            report["adjoint_study"][net] = dict(adjoint_study(m, x_unit, study_cfg, args), params=m.origin)
+            write(report, out)  # after each network: the untrained one can take long
         print(f"\n{report['device']} ({report['platform']}), jax {report['jax']}, diffrax {report['diffrax']}")
         print(f"adjoint study: 1 image, {args.study_classes} classes, {config.describe()}")
         print(f"{'network':10s} {'adjoint':10s} {'|grad|':>12s} {'max rel. err vs FD':>20s}")
@@ -318,12 +327,14 @@ def main(argv=None) -> dict:
             fd = r["finite_difference"]
             print(f"finite differences (h={fd['h']:g}, {len(fd['exact'])} directions): relative errors "
                   + ", ".join(f"{e:.1e}" for e in fd["relative_error"]))  # fmt: skip
-    name = "adjoint" if args.adjoint_study else Path(args.checkpoint).stem
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"attack_gradient_{name}_{dev.platform}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    write(report, out)
     print(f"wrote {out}")
     return report
+
+
+def write(report: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

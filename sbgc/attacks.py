@@ -29,36 +29,54 @@ Which adjoint is correct
 ------------------------
 An earlier measurement on an untrained U-Net found diffrax's ``BacksolveAdjoint`` (solve the
 continuous adjoint ODE backwards in time) and ``RecursiveCheckpointAdjoint`` disagreeing by three
-orders of magnitude in gradient norm (8.5 vs 6,740) at loose tolerances. Measured against central
-finite differences of the same function along random unit directions (CPU, jax 0.10.2):
+orders of magnitude in gradient norm (8.5 vs 6,740). Settled by central finite differences (h = 1e-2
+along 3 random unit directions) of the same function, a fixed random linear functional of the class
+log-likelihoods; 1 CIFAR-10 test image, 2 classes, 1 probe, ε = 1e-5, on 2 CPU cores
+(``bench/attack_gradient.py --adjoint-study``, ``bench/results/attack_gradient_adjoint_*_cpu.json``):
 
-* a small conv score field, dopri5 at rtol = atol = 1e-6 (``tests/test_attacks.py``): both adjoints
-  agree with the finite differences (relative errors ≤ 9e-3 at h = 1e-2, the adaptive solver's
-  step-selection jitter) and with each other (gradient norms within 2e-6);
-* the shipped ``ci`` U-Net, 10 classes, 1 probe, 4 fixed Heun steps
-  (``bench/results/attack_gradient_ci_cpu_heun4.json``): recursive vs finite differences, relative
-  errors 2.6e-3, 4.2e-4, 1.9e-3 — the exact derivative of the computed solution;
-* the same network with adaptive dopri5 at rtol = 1e-2 (``…_dopri5_rtol1e-2.json``): relative
-  errors 0.5–1.2, because the finite differences of an adaptive solve at a loose tolerance jump with
-  the accepted steps; such a check says nothing about either adjoint.
+==========================  ==========  ==============  ================  ====================
+network, solver             adjoint     ‖∇‖             max rel. error    ‖x̂ − x‖/‖x‖ (below)
+==========================  ==========  ==============  ================  ====================
+shipped ``ci``, Heun 16     recursive   11,213          4.3e-3            4.4e-2
+steps                       backsolve   9,839           0.57
+untrained ``ci``, Heun 16   recursive   5,642           2.0e-3            30
+steps                       backsolve   18.8            1.00
+shipped ``ci``, dopri5      recursive   15,670          4.9e-2            2.3e-2
+rtol = atol = 1e-5          backsolve   16,830          0.14
+untrained ``ci``, dopri5    recursive   12,154          (FD unusable)     5.4 (at 1e-5)
+rtol = atol = 1e-3          backsolve   10.5            (FD unusable)
+==========================  ==========  ==============  ================  ====================
 
-At loose tolerances ``BacksolveAdjoint`` differentiates the continuous problem only to the
-tolerance of its own backward solve, whereas ``RecursiveCheckpointAdjoint`` is exact for the
-function actually evaluated (which is what PGD attacks).
+* ``RecursiveCheckpointAdjoint`` is correct: it is the exact derivative of the computed solution,
+  and where that solution is a smooth function of x (fixed steps) it matches the finite differences
+  to ≤ 4e-3 on both networks (float32 rounding of logits of O(10⁴) nats limits the FD itself).
+  With adaptive steps the finite differences also see the step-size controller's decisions change
+  between x ± h·d (the gradient is taken with the step sizes frozen, as diffrax does): at rtol 1e-3
+  FD errors were ~1 for every gradient, at 1e-5 5e-2 for the recursive and 0.14 for the backsolve one.
+* ``BacksolveAdjoint`` is wrong on U-Nets: it re-creates x(t) by solving the probability-flow ODE
+  backwards from x(T), and that reverse-time solve does not return to the data. Measured
+  x(ε) → x(T) → x̂(ε) misses by 2–4 % of ‖x‖ on the shipped network and by 5–30 × ‖x‖ on the
+  untrained one, so the adjoint is integrated along the wrong trajectory: 57 % error on the shipped
+  network, and a gradient ~300–1,000 × too small on the untrained one (18.8 vs 5,642; at rtol 1e-3
+  10.5 vs 12,154: the pattern of the earlier 8.5 vs 6,740). On a small smooth network
+  (``tests/test_attacks.py``, rtol 1e-6) the two adjoints agree to 1e-6.
 
 ``RecursiveCheckpointAdjoint`` is therefore the default (``SBGCLogitsConfig.adjoint="recursive"``).
 
 Memory on an accelerator
 ------------------------
-``RecursiveCheckpointAdjoint(checkpoints=c)`` stores c copies of the solver state (per row: the
-image, the n log-p integrals and the solver's stage cache, a few × D floats) and recomputes the
-steps between them in the backward pass; ``checkpoints=None`` lets diffrax use ~log₂(max_steps)
-of them, which gives O(N log N) recomputation for N steps. The state is tiny next to the network's
-activations, so memory is bounded by ONE step's second-order backward pass of B·K rows × (1 + n)
-network evaluations, whatever c is. Recommendation: ``checkpoints=None`` (the default) on CPU and
-on small GPUs; on a large GPU set ``checkpoints`` to about the number of accepted steps
-(hundreds at rtol = 1e-5) to trade ~1 MB per checkpoint and image for less recomputation.
-``max_steps`` bounds the number of steps (a solve that needs more fails and raises).
+``RecursiveCheckpointAdjoint(checkpoints=c)`` stores c copies of the solver's loop state (per row:
+the image, the n log-p integrals and the solver's stage cache, a few × D floats: ~0.1–0.5 MB per
+image of 10 rows, estimated from the state's size) and recomputes the steps between checkpoints in
+the backward pass; ``checkpoints=None`` lets diffrax use ~log₂(max_steps) of them, which bounds the
+recomputation to O(N log N) for N steps. The state is tiny next to the activations of the network,
+so peak memory is set by ONE step's second-order backward pass over B·K rows × (1 + n) network
+evaluations, whatever c is; ``max_steps`` bounds the number of steps (a solve that needs more
+fails and raises). Choice: ``checkpoints=None`` (the default). On CPU the backward pass, not the
+recomputation, is the cost (``ci`` network, Heun 8 steps: 27.5 s with None, 29.6 s with 9
+checkpoints, 29.7 s with 2). On a large GPU, ``checkpoints`` ≈ the number of accepted steps
+(hundreds at rtol 1e-5) removes the recomputation for ~0.1–0.5 MB per checkpoint and image (not
+measured here: no GPU).
 
 Objects here
 ------------

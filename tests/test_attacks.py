@@ -98,16 +98,19 @@ def test_fixed_step_gradient_matches_central_finite_differences(model, images):
 
 
 def test_adaptive_gradients_recursive_and_backsolve_agree_with_finite_differences(model, images):
-    """At rtol = 1e-6 both adjoints match each other and the finite differences.
+    """At rtol = 1e-6 both adjoints match each other and the finite differences on a small network.
+
+(On the U-Nets they do not: see the sbgc.attacks module docstring.) The backsolve adjoint's
+backward solve is controlled by the RMS norm, the forward one by the default split norm.
 
     The adaptive solver's step selection jitters between x ± h·d, adding noise ~ tol·|log p|/h to
-    the FD: measured relative errors ≤ 9e-3 at h = 1e-2; the two gradient norms differed by 2e-6.
+    the FD: measured relative errors ≤ 1e-3 at h = 1e-2 (≤ 9e-3 along a third direction); the two
+    gradient norms differed by 1.2e-6.
     """
-    common = dict(rtol=1e-6, atol=1e-6, error_norm="rms")
-    rec, back = _fn(model, **common), _fn(model, adjoint="backsolve", **common)
+    rec, back = _fn(model, rtol=1e-6, atol=1e-6), _fn(model, adjoint="backsolve", rtol=1e-6, atol=1e-6)
     checks = [attacks.finite_difference_check(f, images, jax.random.key(3), n_directions=2, h=1e-2) for f in (rec, back)]
     for chk in checks:
-        assert chk.max_relative_error < 3e-2, chk
+        assert chk.max_relative_error < 1e-2, chk
     np.testing.assert_allclose(checks[1].exact, checks[0].exact, rtol=1e-3)
     assert checks[1].gradient_norm == pytest.approx(checks[0].gradient_norm, rel=1e-3)
 
