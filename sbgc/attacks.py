@@ -190,8 +190,10 @@ class SBGCLogitsConfig:
 def draw_attack_probes(key: Array, n_images: int, n_probes: int, shape: tuple[int, ...] = (32, 32, 3)) -> Array:
     """Rademacher probes [B, n, *shape], image i's from ``fold_in(key, i)``, fixed for a whole attack.
 
-    The same draws as :meth:`sbgc.likelihood.PreparedBatch.probes` for the same key, so the attacked
-    function of an image is the classifier that :func:`sbgc.classify.class_log_likelihoods` evaluates.
+    The same draws as :meth:`sbgc.likelihood.PreparedBatch.probes` with the same probe key (the
+    second half of ``jax.random.split(key)`` in :func:`sbgc.likelihood.prepare_batch`), so the
+    attacked function of an image is the classifier :func:`sbgc.classify.class_log_likelihoods`
+    evaluates with that key on the same (already dequantized) float images.
     """
     if not (isinstance(n_images, (int, np.integer)) and n_images >= 1):
         raise ValueError(f"n_images must be a positive int, got {n_images!r}")
