@@ -48,7 +48,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sbgc import attacks, models  # noqa: E402
-from sbgc.likelihood import solve_rows, to_model_space, to_unit_interval  # noqa: E402
+from sbgc.classify import log_marginal  # noqa: E402
+from sbgc.likelihood import bits_per_dim, solve_rows, to_model_space, to_unit_interval  # noqa: E402
 from sbgc.sde import SDE  # noqa: E402
 
 
@@ -80,6 +81,11 @@ def load(checkpoint: str, profile: str, seed: int) -> Model:
     score_fn = functools.partial(models.make_score_fn(config, sde), params)
     origin = f"untrained {profile} network, near-zero output kernels re-drawn at scale 0.3 (seed {seed})"
     return Model(score_fn, sde, origin, models.count_params(params), profile)
+
+
+def _cache_files(path: str | None) -> int | None:
+    """Number of entries in the persistent compilation cache (0: every compile is cold)."""
+    return None if not path else (len(list(Path(path).iterdir())) if Path(path).is_dir() else 0)
 
 
 def peak_memory() -> int | None:
@@ -125,6 +131,9 @@ def gradient_bench(model: Model, x_unit, label: int, config, args) -> dict:
     out["logits"] = logits.tolist()
     out["label"] = label
     out["p_label"] = float(np.exp(logits[label] - np.logaddexp.reduce(logits)))
+    out["predicted"] = int(np.argmax(logits))
+    dim = int(np.prod(x_unit.shape[1:]))
+    out["bpd_of_log_marginal"] = float(bits_per_dim(log_marginal(logits[None]), dim)[0])
     print(f"[bench] forward: compile {out['forward_compile_s']:.1f} s, run {times[-1]:.2f} s", file=sys.stderr, flush=True)
     out["nfe_per_class"] = nfe_per_class(model, x_unit, probes, config)
 
@@ -261,6 +270,7 @@ def main(argv=None) -> dict:
         "jax": jax.__version__, "diffrax": diffrax.__version__,
         # compile_s includes tracing; with a warm persistent cache XLA's compilation is skipped.
         "jax_compilation_cache_dir": os.environ.get("JAX_COMPILATION_CACHE_DIR"),
+        "compilation_cache_files_at_start": _cache_files(os.environ.get("JAX_COMPILATION_CACHE_DIR")),
     }  # fmt: skip
     bl = _bench_likelihood()
     images, labels, source = bl.load_images(1, 32, args.seed)
@@ -304,6 +314,9 @@ def main(argv=None) -> dict:
             + (" -- not measurable on this CPU machine." if on_cpu else "."),
             "Peak device memory: " + ("n/a (the CPU backend does not report it)." if on_cpu
                                       else "device.memory_stats()['peak_bytes_in_use'] of the whole process."),
+            "Fixed uniform steps are a coarser classifier, not only a cheaper one: on the shipped ci network "
+            "bpd_of_log_marginal and the predicted class move with the number of steps (compare the "
+            "attack_gradient_ci_cpu*.json files with adaptive solves in likelihood_ci_trained_cpu.json).",
             "NFE counts the forward solve of each class (stages x steps, rejected steps included); the backward "
             "pass evaluates the vector-Jacobian product of every step's vector field (second derivatives of the "
             "network) and recomputes forward steps from RecursiveCheckpointAdjoint's checkpoints.",
@@ -321,6 +334,8 @@ def main(argv=None) -> dict:
         print(f"{'forward (10 classes)':22s} {r['forward_compile_s']:10.1f} {r['forward_run_s'][-1]:9.2f} "
               f"{np.mean(r['nfe_per_class']):10.1f}")  # fmt: skip
         print(f"{'forward + backward':22s} {r['grad_compile_s']:10.1f} {r['grad_run_s'][-1]:9.2f} {'':>10s}")
+        print(f"prediction {r['predicted']} (label {label}, p(label) = {r['p_label']:.3f}), "
+              f"bits/dim of log p(x) {r['bpd_of_log_marginal']:.3f}, |grad| {r['grad_norm']:.4g}")
         mem = r["peak_device_memory_bytes"]
         print(f"peak device memory: {'n/a' if mem is None else f'{mem / 2**30:.2f} GiB'}")
         if "finite_difference" in r:

@@ -32,34 +32,39 @@ continuous adjoint ODE backwards in time) and ``RecursiveCheckpointAdjoint`` dis
 orders of magnitude in gradient norm (8.5 vs 6,740). Settled by central finite differences (h = 1e-2
 along 3 random unit directions) of the same function, a fixed random linear functional of the class
 log-likelihoods; 1 CIFAR-10 test image, 2 classes, 1 probe, ε = 1e-5, on 2 CPU cores
-(``bench/attack_gradient.py --adjoint-study``, ``bench/results/attack_gradient_adjoint_*_cpu.json``):
+(``bench/attack_gradient.py --adjoint-study``, ``bench/results/attack_gradient_adjoint_*_cpu.json``;
+"untrained ``ci``" is the ``ci`` architecture with its near-zero output kernels re-drawn, so that its
+score is not ≈ 0):
 
-==========================  ==========  ==============  ================  ====================
-network, solver             adjoint     ‖∇‖             max rel. error    ‖x̂ − x‖/‖x‖ (below)
-==========================  ==========  ==============  ================  ====================
-shipped ``ci``, Heun 16     recursive   11,213          4.3e-3            4.4e-2
-steps                       backsolve   9,839           0.57
-untrained ``ci``, Heun 16   recursive   5,642           2.0e-3            30
-steps                       backsolve   18.8            1.00
-shipped ``ci``, dopri5      recursive   15,670          4.9e-2            2.3e-2
-rtol = atol = 1e-5          backsolve   16,830          0.14
-untrained ``ci``, dopri5    recursive   12,154          (FD unusable)     5.4 (at 1e-5)
-rtol = atol = 1e-3          backsolve   10.5            (FD unusable)
-==========================  ==========  ==============  ================  ====================
+==========================  ==========  =======  ===================  =========================
+network, solver             adjoint     ‖∇‖      max rel. error (FD)  ‖x̂ − x‖/‖x‖ (see below)
+==========================  ==========  =======  ===================  =========================
+shipped ``ci``,             recursive   11,213   4.3e-3               4.4e-2
+Heun, 16 fixed steps        backsolve   9,839    0.57
+untrained ``ci``,           recursive   5,642    2.0e-3               30
+Heun, 16 fixed steps        backsolve   18.8     1.00
+shipped ``ci``,             recursive   15,668   4.9e-2               2.3e-2
+dopri5, rtol = atol = 1e-5  backsolve   16,830   0.14
+shipped ``ci``,             recursive   15,605   (0.87: FD unusable)  0.34
+dopri5, rtol = atol = 1e-3  backsolve   37,996   (0.93)
+untrained ``ci``,           recursive   12,154   (1.2: FD unusable)   30
+dopri5, rtol = atol = 1e-3  backsolve   10.5     (1.00)
+==========================  ==========  =======  ===================  =========================
 
 * ``RecursiveCheckpointAdjoint`` is correct: it is the exact derivative of the computed solution,
   and where that solution is a smooth function of x (fixed steps) it matches the finite differences
   to ≤ 4e-3 on both networks (float32 rounding of logits of O(10⁴) nats limits the FD itself).
   With adaptive steps the finite differences also see the step-size controller's decisions change
-  between x ± h·d (the gradient is taken with the step sizes frozen, as diffrax does): at rtol 1e-3
-  FD errors were ~1 for every gradient, at 1e-5 5e-2 for the recursive and 0.14 for the backsolve one.
+  between x ± h·d (diffrax takes the gradient with the step sizes frozen): at rtol 1e-5 the FD
+  errors were 5e-2 (recursive) and 0.14 (backsolve), at 1e-3 ~1 for every gradient.
 * ``BacksolveAdjoint`` is wrong on U-Nets: it re-creates x(t) by solving the probability-flow ODE
-  backwards from x(T), and that reverse-time solve does not return to the data. Measured
-  x(ε) → x(T) → x̂(ε) misses by 2–4 % of ‖x‖ on the shipped network and by 5–30 × ‖x‖ on the
-  untrained one, so the adjoint is integrated along the wrong trajectory: 57 % error on the shipped
-  network, and a gradient ~300–1,000 × too small on the untrained one (18.8 vs 5,642; at rtol 1e-3
-  10.5 vs 12,154: the pattern of the earlier 8.5 vs 6,740). On a small smooth network
-  (``tests/test_attacks.py``, rtol 1e-6) the two adjoints agree to 1e-6.
+  backwards from x(T), and that reverse-time solve does not return to the data: x(ε) → x(T) → x̂(ε)
+  misses x by 2–4 % of ‖x‖ on the shipped network (34 % at rtol 1e-3) and by ~30 × ‖x‖ on the
+  untrained one. The adjoint is then integrated along the wrong trajectory: 57 % error on the
+  shipped network with 16 Heun steps, 14 % at rtol 1e-5, and gradients 300–1,000 × too small on
+  the untrained network (18.8 vs 5,642; at rtol 1e-3 10.5 vs 12,154: the pattern of the earlier
+  8.5 vs 6,740). On a small smooth network (``tests/test_attacks.py``, rtol 1e-6) the two adjoints
+  agree to 1e-6.
 
 ``RecursiveCheckpointAdjoint`` is therefore the default (``SBGCLogitsConfig.adjoint="recursive"``).
 
