@@ -42,6 +42,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from sbgc import data as sdata
 from sbgc.checkpoint import CheckpointStore, export_params, load_params
 from sbgc.models import count_params
+from sbgc.pretrained import resolve_path
 from sbgc.train import _device_name, _log_rows, batch_indices, load_training_data, resume, run_loop
 
 Array = jax.Array
@@ -368,8 +369,7 @@ SHIPPED: dict[str, str] = {
 
 def load_classifier(name_or_path: str | Path = "ci", expected_sha256: str | None = None) -> LoadedClassifier:
     """Load and verify a shipped baseline (a name in :data:`SHIPPED` or a path)."""
-    path = REPO / SHIPPED[str(name_or_path)] if str(name_or_path) in SHIPPED else Path(name_or_path)
-    path = path if path.is_absolute() else REPO / path
+    path = resolve_path(name_or_path, SHIPPED)
     if not path.exists():
         raise FileNotFoundError(
             f"baseline {path} not found; shipped: {SHIPPED}. Produce one with `python -m sbgc.baseline "

@@ -52,10 +52,12 @@ def model_config_from_meta(meta: dict) -> ModelConfig:
     return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
-def resolve_path(name_or_path: str | Path) -> Path:
-    """A shipped model's name (see :data:`SHIPPED`) or a path, as an absolute path."""
-    if str(name_or_path) in SHIPPED:
-        return REPO / SHIPPED[str(name_or_path)]
+def resolve_path(name_or_path: str | Path, shipped: dict[str, str] | None = None) -> Path:
+    """A shipped model's name (a key of ``shipped``, default :data:`SHIPPED`) or a path, as an
+    absolute path (relative paths are taken from the repository root)."""
+    shipped = SHIPPED if shipped is None else shipped
+    if str(name_or_path) in shipped:
+        return REPO / shipped[str(name_or_path)]
     p = Path(name_or_path)
     return p if p.is_absolute() else REPO / p
 
