@@ -121,9 +121,9 @@ class CifarSplit:
     def __post_init__(self):
         images, labels, indices = self.images, self.labels, self.indices
         if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4
-                and images.shape[-1] == 3):
+                and images.shape[-1] in (1, 3)):
             raise ValueError(
-                "CifarSplit.images: expected a uint8 numpy array [N, H, W, 3], got "
+                "CifarSplit.images: expected a uint8 numpy array [N, H, W, C] with C = 3 (CIFAR-10) or 1 (MNIST), got "
                 f"{type(images).__name__} {getattr(images, 'dtype', None)} "
                 f"{getattr(images, 'shape', None)}")
         n = images.shape[0]
@@ -726,7 +726,11 @@ def _cmd_info(args) -> int:
         note = f"; cached: {cached[0]} ({_size(cached[0])})" if cached else ""
         print(f"{split:10s} source={where.source:10s} {where.kind:8s} file={where.path} "
               f"({_size(where.path)}){note}")
-    return status
+    from sbgc import mnist  # MNIST lives in its own module (it imports this one)
+
+    lines, mnist_status = mnist.info_lines(args.data_dir)
+    print("\n".join(lines))
+    return max(status, mnist_status)
 
 
 def _cmd_prepare(args) -> int:
