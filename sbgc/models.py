@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sbgc.numerics import highest_precision
 from sbgc.sde import SDE
 
 Array = jax.Array
@@ -62,6 +63,14 @@ PROFILES: dict[str, ModelConfig] = {
     "small": ModelConfig(nf=32, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1),
     # The paper's network (67.19M parameters).
     "paper": ModelConfig(),
+    # MNIST (28x28x1; 28 -> 14 -> 7): the same network family scaled down to what 2 CPU cores train.
+    # Candidates compared by bound-classifier accuracy per CPU-hour (checkpoints/README.md).
+    "mnist_s": ModelConfig(nf=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,), dropout=0.0,
+                           image_size=28, channels=1),
+    "mnist_m": ModelConfig(nf=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,), dropout=0.0,
+                           image_size=28, channels=1),
+    "mnist_l": ModelConfig(nf=48, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,), dropout=0.0,
+                           image_size=28, channels=1),
 }
 
 
@@ -248,6 +257,7 @@ def make_score_fn(config: ModelConfig, sde: SDE) -> Callable[[Any, Array, Array,
     noise_fn = make_noise_fn(config)
 
     @jax.jit
+    @highest_precision  # evaluation: full float32 dots and convolutions (sbgc.numerics)
     def _score(params, x, t, y):
         std = sde.marginal_std(t)[:, None, None, None]
         return -noise_fn(params, x, t, y) / std

@@ -157,3 +157,76 @@ def test_bad_training_settings_raise():
         T.get_train_config("ci", steps_per_call=3, log_every=10)
     with pytest.raises(ValueError, match="unknown training profile"):
         T.get_train_config("gigantic")
+
+
+def test_packed_state_continues_exactly_in_another_workdir(tmp_path):
+    cfg = T.get_train_config("ci", **FAST)
+    T.train(cfg, 4, tmp_path / "straight", data="toy", toy_size=64, progress=False)
+    T.train(cfg, 2, tmp_path / "first", data="toy", toy_size=64, progress=False)
+    packed = T.pack_state(tmp_path / "first", tmp_path / "carry" / "state.msgpack")
+    assert packed["step"] == 2 and packed["kind"] == "training state"
+    assert (tmp_path / "carry" / "state_train_log.csv").exists()
+    assert T.unpack_state(tmp_path / "carry" / "state.msgpack", tmp_path / "second") == 2
+    # unpacking never replaces training that is already there
+    with pytest.raises(FileExistsError, match="already holds step 2"):
+        T.unpack_state(tmp_path / "carry" / "state.msgpack", tmp_path / "second")
+    T.train(cfg, 4, tmp_path / "second", data="toy", toy_size=64, progress=False)
+    (a, _), (b, _) = _state(tmp_path / "straight"), _state(tmp_path / "second")
+    _assert_trees_equal(a, b)
+    with open(tmp_path / "second" / "train_log.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
+    # a damaged packed file is refused by its sha256
+    blob = bytearray((tmp_path / "carry" / "state.msgpack").read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    (tmp_path / "carry" / "state.msgpack").write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="state.msgpack: sha256"):
+        T.unpack_state(tmp_path / "carry" / "state.msgpack", tmp_path / "third")
+
+
+def test_time_limit_stops_at_a_checkpoint(tmp_path):
+    cfg = T.get_train_config("ci", **dict(FAST, ckpt_every=1000, log_every=1000))
+    meta = T.train(cfg, 1000, tmp_path, data="toy", toy_size=64, progress=False, time_limit=0.0)
+    assert meta["step"] == 1 and CheckpointStore(tmp_path / "checkpoints").steps() == [1]
+
+
+def test_clipping_acts_in_score_flow_units_and_counts_clipped_steps():
+    sde = SDE("subvp")
+    cfg = T.get_train_config("ci", grad_clip=1.0, lr=1e-2, warmup_steps=1)
+    scale = T.reference_loss_scale(cfg, sde)
+    # ½ Z with Z = ∫_ε^1 g²/σ² dt for sub-VP at ε = 1e-5 (the 18.8)
+    assert scale == pytest.approx(0.5 * float(sde.importance_weight_normalizer(1e-5)))
+    assert 18.5 < scale < 19.2
+    # clipping at grad_clip·scale equals score_flow's rule (divide the loss by the scale, clip at
+    # grad_clip) followed by Adam, which does not see a gradient's scale: same updates
+    import optax
+
+    ours = T.make_optimizer(cfg, scale)
+    theirs = optax.chain(optax.scale(1 / scale), optax.clip_by_global_norm(1.0), optax.adam(1e-2))
+    params = {"w": jnp.zeros(3)}
+    grads = [jnp.array([30.0, 0.0, 40.0]), jnp.array([1.0, -2.0, 0.5]), jnp.array([-60.0, 10.0, 5.0])]
+
+    def updates(opt):
+        state, out = opt.init(params), []
+        for g in grads:
+            u, state = opt.update({"w": g}, state, params)
+            out.append(np.asarray(u["w"]))
+        return out
+
+    ours, theirs = updates(T.make_optimizer(cfg, scale)), updates(
+        optax.chain(optax.scale(1 / scale), optax.clip_by_global_norm(1.0), optax.adam(1e-2)))
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-5)
+    # and not what clipping the raw gradient at 1 gives (the old optimizer: every step clipped)
+    raw = updates(optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-2)))
+    assert not np.allclose(raw[1], ours[1], rtol=1e-3)
+
+
+def test_ema_decay_warms_up():
+    cfg = T.get_train_config("ci", ema_decay=0.999)
+    decays = [float(T.ema_decay_at(cfg, jnp.asarray(s))) for s in (0, 10, 90, 10_000)]
+    assert decays == pytest.approx([0.1, 11 / 20, 91 / 100, 0.999])
+    # without the warm-up a 1,000-step EMA still holds 0.999^1000 = 37 % of the initialisation
+    assert float(T.ema_decay_at(T.get_train_config("ci", ema_decay=0.999, ema_warmup=False), jnp.asarray(0))) == \
+        pytest.approx(0.999)
+    share = np.prod([float(T.ema_decay_at(cfg, jnp.asarray(s))) for s in range(1000)])
+    assert share < 1e-6
