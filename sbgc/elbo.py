@@ -103,6 +103,7 @@ from sbgc.likelihood import (
     to_model_space,
     to_unit_interval,
 )
+from sbgc.numerics import highest_precision
 from sbgc.sde import SDE, _bcast
 
 Array = jax.Array
@@ -215,6 +216,7 @@ def _row_noise(key: Array, image_ids: Array, draws: Array, shape: tuple[int, ...
 
 
 @eqx.filter_jit
+@highest_precision
 def _chunk_terms(
     score_fn: ScoreFn, sde: SDE, x0: Array, y: Array, t: Array, key: Array, image_ids: Array, draws: Array
 ):

@@ -67,6 +67,7 @@ import numpy as np
 import optimistix as optx
 from tqdm import tqdm
 
+from sbgc.numerics import highest_precision
 from sbgc.sde import SDE
 
 Array = jax.Array
@@ -349,6 +350,7 @@ def _solve_one(
     )
 
 
+@highest_precision
 def solve_rows(
     score_fn: ScoreFn,
     sde: SDE,
@@ -364,6 +366,7 @@ def solve_rows(
     None for the exact trace. ``prior_logp_fn(z [1, *shape], y [1]) -> [1]`` replaces the N(0, I)
     prior (e.g. an exact p_T in tests); default ``sde.prior_logp``.
     log p_model(x | y) ≈ prior_logp + delta_logp, one value per probe. No checks: see ``successful``.
+    Traced at the highest matmul precision (:mod:`sbgc.numerics`).
     """
     per_row = lambda xi, yi, pi: _solve_one(score_fn, sde, xi, yi, pi, settings, prior_logp_fn)
     if probes is None:

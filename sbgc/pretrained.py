@@ -31,7 +31,7 @@ class LoadedModel:
     params: Any
     config: ModelConfig
     sde: SDE
-    score_fn: Callable  # (x [B,32,32,3] in [-1,1], t [B], y [B] int) -> score
+    score_fn: Callable  # (x [B, H, W, C] in [-1, 1], t [B], y [B] int) -> score; float32, highest precision
     meta: dict
     path: Path
 
@@ -71,7 +71,9 @@ def load_model(name_or_path: str | Path = "ci", expected_sha256: str | None = No
             "`python -m sbgc.train --profile PROFILE --steps N --workdir DIR` and "
             f"`python -m sbgc.train export --workdir DIR --out {path}`")
     params, meta = load_params(path, expected_sha256)
-    config = model_config_from_meta(meta)
+    # Evaluate in float32 whatever the training compute dtype was (sbgc.numerics): bfloat16 would
+    # round away the dequantization noise. The trained dtype stays in meta["config"]["model"].
+    config = dataclasses.replace(model_config_from_meta(meta), dtype="float32")
     sde = SDE(meta["config"]["train"].get("sde", "subvp"))
     score_fn = functools.partial(make_score_fn(config, sde), params)
     return LoadedModel(params=params, config=config, sde=sde, score_fn=score_fn, meta=meta, path=path)

@@ -29,12 +29,14 @@ from sbgc.likelihood import (
     hutchinson_divergence,
     prepare_batch,
 )
+from sbgc.numerics import highest_precision
 from sbgc.sde import SDE
 
 Array = jax.Array
 
 
 @eqx.filter_jit
+@highest_precision
 def _rhs(score_fn: ScoreFn, sde: SDE, x: Array, t: Array, y: Array, probes: Array) -> tuple[Array, Array]:
     """f̃(x, t) [R, *shape] and vᵀ(∂f̃/∂x)v [R] for rows x [R, *shape], one probe each [R, *shape]."""
 
