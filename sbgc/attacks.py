@@ -119,6 +119,7 @@ from sbgc.likelihood import (
     bits_per_dim,
     image_probes,
 )
+from sbgc.numerics import highest_precision
 from sbgc.sde import SDE
 
 Array = jax.Array
@@ -312,6 +313,7 @@ def baseline_logits_fn(classifier: Classifier) -> LogitsFn:
     if not callable(getattr(classifier, "logits", None)):
         raise ValueError(f"classifier must have a callable .logits(x_unit) -> [B, K], got {type(classifier).__name__}")
 
+    @highest_precision
     def logits_and_ok(x_unit: Array) -> tuple[Array, Array]:
         logits = classifier.logits(x_unit)
         return logits, jnp.isfinite(logits)
@@ -320,15 +322,63 @@ def baseline_logits_fn(classifier: Classifier) -> LogitsFn:
 
 
 # --- objectives and gradients ---------------------------------------------------------------------
+def _wrong_class_differences(logits: Array, labels: Array) -> Array:
+    """d_ik = logits_ik − logits_i,y_i for k ≠ y_i, −inf at k = y_i: [B, K] (the only thing the
+    softmax cross-entropy depends on)."""
+    y = labels[:, None].astype(jnp.int32)
+    d = logits - jnp.take_along_axis(logits, y, axis=1)
+    return jnp.where(jnp.arange(logits.shape[1])[None, :] == y, -jnp.inf, d)
+
+
 def cross_entropy(logits: Array, labels: Array) -> Array:
     """Σ_i −log softmax(logits_i)[labels_i]: logits [B, K], labels int [B] → scalar.
 
     Foolbox 3.3.4's loss for ``LinfPGD``/``L2PGD`` (``BaseGradientDescent.get_loss_fn``:
     ``ep.crossentropy(model(inputs), labels).sum()``), which the untargeted attack ASCENDS, i.e. PGD
-    descends the negative cross-entropy as the paper states.
+    descends the negative cross-entropy as the paper states. Computed from the logit differences as
+    Σ_i log(1 + Σ_{k≠y} e^{d_ik}), so its value is accurate at any margin. Its gradient p − e_y is
+    the true one and therefore vanishes in float32 once the true class wins by more than ~17 nats
+    (exactly 0 beyond ~104): PGD uses :func:`cross_entropy_direction` instead.
     """
-    picked = jnp.take_along_axis(logits, labels[:, None].astype(jnp.int32), axis=1)[:, 0]
-    return jnp.sum(jax.nn.logsumexp(logits, axis=1) - picked)
+    d = _wrong_class_differences(logits, labels)
+    return jnp.sum(jax.nn.softplus(jax.nn.logsumexp(d, axis=1)))
+
+
+def cross_entropy_direction(logits: Array, labels: Array) -> Array:
+    """The direction of ∂ cross-entropy / ∂ logits, per image, exact at any margin: [B, K].
+
+    c_i = (p_i − e_y) / (1 − p_iy) = softmax_{k≠y}(d_ik) − e_y: the true gradient divided by the
+    positive factor 1 − p_iy, which underflows in float32 for SBGC logits (~10⁴ nats with margins of
+    tens to thousands) while the softmax over the WRONG classes' differences does not. An image's
+    input gradient is linear in its cotangent, so PGD (which uses the sign or the per-image norm of
+    the gradient) takes the same steps as with the exact cross-entropy gradient.
+    """
+    d = _wrong_class_differences(logits, labels)
+    return jax.nn.softmax(d, axis=1) - jax.nn.one_hot(labels, logits.shape[1], dtype=logits.dtype)
+
+
+def cross_entropy_surrogate(logits: Array, labels: Array) -> Array:
+    """Σ_i ⟨stop_gradient(c_i), logits_i⟩ with c = :func:`cross_entropy_direction`: the function PGD
+    differentiates for the cross-entropy attack. Its input gradient is Σ_k c_ik ∇logits_ik, the
+    cross-entropy's gradient direction per image; its value is not the cross-entropy."""
+    return jnp.sum(jax.lax.stop_gradient(cross_entropy_direction(logits, labels)) * logits)
+
+
+def margin(logits: Array, labels: Array) -> Array:
+    """Σ_i (max_{k≠y} logits_ik − logits_iy): the Carlini–Wagner margin (positive: misclassified).
+
+    Ascending it raises the best wrong class against the true one; its gradient e_k* − e_y does not
+    saturate, and a positive rescaling of the logits rescales it (same direction), as robustness
+    evaluations since Croce & Hein (2020) use beside the cross-entropy.
+    """
+    return jnp.sum(jnp.max(_wrong_class_differences(logits, labels), axis=1))
+
+
+# PGD losses: name -> (objective PGD differentiates, the loss it reports)
+LOSSES: dict[str, tuple[Callable, Callable]] = {
+    "cross_entropy": (cross_entropy_surrogate, cross_entropy),
+    "margin": (margin, margin),
+}
 
 
 def projected_logits(logits: Array, weights: Array) -> Array:
@@ -449,28 +499,30 @@ def _eagerpy_seed(seed: int):
         JAXTensor.key = old
 
 
-def _checked_pgd(norm: Norm, fn: LogitsFn, labels: Array, step_seconds: list[float], **kwargs):
+def _checked_pgd(norm: Norm, fn: LogitsFn, labels: Array, step_seconds: list[float], loss: str, **kwargs):
     """Foolbox's LinfPGD / L2PGD whose gradient step is ``fn``'s jitted, solve-checked gradient.
 
-    Everything else (step normalisation, projection, clipping, random start) is Foolbox's. The loss
-    is the same function as Foolbox's default (:func:`cross_entropy`); it is evaluated by one
-    compiled function per attack, and every step's ``ok`` mask is checked (a failed solve raises).
+    Everything else (step normalisation, projection, clipping, random start) is Foolbox's. The
+    gradient is that of ``LOSSES[loss][0]``: for ``"cross_entropy"`` the direction of Foolbox's
+    default loss computed so that it does not saturate (:func:`cross_entropy_direction`), for
+    ``"margin"`` the margin's. One compiled function per attack; every step's ``ok`` mask is checked
+    (a failed solve raises).
     """
     fb = _foolbox()
     import eagerpy as ep
 
     base = fb.attacks.LinfPGD if norm == "linf" else fb.attacks.L2PGD
-    grad_fn = fn.value_and_grad(cross_entropy)
+    grad_fn = fn.value_and_grad(LOSSES[loss][0])
 
     class CheckedPGD(base):
         def value_and_grad(self, loss_fn, x):
-            del loss_fn  # Foolbox's ep.crossentropy(model(x), labels).sum(): the same function
+            del loss_fn  # Foolbox's float32 cross-entropy saturates on SBGC logits: replaced (docstring)
             t = time.perf_counter()
             value, grad, ok = jax.block_until_ready(grad_fn(x.raw, labels))
             step_seconds.append(time.perf_counter() - t)
             raise_if_failed(ok, f"{norm} PGD step {len(step_seconds)}", fn.description)
             if not np.isfinite(float(value)):
-                raise FloatingPointError(f"{norm} PGD step {len(step_seconds)}: the cross-entropy is not finite")
+                raise FloatingPointError(f"{norm} PGD step {len(step_seconds)}: the {loss} objective is not finite")
             return ep.astensor(value), ep.astensor(grad)
 
     return CheckedPGD(**kwargs)
@@ -488,6 +540,7 @@ class PGDResult:
     """
 
     norm: str
+    loss: str
     epsilon: float
     steps: int
     rel_stepsize: float | None
@@ -528,6 +581,7 @@ def run_pgd(
     abs_stepsize: float | None = None,
     random_start: bool = True,
     seed: int = 0,
+    loss: str = "cross_entropy",
 ) -> PGDResult:
     """Untargeted PGD (Madry et al. 2018) with Foolbox 3's ``LinfPGD`` / ``L2PGD`` on [0, 1] images.
 
@@ -539,8 +593,15 @@ def run_pgd(
     rel_stepsize: step / ε (None: Foolbox's default, 0.01/0.3 for L∞ and 0.025 for L2);
     abs_stepsize overrides it. random_start: Foolbox's uniform start in the ε-ball, seeded by
     ``seed``. Every step's solves are checked (a failure raises LikelihoodSolveError naming rows).
+    loss: ``"cross_entropy"`` (ascends the cross-entropy along its exact direction, which Foolbox's
+    own float32 loss loses once a class wins by > ~17 nats) or ``"margin"`` (:func:`margin`). Report
+    the worst case over both (:func:`worst_case`). Positive rescaling of the logits does not change
+    the margin attack's steps, nor the cross-entropy attack's for two classes.
     """
     if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     if not epsilon > 0:
         raise ValueError(f"epsilon must be positive, got {epsilon}")
@@ -566,7 +627,7 @@ def run_pgd(
     t0 = time.perf_counter()
     clean_logits = fn.checked(x, "clean forward pass")
     step_seconds: list[float] = []
-    attack = _checked_pgd(norm, fn, y, step_seconds, **kwargs)
+    attack = _checked_pgd(norm, fn, y, step_seconds, loss, **kwargs)
     with _eagerpy_seed(seed):
         raw = attack.run(foolbox_model(fn), x, y, epsilon=float(epsilon))
     adv = attack.distance.clip_perturbation(x, raw, float(epsilon))  # as Foolbox's __call__ does
@@ -579,7 +640,7 @@ def run_pgd(
     adv_pred = np.argmax(adv_logits, axis=1)
     stepsize = attack.abs_stepsize if attack.abs_stepsize is not None else attack.rel_stepsize * float(epsilon)
     return PGDResult(
-        norm=norm, epsilon=float(epsilon), steps=int(steps),
+        norm=norm, loss=loss, epsilon=float(epsilon), steps=int(steps),
         rel_stepsize=None if attack.abs_stepsize is not None else float(attack.rel_stepsize),
         stepsize=float(stepsize), random_start=bool(random_start), seed=int(seed), kind=fn.kind,
         labels=labels, clean_logits=clean_logits, clean_pred=np.argmax(clean_logits, axis=1),
@@ -587,6 +648,34 @@ def run_pgd(
         linf=np.abs(flat).max(axis=1), l2=np.linalg.norm(flat, axis=1), seconds=seconds,
         step_seconds=tuple(step_seconds),
     )  # fmt: skip
+
+
+def worst_case(results: list[PGDResult]) -> np.ndarray:
+    """Per image, broken by ANY of the attacks (same images, same norm and ε): success [B] bool.
+
+    Robust accuracy under the worst case = mean(~worst_case(results) & clean-correct), i.e. an image
+    counts as robust only if every attack failed on it.
+    """
+    if not results:
+        raise ValueError("worst_case needs at least one PGDResult")
+    first = results[0]
+    for r in results[1:]:
+        if (r.norm, r.epsilon) != (first.norm, first.epsilon) or not np.array_equal(r.labels, first.labels):
+            raise ValueError(f"worst case over different threat models or images: {(r.norm, r.epsilon)} vs "
+                             f"{(first.norm, first.epsilon)}")
+    return np.any([r.success for r in results], axis=0)
+
+
+def worst_of(results: list[PGDResult]) -> PGDResult:
+    """One :class:`PGDResult` holding, per image, the first attack that broke it (else the first
+    attack's outcome): robust accuracy under the worst case over ``results`` (:func:`worst_case`)."""
+    broken = worst_case(results)
+    pick = np.array([next((j for j, r in enumerate(results) if r.success[i]), 0) for i in range(len(broken))])
+    per_image = ("adversarial", "adv_logits", "adv_pred", "success", "linf", "l2")
+    fields = {a: np.stack([getattr(r, a) for r in results])[pick, np.arange(len(pick))] for a in per_image}
+    return dataclasses.replace(
+        results[0], loss="worst of " + ", ".join(r.loss for r in results), seconds=sum(r.seconds for r in results),
+        step_seconds=tuple(t for r in results for t in r.step_seconds), **fields)
 
 
 # --- do attacks leave the data manifold? ----------------------------------------------------------

@@ -226,3 +226,76 @@ def test_pgd_on_the_sbgc_raises_the_loss_and_leaves_log_likelihoods_comparable(m
     np.testing.assert_array_equal(same.delta_bpd, np.zeros(2))
     with pytest.raises(ValueError, match="needs an SBGC LogitsFn"):
         attacks.attack_log_likelihoods(attacks.baseline_logits_fn(LinearClassifier(jax.random.key(0), 192)), images, images)
+
+
+# --- objectives that do not saturate (SBGC logits are ~1e4 nats) --------------------------------------
+def _exact_ce_direction(logits, label):
+    """(p − e_y)/‖p − e_y‖ of softmax cross-entropy in decimal arithmetic with enough digits that
+    1 − p_y (~e^-margin) survives: no underflow, no cancellation."""
+    from decimal import Decimal, getcontext
+
+    getcontext().prec = int((max(logits) - min(logits)) / 2.3) + 40
+    z = [Decimal(float(v)) for v in logits]
+    top = max(z)
+    e = [(v - top).exp() for v in z]
+    p = [v / sum(e) for v in e]
+    g = [pk - (1 if k == label else 0) for k, pk in enumerate(p)]
+    norm = sum(v * v for v in g).sqrt()
+    return np.array([float(v / norm) for v in g])
+
+
+@pytest.mark.parametrize("margin_nats", [1.0, 20.0, 90.0, 500.0, 5000.0])
+def test_cross_entropy_direction_is_exact_at_any_margin(margin_nats):
+    # SBGC-like logits: ~ -1e4 nats, the true class (0) ahead of the runner-up by margin_nats
+    logits = jnp.array([[-9000.0, -9000.0 - margin_nats, -9000.0 - margin_nats - 3.0, -9100.0 - margin_nats]])
+    labels = jnp.array([0])
+    exact = _exact_ce_direction(np.asarray(logits[0], np.float64), 0)
+    g = np.asarray(jax.grad(attacks.cross_entropy_surrogate)(logits, labels)[0], np.float64)
+    np.testing.assert_allclose(g / np.linalg.norm(g), exact, atol=1e-6)
+    # the float32 softmax cross-entropy's own gradient loses the direction beyond ~17 nats
+    naive = lambda lg: jnp.sum(jax.nn.logsumexp(lg, axis=1) - lg[:, 0])
+    g_naive = np.asarray(jax.grad(naive)(logits), np.float64)[0]
+    if margin_nats >= 20:
+        assert g_naive[0] == 0.0 or not np.allclose(g_naive / np.linalg.norm(g_naive), exact, atol=1e-3)
+    # the value is accurate too: log(1 + Σ e^{d})
+    assert float(attacks.cross_entropy(logits, labels)) == pytest.approx(
+        float(np.log1p(np.exp(-margin_nats) + np.exp(-margin_nats - 3) + np.exp(-margin_nats - 100))), rel=1e-4, abs=1e-30)
+    # the margin's gradient is e_k* − e_y at every margin
+    np.testing.assert_array_equal(np.asarray(jax.grad(attacks.margin)(logits, labels))[0], [-1.0, 1.0, 0.0, 0.0])
+
+
+class ScaledLinear(LinearClassifier):
+    def __init__(self, key, dim, k, scale):
+        super().__init__(key, dim, k)
+        self.scale = scale
+
+    def logits(self, x_unit):
+        return self.scale * super().logits(x_unit)
+
+
+@pytest.mark.parametrize("k,loss", [(2, "cross_entropy"), (10, "margin"), (10, "cross_entropy")])
+def test_pgd_flips_the_same_images_when_the_logits_are_rescaled(k, loss):
+    """Logits × 1 and × 1e4 have the same decisions; the attack must break the same images (before
+    the fix, Foolbox's loss flipped 100 % of 24 images at × 1 and 42 % at × 1e4). Exact for the
+    margin and for two classes; for ten classes the cross-entropy's softmax weights over the wrong
+    classes depend on the temperature, so there only the share of flipped images is compared."""
+    x = jax.random.uniform(jax.random.key(7), (24, *SHAPE))
+    runs = []
+    for scale in (1.0, 1e4):
+        fn = attacks.baseline_logits_fn(ScaledLinear(jax.random.key(5), int(np.prod(SHAPE)), k, scale))
+        labels = np.asarray(jnp.argmax(fn(x), axis=1))
+        runs.append(attacks.run_pgd(fn, x, labels, norm="linf", epsilon=4 / 255, steps=20, seed=0, loss=loss))
+    a, b = runs
+    assert a.clean_accuracy == b.clean_accuracy == 1.0 and 0 < a.success.mean()
+    if k == 2 or loss == "margin":
+        np.testing.assert_array_equal(a.success, b.success)
+        np.testing.assert_allclose(a.adversarial, b.adversarial, atol=1e-6)
+    else:
+        assert abs(a.success.mean() - b.success.mean()) <= 2 / 24, (a.success.mean(), b.success.mean())
+    both = attacks.worst_case([a, attacks.run_pgd(
+        attacks.baseline_logits_fn(ScaledLinear(jax.random.key(5), int(np.prod(SHAPE)), k, 1.0)), x, a.labels,
+        norm="linf", epsilon=4 / 255, steps=20, seed=0, loss="margin" if loss == "cross_entropy" else "cross_entropy")])
+    assert both.mean() >= a.success.mean()
+    with pytest.raises(ValueError, match="different threat models"):
+        attacks.worst_case([a, attacks.run_pgd(attacks.baseline_logits_fn(ScaledLinear(jax.random.key(5), 192, k, 1.0)),
+                                               x, a.labels, norm="l2", epsilon=0.1, steps=1, loss=loss)])
