@@ -103,3 +103,16 @@ def test_shipped_ci_baseline_classifies_exact_test_images():
     assert acc > 0.7 and abs(acc - clf.meta["test_accuracy"]) < 0.06, (acc, clf.meta["test_accuracy"])
     with pytest.raises(ValueError, match="uint8 images"):
         clf.predict(data.images[:2].astype(np.float32))
+
+
+def test_mnist_profile_builds_for_one_channel_28_by_28():
+    cfg = bl.WRN_PROFILES["mnist"]
+    shapes = jax.eval_shape(lambda: bl.init_variables(cfg, jax.random.PRNGKey(0)))
+    assert shapes["params"]["Conv_0"]["kernel"].shape == (3, 3, 1, 16)
+    variables = bl.init_variables(cfg, jax.random.PRNGKey(0))
+    clf = bl.LoadedClassifier(variables, cfg, {"sha256": ""}, None)
+    assert clf.logits_batched(np.zeros((3, 28, 28, 1), np.uint8)).shape == (3, 10)
+    with pytest.raises(ValueError, match=r"expected uint8 images \[N, 28, 28, 1\]"):
+        clf.logits_batched(np.zeros((3, 32, 32, 3), np.uint8))
+    train_cfg = bl.get_baseline_train_config("mnist")
+    assert train_cfg.data == "mnist" and not train_cfg.random_flip
