@@ -1,0 +1,47 @@
+"""sbgc.evaluate: the image selection is nested, results carry provenance, long runs resume."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sbgc import evaluate as E
+from sbgc.pretrained import load_model
+
+
+def test_image_selection_is_nested_and_fixed():
+    a, b = E.image_selection(10_000, 250, 0), E.image_selection(10_000, 1000, 0)
+    np.testing.assert_array_equal(a, b[:250])
+    assert len(set(b.tolist())) == 1000
+    assert not np.array_equal(a, E.image_selection(10_000, 250, 1))
+    with pytest.raises(ValueError, match="asked for 20 images, the split has 10"):
+        E.image_selection(10, 20, 0)
+
+
+def test_bound_evaluation_reports_and_resumes(tmp_path, monkeypatch):
+    model = load_model("ci")
+    s = E.EvalSettings(method="bound", data="exact_head", n_images=4, n_times=2, batch=2)
+    out = tmp_path / "r.json"
+    res = E.evaluate(model, s, out=out, progress=False)
+    saved = json.loads(out.read_text())
+    assert saved["model"]["sha256"] == model.sha256 and saved["data"]["source"] == "exact-head"
+    assert saved["correct"] == round(saved["accuracy"] * 4) and 0 <= saved["accuracy_interval95"][0] <= saved["accuracy"]
+    assert saved["nfe_per_image"] == 10 * (2 + 1)  # K + 1 passes per class
+    assert saved["bpd_marginal"]["lo"] < saved["bpd_marginal"]["mean"] < saved["bpd_marginal"]["hi"]
+    # a rerun with the same settings computes nothing: every batch comes from the partial file
+    monkeypatch.setattr(E, "_class_scores", lambda *a, **k: pytest.fail("recomputed a finished batch"))
+    again = E.evaluate(model, s, out=out, progress=False)
+    assert again["accuracy"] == res["accuracy"] and again["bpd_marginal"] == res["bpd_marginal"]
+    # other settings do not reuse it
+    with pytest.raises(pytest.fail.Exception):
+        E.evaluate(model, E.EvalSettings(method="bound", data="exact_head", n_images=4, n_times=3, batch=2),
+                   out=out, progress=False)
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="method must be one of"):
+        E.EvalSettings(method="sampling")
+    with pytest.raises(ValueError, match="data must be one of"):
+        E.EvalSettings(data="svhn")
+    with pytest.raises(ValueError, match=r"mnist images are \(28, 28, 1\), the model expects \(32, 32, 3\)"):
+        E.evaluate(load_model("ci"), E.EvalSettings(data="mnist", n_images=2), progress=False)
