@@ -57,6 +57,15 @@ def evaluate(model_path: Path, n_images: int, n_times: int, seed: int = 0) -> di
             "eval_seconds": seconds, "test_indices_seed": seed, "sha256": model.sha256}
 
 
+def write(a, rows: list[dict]) -> None:
+    out = {"what": "MNIST candidate score networks: same CPU budget, bound-classifier accuracy",
+           "device": T._device_name(), "jax_version": jax.__version__, "minutes_each": a.minutes,
+           "data": "MNIST official files (exact pixels); train split for training, random test images",
+           "command": "python bench/mnist_candidates.py " + " ".join(sys.argv[1:]), "rows": rows}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profiles", nargs="+", default=["mnist_s", "mnist_m", "mnist_l"])
@@ -84,12 +93,7 @@ def main(argv=None) -> int:
                "accuracy_per_cpu_hour": ev["accuracy"] / hours, **ev}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    out = {"what": "MNIST candidate score networks: same CPU budget, bound-classifier accuracy",
-           "device": T._device_name(), "jax_version": jax.__version__, "minutes_each": a.minutes,
-           "data": "MNIST official files (exact pixels); train split for training, random test images",
-           "rows": rows}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
+        write(a, rows)  # after every candidate: a stopped comparison keeps what it measured
     print("| profile | params | steps | img/s | CPU min | acc (95% CI) | bound bpd (true y) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

@@ -386,6 +386,8 @@ def export_ema(workdir: str | Path, out: str | Path, step: int | None = None, *,
 SHIPPED: dict[str, str] = {
     # WRN-10-2 trained on 2 CPU cores: a weak baseline that proves the plumbing
     "ci": "checkpoints/wrn_ci_cpu.msgpack",
+    # WRN-10-2 on MNIST, 2,000 steps on 2 CPU cores: 99.16 % on the 10,000 test images
+    "mnist": "checkpoints/wrn_mnist_cpu.msgpack",
 }
 
 

@@ -116,3 +116,15 @@ def test_mnist_profile_builds_for_one_channel_28_by_28():
         clf.logits_batched(np.zeros((3, 32, 32, 3), np.uint8))
     train_cfg = bl.get_baseline_train_config("mnist")
     assert train_cfg.data == "mnist" and not train_cfg.random_flip
+
+
+def test_shipped_mnist_baseline_reproduces_its_recorded_accuracy():
+    from sbgc.mnist import load_mnist
+
+    clf = bl.load_classifier("mnist")
+    assert clf.meta["test_source"] == "mnist-official" and clf.meta["test_images"] == 10_000
+    test = load_mnist("test")
+    pred = clf.predict(test.images[:2000])
+    # the recorded accuracy is on all 10,000 images; the first 2,000 agree within 1 point
+    acc = float(np.mean(pred == test.labels[:2000]))
+    assert acc > 0.98 and abs(acc - clf.meta["test_accuracy"]) < 0.01, (acc, clf.meta["test_accuracy"])
