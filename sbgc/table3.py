@@ -59,12 +59,12 @@ def table3_markdown(ours: Sequence[tuple[str, PGDResult, PGDResult]]) -> str:
 
 
 def settings_markdown(results: Sequence[tuple[str, PGDResult]]) -> str:
-    """One row per attack: norm, ε, steps, step size, random start, seconds, measured ‖δ‖."""
-    lines = ["| attack on | norm | ε | steps | step size | random start | max ‖δ‖∞ | max ‖δ‖₂ | seconds |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    """One row per attack: norm, loss, ε, steps, step size, random start, seconds, measured ‖δ‖."""
+    lines = ["| attack on | norm | loss | ε | steps | step size | random start | max ‖δ‖∞ | max ‖δ‖₂ | seconds |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for name, r in results:
         lines.append(
-            f"| {name} | {r.norm} | {r.epsilon:.4g} | {r.steps} | {r.stepsize:.4g} | {r.random_start} | "
+            f"| {name} | {r.norm} | {r.loss} | {r.epsilon:.4g} | {r.steps} | {r.stepsize:.4g} | {r.random_start} | "
             f"{r.linf.max():.4g} | {r.l2.max():.4g} | {r.seconds:.1f} |"
         )
     return "\n".join(lines)

@@ -14,7 +14,7 @@ from sbgc.attacks import PGDResult
 def _result(norm, labels, clean_pred, adv_pred, eps=0.5):
     b = len(labels)
     x = np.zeros((b, 32, 32, 3), np.float32)
-    return PGDResult(norm=norm, epsilon=eps, steps=3, rel_stepsize=0.25, stepsize=0.25 * eps, random_start=True, seed=0,
+    return PGDResult(norm=norm, loss="cross_entropy", epsilon=eps, steps=3, rel_stepsize=0.25, stepsize=0.25 * eps, random_start=True, seed=0,
                      kind="baseline", labels=np.asarray(labels), clean_logits=np.zeros((b, 10)),
                      clean_pred=np.asarray(clean_pred), adversarial=x + 0.01, adv_logits=np.zeros((b, 10)),
                      adv_pred=np.asarray(adv_pred), success=np.asarray(adv_pred) != np.asarray(labels),
@@ -32,6 +32,6 @@ def test_table3_rows_and_intervals():
     with pytest.raises(ValueError, match="different images"):
         table3.table3_markdown([("WRN", linf, _result("l2", [9, 9, 9, 9], [0] * 4, [0] * 4))])
     settings = table3.settings_markdown([("WRN", l2)])
-    assert "| WRN | l2 | 0.5 | 3 | 0.125 | True | 0.01 | 0.55 | 1.0 |" in settings
+    assert "| WRN | l2 | cross_entropy | 0.5 | 3 | 0.125 | True | 0.01 | 0.55 | 1.0 |" in settings
     fig = table3.plot_pairs(np.zeros((4, 32, 32, 3)), [("a", linf), ("b", l2)], [str(i) for i in range(10)], n_show=2)
     assert len(fig.axes) == 2 * 5
