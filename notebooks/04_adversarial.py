@@ -150,8 +150,10 @@ rows = "\n".join(f"| {j} | {e:.6g} | {d:.6g} | {r:.2e} |" for j, (e, d, r) in
                  enumerate(zip(fd.exact, fd.finite_difference, fd.relative_error)))  # fmt: skip
 display(Markdown(
     "| direction | exact (reverse mode) | central difference | relative error |\n| --- | --- | --- | --- |\n" + rows
-    + f"\n\nh = {fd.h:g}; ‖∇L‖₂ = {fd.gradient_norm:.4g}; loss {fd.value:.4g}; max relative error "
-    f"**{fd.max_relative_error:.2e}**.\n\n" + prov.line(note)
+    + f"\n\nh = {fd.h:g}; ‖∇L‖₂ = {fd.gradient_norm:.4g}; max relative error "
+    f"**{fd.max_relative_error:.2e}**; max |exact − difference| / ‖∇L‖₂ = **{fd.max_error_vs_gradient_norm:.2e}** "
+    "(the relative error compares two small numbers where a direction is nearly orthogonal to ∇L).\n\n"
+    + prov.line(note)
 ))
 
 # %% [markdown]

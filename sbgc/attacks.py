@@ -364,6 +364,13 @@ def cross_entropy_surrogate(logits: Array, labels: Array) -> Array:
     return jnp.sum(jax.lax.stop_gradient(cross_entropy_direction(logits, labels)) * logits)
 
 
+def margin_direction(logits: Array, labels: Array) -> Array:
+    """∂ margin / ∂ logits = e_k* − e_y per image, k* the best wrong class: [B, K]."""
+    k = logits.shape[1]
+    best = jnp.argmax(_wrong_class_differences(logits, labels), axis=1)
+    return jax.nn.one_hot(best, k, dtype=logits.dtype) - jax.nn.one_hot(labels, k, dtype=logits.dtype)
+
+
 def margin(logits: Array, labels: Array) -> Array:
     """Σ_i (max_{k≠y} logits_ik − logits_iy): the Carlini–Wagner margin (positive: misclassified).
 
@@ -374,11 +381,20 @@ def margin(logits: Array, labels: Array) -> Array:
     return jnp.sum(jnp.max(_wrong_class_differences(logits, labels), axis=1))
 
 
-# PGD losses: name -> (objective PGD differentiates, the loss it reports)
+# PGD losses: name -> (its exact gradient direction w.r.t. the logits, the loss itself)
 LOSSES: dict[str, tuple[Callable, Callable]] = {
-    "cross_entropy": (cross_entropy_surrogate, cross_entropy),
-    "margin": (margin, margin),
+    "cross_entropy": (cross_entropy_direction, cross_entropy),
+    "margin": (margin_direction, margin),
 }
+
+
+def pgd_surrogate(logits: Array, target: tuple[Array, Array]) -> Array:
+    """Σ_i ⟨stop_gradient(c_i), logits_i⟩ with c the direction of loss ``LOSSES[name]`` where
+    ``target = (labels [B], use_margin [])``: ONE compiled gradient serves both PGD losses (the choice
+    is traced). Its input gradient is the chosen loss's exact gradient direction per image."""
+    labels, use_margin = target
+    c = jnp.where(use_margin, margin_direction(logits, labels), cross_entropy_direction(logits, labels))
+    return jnp.sum(jax.lax.stop_gradient(c) * logits)
 
 
 def projected_logits(logits: Array, weights: Array) -> Array:
@@ -421,6 +437,12 @@ class FiniteDifferenceCheck:
     @property
     def max_relative_error(self) -> float:
         return float(np.max(self.relative_error))
+
+    @property
+    def max_error_vs_gradient_norm(self) -> float:
+        """max_j |exact_j − fd_j| / ‖∇s‖: meaningful where a direction is nearly orthogonal to ∇s
+        (there the relative error compares two small numbers)."""
+        return float(np.max(np.abs(self.exact - self.finite_difference)) / max(self.gradient_norm, 1e-30))
 
 
 def finite_difference_check(
@@ -503,22 +525,23 @@ def _checked_pgd(norm: Norm, fn: LogitsFn, labels: Array, step_seconds: list[flo
     """Foolbox's LinfPGD / L2PGD whose gradient step is ``fn``'s jitted, solve-checked gradient.
 
     Everything else (step normalisation, projection, clipping, random start) is Foolbox's. The
-    gradient is that of ``LOSSES[loss][0]``: for ``"cross_entropy"`` the direction of Foolbox's
+    gradient is that of :func:`pgd_surrogate`: for ``"cross_entropy"`` the direction of Foolbox's
     default loss computed so that it does not saturate (:func:`cross_entropy_direction`), for
-    ``"margin"`` the margin's. One compiled function per attack; every step's ``ok`` mask is checked
-    (a failed solve raises).
+    ``"margin"`` the margin's. One compiled function for every attack on ``fn``; every step's ``ok``
+    mask is checked (a failed solve raises).
     """
     fb = _foolbox()
     import eagerpy as ep
 
     base = fb.attacks.LinfPGD if norm == "linf" else fb.attacks.L2PGD
-    grad_fn = fn.value_and_grad(LOSSES[loss][0])
+    grad_fn = fn.value_and_grad(pgd_surrogate)
+    target = (labels, jnp.asarray(loss == "margin"))
 
     class CheckedPGD(base):
         def value_and_grad(self, loss_fn, x):
             del loss_fn  # Foolbox's float32 cross-entropy saturates on SBGC logits: replaced (docstring)
             t = time.perf_counter()
-            value, grad, ok = jax.block_until_ready(grad_fn(x.raw, labels))
+            value, grad, ok = jax.block_until_ready(grad_fn(x.raw, target))
             step_seconds.append(time.perf_counter() - t)
             raise_if_failed(ok, f"{norm} PGD step {len(step_seconds)}", fn.description)
             if not np.isfinite(float(value)):

@@ -262,6 +262,10 @@ def test_cross_entropy_direction_is_exact_at_any_margin(margin_nats):
         float(np.log1p(np.exp(-margin_nats) + np.exp(-margin_nats - 3) + np.exp(-margin_nats - 100))), rel=1e-4, abs=1e-30)
     # the margin's gradient is e_k* − e_y at every margin
     np.testing.assert_array_equal(np.asarray(jax.grad(attacks.margin)(logits, labels))[0], [-1.0, 1.0, 0.0, 0.0])
+    # PGD's one compiled surrogate gives either direction, chosen by a traced flag
+    for use_margin, want in ((False, attacks.cross_entropy_direction), (True, attacks.margin_direction)):
+        got = jax.jit(jax.grad(attacks.pgd_surrogate))(logits, (labels, jnp.asarray(use_margin)))
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want(logits, labels)), atol=1e-7)
 
 
 class ScaledLinear(LinearClassifier):
