@@ -23,6 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHIPPED: dict[str, str] = {
     # 0.78M-parameter `ci` network trained on 2 CPU cores: proves the plumbing, not the paper.
     "ci": "checkpoints/sbgc_ci_cpu.msgpack",
+    # MNIST (`mnist_s`, 0.35M parameters) trained on 2 CPU cores; its full training state, to
+    # continue the run, is checkpoints/training/sbgc_mnist_s_state.msgpack (`python -m sbgc.train unpack`)
+    "mnist": "checkpoints/sbgc_mnist_cpu.msgpack",
 }
 
 
