@@ -59,7 +59,7 @@ def evaluate(model_path: Path, n_images: int, n_times: int, seed: int = 0) -> di
 
 def write(a, rows: list[dict]) -> None:
     out = {"what": "MNIST candidate score networks: same CPU budget, bound-classifier accuracy",
-           "device": T._device_name(), "jax_version": jax.__version__, "minutes_each": a.minutes,
+           "device": T.device_name(), "jax_version": jax.__version__, "minutes_each": a.minutes,
            "data": "MNIST official files (exact pixels); train split for training, random test images",
            "command": "python bench/mnist_candidates.py " + " ".join(sys.argv[1:]), "rows": rows}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -357,13 +357,6 @@ def cross_entropy_direction(logits: Array, labels: Array) -> Array:
     return jax.nn.softmax(d, axis=1) - jax.nn.one_hot(labels, logits.shape[1], dtype=logits.dtype)
 
 
-def cross_entropy_surrogate(logits: Array, labels: Array) -> Array:
-    """Σ_i ⟨stop_gradient(c_i), logits_i⟩ with c = :func:`cross_entropy_direction`: the function PGD
-    differentiates for the cross-entropy attack. Its input gradient is Σ_k c_ik ∇logits_ik, the
-    cross-entropy's gradient direction per image; its value is not the cross-entropy."""
-    return jnp.sum(jax.lax.stop_gradient(cross_entropy_direction(logits, labels)) * logits)
-
-
 def margin_direction(logits: Array, labels: Array) -> Array:
     """∂ margin / ∂ logits = e_k* − e_y per image, k* the best wrong class: [B, K]."""
     k = logits.shape[1]
@@ -381,17 +374,17 @@ def margin(logits: Array, labels: Array) -> Array:
     return jnp.sum(jnp.max(_wrong_class_differences(logits, labels), axis=1))
 
 
-# PGD losses: name -> (its exact gradient direction w.r.t. the logits, the loss itself)
-LOSSES: dict[str, tuple[Callable, Callable]] = {
-    "cross_entropy": (cross_entropy_direction, cross_entropy),
-    "margin": (margin_direction, margin),
-}
+# PGD losses: "cross_entropy" (:func:`cross_entropy`, direction :func:`cross_entropy_direction`) and
+# "margin" (:func:`margin`, direction :func:`margin_direction`)
+LOSSES: tuple[str, ...] = ("cross_entropy", "margin")
 
 
 def pgd_surrogate(logits: Array, target: tuple[Array, Array]) -> Array:
-    """Σ_i ⟨stop_gradient(c_i), logits_i⟩ with c the direction of loss ``LOSSES[name]`` where
-    ``target = (labels [B], use_margin [])``: ONE compiled gradient serves both PGD losses (the choice
-    is traced). Its input gradient is the chosen loss's exact gradient direction per image."""
+    """Σ_i ⟨stop_gradient(c_i), logits_i⟩, the function PGD differentiates, where
+    ``target = (labels [B], use_margin [])`` and c is :func:`margin_direction` or
+    :func:`cross_entropy_direction`: ONE compiled gradient serves both PGD losses (the choice is
+    traced). Its input gradient is the chosen loss's exact gradient direction per image; its value
+    is not the loss."""
     labels, use_margin = target
     c = jnp.where(use_margin, margin_direction(logits, labels), cross_entropy_direction(logits, labels))
     return jnp.sum(jax.lax.stop_gradient(c) * logits)
@@ -624,8 +617,7 @@ def run_pgd(
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     if not epsilon > 0:
         raise ValueError(f"epsilon must be positive, got {epsilon}")
     if not (isinstance(steps, (int, np.integer)) and steps >= 1):

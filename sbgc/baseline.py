@@ -43,7 +43,7 @@ from sbgc import data as sdata
 from sbgc.checkpoint import CheckpointStore, export_params, load_params
 from sbgc.models import count_params
 from sbgc.pretrained import resolve_path
-from sbgc.train import _device_name, _log_rows, batch_indices, load_training_data, resume, run_loop
+from sbgc.train import _log_rows, batch_indices, device_name, load_training_data, resume, run_loop
 
 Array = jax.Array
 REPO = Path(__file__).resolve().parents[1]
@@ -291,7 +291,7 @@ def train(cfg: BaselineTrainConfig, steps: int, workdir: str | Path, *, data: st
     def metadata(step: int, seconds: float) -> dict:
         return {"kind": "discriminative baseline", "architecture": model_cfg.name, "profile": cfg.profile,
                 "config": identity, "data_source": source, "n_params": n_params, "train_seconds": seconds,
-                "device": _device_name(), "jax_version": jax.__version__, "step": step}
+                "device": device_name(), "jax_version": jax.__version__, "step": step}
 
     _, step, elapsed = run_loop(
         jax.jit(step_fn, donate_argnums=0), state, (images, labels), store=store, steps=steps,

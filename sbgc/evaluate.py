@@ -35,6 +35,7 @@ import numpy as np
 from sbgc.checkpoint import write_json_atomic
 from sbgc.data import atomic_savez
 from sbgc.stats import binomial_interval, mean_interval
+from sbgc.train import device_name
 
 METHODS = ("bound", "ode")
 DATASETS = ("mnist", "cifar10", "exact_head")
@@ -166,7 +167,7 @@ def evaluate(model, settings: EvalSettings, *, out: str | Path | None = None, da
         "accuracy": correct / len(idx), "correct": correct, "accuracy_interval95": [lo, hi],
         "bpd_marginal": interval(marginal_bpd), "bpd_true_class": interval(true_bpd),
         "nfe_per_image": float(np.mean(nfe)), "seconds": seconds, "seconds_per_image": seconds / len(idx),
-        "device": _device(), "jax_version": jax.__version__,
+        "device": device_name(), "jax_version": jax.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
         "per_class_accuracy": [float(np.mean(pred[labels == c] == c)) if np.any(labels == c) else None
                                for c in range(model.config.n_classes)],
@@ -174,13 +175,6 @@ def evaluate(model, settings: EvalSettings, *, out: str | Path | None = None, da
     if out is not None:
         write_json_atomic(out, summary)
     return summary
-
-
-def _device() -> str:
-    import os
-
-    d = jax.devices()[0]
-    return f"{jax.device_count()}x {d.device_kind}" + (f" ({os.cpu_count()} cores)" if d.platform == "cpu" else "")
 
 
 def curve(workdir: str | Path, steps: list[int], settings: EvalSettings, *, out: str | Path | None = None,
@@ -202,7 +196,7 @@ def curve(workdir: str | Path, steps: list[int], settings: EvalSettings, *, out:
             if progress:
                 print(json.dumps(rows[-1]), flush=True)
     summary = {"what": "accuracy versus training steps", "workdir": str(workdir), "method": settings.describe(),
-               "settings": dataclasses.asdict(settings), "rows": rows, "device": _device()}
+               "settings": dataclasses.asdict(settings), "rows": rows, "device": device_name()}
     if out is not None:
         write_json_atomic(out, summary)
     return summary

@@ -218,6 +218,12 @@ def train_step(state: dict, images: Array, labels: Array, *, cfg: TrainConfig, s
                        "finite": jnp.isfinite(loss) & jnp.isfinite(grad_norm)}
 
 
+def interval_reduction(name: str) -> Callable[[Array], Array]:
+    """How a per-step metric is summarised over a logging interval: ``finite`` → all, names ending
+    in ``_max`` → max, everything else → mean."""
+    return jnp.all if name == "finite" else jnp.max if name.endswith("_max") else jnp.mean
+
+
 def make_train_chunk(cfg: TrainConfig, model_cfg: ModelConfig, sde: SDE, optimizer, mesh) -> Callable:
     """A jitted function running ``cfg.steps_per_call`` steps (``lax.scan``); returns mean metrics
     and whether every step stayed finite."""
@@ -229,9 +235,7 @@ def make_train_chunk(cfg: TrainConfig, model_cfg: ModelConfig, sde: SDE, optimiz
         if cfg.steps_per_call == 1:  # no loop: XLA:CPU runs convolutions inside a loop body far slower
             return step_fn(state, images, labels)
         state, m = jax.lax.scan(lambda s, _: step_fn(s, images, labels), state, None, length=cfg.steps_per_call)
-        return state, {"loss": m["loss"].mean(), "grad_norm": m["grad_norm"].mean(), "clipped": m["clipped"].mean(),
-                       "grad_norm_max": m["grad_norm_max"].max(),
-                       "finite": m["finite"].all()}
+        return state, {k: interval_reduction(k)(v) for k, v in m.items()}
 
     return jax.jit(chunk, donate_argnums=0)
 
@@ -305,7 +309,7 @@ def train(cfg: TrainConfig, steps: int, workdir: str | Path, *, data: str | None
 
     def metadata(step: int, seconds: float) -> dict:
         return {"profile": cfg.profile, "config": identity, "data_source": source, "n_params": n_params,
-                "train_seconds": seconds, "device": _device_name(),
+                "train_seconds": seconds, "device": device_name(),
                 "jax_version": jax.__version__, "step": step}
 
     state, step, elapsed = run_loop(
@@ -358,8 +362,8 @@ def run_loop(chunk: Callable, state: Any, data: tuple, *, store: CheckpointStore
         at_log, at_ckpt = step % log_every == 0 or stop, step % ckpt_every == 0 or stop
         if not (at_log or at_ckpt):
             continue
-        reduce = lambda k: np.all if k == "finite" else np.max if k.endswith("_max") else np.mean
-        m = {k: reduce(k)([x[k] for x in jax.device_get(interval)]) for k in interval[0]}
+        m = {k: np.asarray(interval_reduction(k)(np.stack([x[k] for x in jax.device_get(interval)])))
+             for k in interval[0]}
         interval = []
         now = time.perf_counter()
         elapsed += now - t_last
@@ -385,7 +389,7 @@ def run_loop(chunk: Callable, state: Any, data: tuple, *, store: CheckpointStore
     return state, step, elapsed
 
 
-def _device_name() -> str:
+def device_name() -> str:
     """e.g. '8x NVIDIA H100 80GB HBM3' or '1x cpu (2 cores)'."""
     d = jax.devices()[0]
     cores = f" ({os.cpu_count()} cores)" if d.platform == "cpu" else ""

@@ -44,7 +44,7 @@ def test_likelihood_bound_and_attack_lower_with_highest_precision(ci):
     # the attack differentiates through the solves: forward, JVPs, transposes all at HIGHEST
     cfg = attacks.SBGCLogitsConfig(n_probes=1, solver="heun", n_steps=2, n_classes=2)
     fn = attacks.sbgc_logits_fn(ci, jnp.ones((1, 1, 32, 32, 3)), cfg)
-    grad = jax.jit(jax.grad(lambda xx: attacks.cross_entropy_surrogate(fn(xx), jnp.array([1]))))
+    grad = jax.jit(jax.grad(lambda xx: attacks.pgd_surrogate(fn(xx), (jnp.array([1]), jnp.asarray(False)))))
     _assert_all_highest(grad.lower(jnp.full((1, 32, 32, 3), 0.3)).as_text(), "attack gradient")
     # the bound's network passes
     t = jnp.array([0.1, 0.5])
