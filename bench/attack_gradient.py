@@ -47,10 +47,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sbgc import attacks, models  # noqa: E402
-from sbgc.classify import log_marginal  # noqa: E402
-from sbgc.likelihood import bits_per_dim, solve_rows, to_model_space, to_unit_interval  # noqa: E402
-from sbgc.sde import SDE  # noqa: E402
+from sbgc.experiments import adversarial as attacks
+from sbgc.method import networks as models  # noqa: E402
+from sbgc.method.classify import log_marginal  # noqa: E402
+from sbgc.method.likelihood import SolverSettings, bits_per_dim, solve_rows, to_model_space, to_unit_interval  # noqa: E402
+from sbgc.method.sde import SDE  # noqa: E402
 
 
 def _bench_likelihood():
@@ -62,7 +63,7 @@ def _bench_likelihood():
 
 
 class Model:
-    """score_fn, sde and a provenance line (the fields :func:`sbgc.attacks.sbgc_logits_fn` reads)."""
+    """score_fn, sde and a provenance line (the fields :func:`sbgc.experiments.adversarial.sbgc_logits_fn` reads)."""
 
     def __init__(self, score_fn, sde, origin: str, n_params: int, profile: str):
         self.score_fn, self.sde, self.origin, self.n_params, self.profile = score_fn, sde, origin, n_params, profile
@@ -71,7 +72,7 @@ class Model:
 def load(checkpoint: str, profile: str, seed: int) -> Model:
     """The shipped/filed network (``checkpoint``) or an untrained ``profile`` network (``none``)."""
     if checkpoint != "none":
-        from sbgc.pretrained import load_model
+        from sbgc.train.pretrained import load_model
 
         m = load_model(checkpoint)
         return Model(m.score_fn, m.sde, f"{m.describe()}", models.count_params(m.params), m.meta.get("profile", "?"))
@@ -108,7 +109,7 @@ def nfe_per_class(model: Model, x_unit, probes, config: attacks.SBGCLogitsConfig
     k = config.n_classes
     rows_x = jnp.repeat(to_model_space(x_unit, config.data_scaling), k, axis=0)
     rows_p = jnp.repeat(probes, k, axis=0)
-    settings = config.settings()
+    settings = config.solver
     solve = jax.jit(lambda xx, yy, pp: solve_rows(model.score_fn, model.sde, xx, yy, pp, settings).num_steps)
     steps = solve(rows_x, jnp.arange(k, dtype=jnp.int32), rows_p)
     return [int(v) for v in np.asarray(settings.evaluations(steps)).sum(axis=1)]
@@ -175,7 +176,7 @@ def reverse_reconstruction(model: Model, x_unit, config: attacks.SBGCLogitsConfi
     """
     import diffrax as dfx
 
-    from sbgc.likelihood import SOLVERS
+    from sbgc.method.likelihood import SOLVERS
 
     sde, x = model.sde, to_model_space(x_unit, config.data_scaling)
 
@@ -183,14 +184,15 @@ def reverse_reconstruction(model: Model, x_unit, config: attacks.SBGCLogitsConfi
         t1 = jnp.reshape(t, (1,)).astype(jnp.float32)
         return sde.probability_flow_drift(z, t1, model.score_fn(z, t1, jnp.zeros((1,), jnp.int32)))
 
-    if config.n_steps:
-        ctrl, dt0 = dfx.ConstantStepSize(), (sde.T - config.eps) / config.n_steps
+    s = config.solver
+    if s.n_steps:
+        ctrl, dt0 = dfx.ConstantStepSize(), (sde.T - s.eps) / s.n_steps
     else:
-        ctrl, dt0 = dfx.PIDController(rtol=config.rtol, atol=config.atol), 0.01
+        ctrl, dt0 = dfx.PIDController(rtol=s.rtol, atol=s.atol), 0.01
     solve = lambda z, t0, t1, dt: dfx.diffeqsolve(
-        dfx.ODETerm(drift), SOLVERS[config.solver](), t0, t1, dt, z, stepsize_controller=ctrl, max_steps=config.max_steps
+        dfx.ODETerm(drift), SOLVERS[s.solver](), t0, t1, dt, z, stepsize_controller=ctrl, max_steps=s.max_steps
     ).ys[-1]  # fmt: skip
-    x_hat = solve(solve(x, config.eps, sde.T, dt0), sde.T, config.eps, -dt0)
+    x_hat = solve(solve(x, s.eps, sde.T, dt0), sde.T, s.eps, -dt0)
     return {"relative_error": float(jnp.linalg.norm(x_hat - x) / jnp.linalg.norm(x)), "x_norm": float(jnp.linalg.norm(x))}
 
 
@@ -201,7 +203,7 @@ def adjoint_study(model: Model, x_unit, config: attacks.SBGCLogitsConfig, args) 
     probes = attacks.draw_attack_probes(jax.random.key(args.seed + 3), 1, config.n_probes, tuple(x_unit.shape[1:]))
     key = jax.random.key(args.seed + 5)
     k_dir, k_w = jax.random.split(key)
-    fns = {a: attacks.sbgc_logits_fn(model, probes, dataclasses.replace(config, adjoint=a)) for a in ("recursive", "backsolve")}
+    fns = {a: attacks.sbgc_logits_fn(model, probes, dataclasses.replace(config, solver=dataclasses.replace(config.solver, adjoint=a))) for a in ("recursive", "backsolve")}
     clean = fns["recursive"].checked(x_unit)
     weights = jax.random.normal(k_w, clean.shape, jnp.float32) / np.sqrt(clean.size)
     dirs = jax.random.normal(k_dir, (args.fd_directions, *x_unit.shape), jnp.float32)
@@ -259,8 +261,9 @@ def main(argv=None) -> dict:
         p.error("--adjoint-study needs --fd-directions >= 1")
     atol = args.rtol if args.atol is None else args.atol
     config = attacks.SBGCLogitsConfig(
-        n_probes=args.n_probes, rtol=args.rtol, atol=atol, eps=args.eps, solver=args.solver,
-        max_steps=args.max_steps, n_steps=args.n_steps, adjoint=args.adjoint, checkpoints=args.checkpoints,
+        n_probes=args.n_probes,
+        solver=SolverSettings(solver=args.solver, rtol=args.rtol, atol=atol, eps=args.eps, max_steps=args.max_steps,
+                              n_steps=args.n_steps, adjoint=args.adjoint, checkpoints=args.checkpoints),
     )  # fmt: skip
     dev = jax.devices()[0]
     name = "adjoint" if args.adjoint_study else Path(args.checkpoint).stem
@@ -282,7 +285,7 @@ def main(argv=None) -> dict:
         "image_source": source, "image_index": 0, "n_classes": config.n_classes, "n_probes": args.n_probes,
         "rtol": args.rtol, "atol": atol, "eps": args.eps, "solver": args.solver, "n_steps": args.n_steps,
         "max_steps": args.max_steps, "adjoint": args.adjoint, "checkpoints": args.checkpoints,
-        "error_norm": config.error_norm, "dequantize": "once, before the attack", "data_scaling": "centered",
+        "error_norm": config.solver.error_norm, "dequantize": "once, before the attack", "data_scaling": "centered",
     }  # fmt: skip
 
     if args.adjoint_study:

@@ -25,6 +25,7 @@ the ODE trivially easy and the timings meaningless.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import platform
@@ -39,10 +40,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sbgc import models, reference  # noqa: E402
-from sbgc.classify import class_log_likelihoods, class_log_likelihoods_pure  # noqa: E402
-from sbgc.likelihood import SolverSettings, prepare_batch  # noqa: E402
-from sbgc.sde import SDE  # noqa: E402
+from sbgc.checks import reference  # noqa: E402
+from sbgc.method import networks as models
+from sbgc.method.classify import class_log_likelihoods, class_log_likelihoods_pure  # noqa: E402
+from sbgc.method.likelihood import SolverSettings, prepare_batch  # noqa: E402
+from sbgc.method.sde import SDE  # noqa: E402
 
 
 def wake_up(params, key, scale: float = 0.3):
@@ -60,7 +62,7 @@ def wake_up(params, key, scale: float = 0.3):
 def load_images(n: int, image_size: int, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
     """The first n exact-pixel CIFAR-10 test images, else random uint8 images (labelled so)."""
     try:
-        from sbgc.data import load_exact_test_head
+        from sbgc.data.cifar10 import load_exact_test_head
 
         head = load_exact_test_head()
         if head.images.shape[1] == image_size and len(head.images) >= n:
@@ -97,7 +99,7 @@ def main(argv=None) -> dict:
     p.add_argument("--eps", type=float, default=1e-5)
     p.add_argument("--solver", default="dopri5")
     p.add_argument("--chunk-size", type=int, default=128)
-    p.add_argument("--checkpoint", default=None, help="parameter file for sbgc.checkpoint.load_params")
+    p.add_argument("--checkpoint", default=None, help="parameter file for sbgc.train.checkpoint.load_params")
     p.add_argument("--raw-init", action="store_true", help="keep the untrained near-zero output kernels")
     p.add_argument("--skip-grad", action="store_true")
     p.add_argument("--grad-classes", type=int, default=None,
@@ -114,7 +116,7 @@ def main(argv=None) -> dict:
     sde = SDE("subvp")
     config = models.get_config(args.profile)
     if args.checkpoint:
-        from sbgc.checkpoint import load_params
+        from sbgc.train.checkpoint import load_params
 
         params, meta = load_params(args.checkpoint)
         params_origin = f"checkpoint {args.checkpoint} (sha256 {meta.get('sha256', '?')[:12]})"
@@ -127,8 +129,9 @@ def main(argv=None) -> dict:
     score_fn = functools.partial(models.make_score_fn(config, sde), params)
     images, labels, source = load_images(args.images, config.image_size, args.seed)
     key = jax.random.key(args.seed + 2)
-    common = dict(rtol=args.rtol, atol=atol, eps=args.eps, progress=False)
-    ode = dict(common, solver=args.solver, chunk_size=args.chunk_size)
+    settings = SolverSettings(solver=args.solver, rtol=args.rtol, atol=atol, eps=args.eps)
+    common = dict(solver=settings, progress=False)
+    ode = dict(common, chunk_size=args.chunk_size)
     n_classes = config.n_classes
     report: dict = {
         "device": str(jax.devices()[0].device_kind),
@@ -161,7 +164,8 @@ def main(argv=None) -> dict:
     res, first, steady = timed(lambda: run(n_probes=args.n_probes, **ode))
     shared = record("shared", res, first, steady, args.n_probes)
     if not args.skip_independent:
-        res, first, steady = timed(lambda: run(n_probes=args.n_probes, shared_trajectory=False, **ode))
+        independent = dict(ode, solver=dataclasses.replace(settings, shared_trajectory=False))
+        res, first, steady = timed(lambda: run(n_probes=args.n_probes, **independent))
         record("independent", res, first, steady, args.n_probes)
         report["ratio_independent_over_shared"] = report["independent"]["steady_s"] / shared["steady_s"]
     if not args.skip_reference:
@@ -181,12 +185,11 @@ def main(argv=None) -> dict:
         )
         x_unit = (batch.x_model + 1.0) / 2.0
         probes = batch.probes(np.arange(1))
-        settings = SolverSettings(solver=args.solver, rtol=args.rtol, atol=atol, eps=args.eps)
         k_grad = n_classes if args.grad_classes is None else min(max(args.grad_classes, 1), n_classes)
         target = int(labels[0]) if int(labels[0]) < k_grad else 0
 
         def loss(x):  # softmax cross-entropy over the class log-likelihoods (the PGD objective)
-            log_p, ok = class_log_likelihoods_pure(score_fn, sde, x, probes, n_classes=k_grad, settings=settings)
+            log_p, ok = class_log_likelihoods_pure(score_fn, sde, x, probes, n_classes=k_grad, solver=settings)
             return -jax.nn.log_softmax(log_p[0])[target], ok
 
         grad_fn = jax.jit(jax.grad(loss, has_aux=True))

@@ -5,10 +5,10 @@ then the bound classifier's accuracy on the same random test images.
         [--images 300] [--times 32] [--workdir runs/mnist-candidates]
         [--out bench/results/mnist_candidates_cpu.json]
 
-For each profile it trains (``sbgc.train.train`` with ``time_limit``; a second call resumes, so a
+For each profile it trains (``sbgc.train.score.train`` with ``time_limit``; a second call resumes, so a
 killed comparison continues), exports the EMA parameters, and classifies ``--images`` test images
 drawn at random (seed 0, the same for every candidate) by the variational bound
-(``sbgc.elbo.class_log_bounds``, K = ``--times`` stratified times, common random numbers across
+(``sbgc.method.bound.class_log_bounds``, K = ``--times`` stratified times, common random numbers across
 classes). It reports accuracy with a 95 % Clopper–Pearson interval, the bound's bits/dim of the
 true class, parameters, steps, images/s and accuracy per CPU-hour of training. The workdirs stay:
 the chosen candidate's run continues from its own checkpoint.
@@ -25,11 +25,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from sbgc import train as T
-from sbgc.elbo import class_log_bounds
-from sbgc.mnist import load_mnist
-from sbgc.pretrained import load_model
+from sbgc.data.mnist import load_mnist
+from sbgc.method.bound import class_log_bounds
 from sbgc.stats import binomial_interval
+from sbgc.train import loop
+from sbgc.train import score as T
+from sbgc.train.pretrained import load_model
 
 
 def _read_log(path: Path) -> list[dict]:
@@ -59,7 +60,7 @@ def evaluate(model_path: Path, n_images: int, n_times: int, seed: int = 0) -> di
 
 def write(a, rows: list[dict]) -> None:
     out = {"what": "MNIST candidate score networks: same CPU budget, bound-classifier accuracy",
-           "device": T.device_name(), "jax_version": jax.__version__, "minutes_each": a.minutes,
+           "device": loop.device_name(), "jax_version": jax.__version__, "minutes_each": a.minutes,
            "data": "MNIST official files (exact pixels); train split for training, random test images",
            "command": "python bench/mnist_candidates.py " + " ".join(sys.argv[1:]), "rows": rows}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@
 For each (profile, dtype) it times, on the same device and in the same process:
   forward     the network alone on one batch,
   fwd+bwd     value and gradient of the training loss,
-  train step  the full step of ``sbgc.train`` (batch gather, flips, dequantization, loss,
+  train step  the full step of ``sbgc.train.score`` (batch gather, flips, dequantization, loss,
               gradient, clipping, Adam, EMA),
 so the table shows where a step's time goes. Each figure is the median of ``--steps`` timed calls
 after one compile-and-warm-up call. Peak memory is read from the device's allocator
@@ -30,9 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from sbgc import train as T
-from sbgc.models import count_params, get_config, make_noise_fn
-from sbgc.sde import SDE
+from sbgc.method.networks import count_params, get_config, make_noise_fn
+from sbgc.method.sde import SDE
+from sbgc.train import score as T
 
 
 def _median_seconds(fn, n: int) -> float:

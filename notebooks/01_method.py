@@ -42,7 +42,7 @@ grid_size = None
 n_t_draws = None
 
 # %%
-from sbgc.provenance import setup_jax
+from sbgc.book.provenance import setup_jax
 
 setup_jax()  # persistent compilation cache shared by the chapters
 
@@ -52,14 +52,14 @@ import jax
 import numpy as np
 from IPython.display import Markdown, display
 
-from sbgc import data as cifar
-from sbgc import toy
-from sbgc.classify import class_log_likelihoods, predict
-from sbgc.likelihood import log_likelihood
-from sbgc.profiles import resolve_params
-from sbgc.provenance import collect_provenance, write_results
+from sbgc.book.profiles import resolve_params
+from sbgc.book.provenance import collect_provenance, write_results
+from sbgc.checks import toy
+from sbgc.data import cifar10 as cifar
+from sbgc.method.classify import class_log_likelihoods, predict
+from sbgc.method.likelihood import SolverSettings, log_likelihood
+from sbgc.method.sde import SDE
 from sbgc.stats import binomial_interval
-from sbgc.sde import SDE
 
 P = resolve_params(
     "01_method", profile, seed=seed, n_train_per_class=n_train_per_class,
@@ -96,7 +96,7 @@ display(Markdown(P.to_markdown()))
 # At $t = T$ the kernel is $\mathcal{N}(0.0066\,x_0,\; 0.99996^2 I)$: practically the prior
 # $p_T = \mathcal{N}(0, I)$. "Sub-VP" because its variance, $\sigma^2 = (1 - e^{-B})^2$, stays
 # below that of the variance-preserving (VP) SDE, $1 - e^{-B}$, at every $t$.
-# Implementation: `sbgc.sde.SDE("subvp")` (`drift`, `diffusion_squared`, `mean_coeff`,
+# Implementation: `sbgc.method.sde.SDE("subvp")` (`drift`, `diffusion_squared`, `mean_coeff`,
 # `marginal_std`, `marginal`).
 
 # %%
@@ -136,9 +136,9 @@ display(Markdown(prov_image.line()))
 # s_\theta(x, t, y) = -\,\epsilon_\theta(x, t, y) / \sigma(t).
 # $$
 #
-# Implementations: the CIFAR-10 U-Net in `sbgc.models` (67.18M parameters in the paper's
+# Implementations: the CIFAR-10 U-Net in `sbgc.method.networks` (67.18M parameters in the paper's
 # configuration; the paper states 67.19M), and the small MLP of the worked example below,
-# `sbgc.toy.ToyScoreNet`.
+# `sbgc.checks.toy.ToyScoreNet`.
 #
 # ## 3. Maximum-likelihood training with importance sampling
 #
@@ -165,7 +165,7 @@ display(Markdown(prov_image.line()))
 # loss of one draw is $\tfrac{Z}{2} \| \sigma(t)\, s_\theta + z \|^2$: an unweighted denoising
 # loss, unbiased for $\mathcal{J}$. For sub-VP, $w\,\mathrm{d}t = \coth(B/2)\,\mathrm{d}B$ has the
 # cumulative $2 \log \sinh(B/2)$, which inverts in closed form
-# (`sbgc.sde.SDE.sample_importance_t`; the loss is `sbgc.losses.dsm_loss`,
+# (`sbgc.method.sde.SDE.sample_importance_t`; the loss is `sbgc.method.losses.dsm_loss`,
 # `weighting="likelihood_is"`). The figure compares the density with uniform sampling and with a
 # histogram of draws.
 
@@ -192,7 +192,7 @@ display(Markdown(
 # | --- | --- | --- |
 # | smallest training time | `training.smallest_time = 1e-2` (the likelihood is also evaluated from 1e-2) | $\varepsilon = 10^{-5}$, the paper's likelihood $\varepsilon$ |
 # | loss scale | mean over dimensions of $\lVert\sigma s_\theta + z\rVert^2$ (`reduce_mean = True`) | the same times $Z/2 = 18.84$, so that it is the bound's diffusion term per dimension |
-# | gradient clipping | global norm 1 of that loss's gradient | global norm `grad_clip` of the gradient divided by $Z/2$ (`sbgc.train.reference_loss_scale`): the same rule; MNIST profiles use 3 |
+# | gradient clipping | global norm 1 of that loss's gradient | global norm `grad_clip` of the gradient divided by $Z/2$ (`sbgc.train.score.reference_loss_scale`): the same rule; MNIST profiles use 3 |
 # | EMA | `ema_rate = 0.9999`, no bias correction | decay warmed up as $\min(d, (1+s)/(10+s))$ |
 #
 # We train from the $\varepsilon$ we evaluate from: the ODE integrates the score over
@@ -230,7 +230,7 @@ display(Markdown(
 # whole solve (a probe resampled at every step would leave the solver nothing smooth to
 # integrate); $\log p$ is averaged over $n = 30$ probes (paper; $n = 10$ for CIFAR-10-C and the
 # adversarial attacks). The paper integrates with RK45 (scipy), $\mathrm{rtol} = \mathrm{atol} =
-# 10^{-5}$, from $\varepsilon = 10^{-5}$; `sbgc.likelihood.log_likelihood` uses diffrax's Dopri5
+# 10^{-5}$, from $\varepsilon = 10^{-5}$; `sbgc.method.likelihood.log_likelihood` uses diffrax's Dopri5
 # (the same Dormand–Prince pair) with the same tolerances by default.
 #
 # **Dequantization and bits/dim.** Pixels are integers, so a density must be put on them: with
@@ -256,7 +256,7 @@ display(Markdown(
 #
 # All $K$ class likelihoods of an input are computed with the same dequantization noise and the
 # same probes (common random numbers), so their differences carry no independent probe noise
-# (`sbgc.classify.class_log_likelihoods`, `predict`). The paper writes $p(x)$ as the sum over
+# (`sbgc.method.classify.class_log_likelihoods`, `predict`). The paper writes $p(x)$ as the sum over
 # classes; the uniform-prior mean used here is smaller by $\log K$ nats ($0.0011$ bits/dim for
 # CIFAR-10).
 
@@ -264,9 +264,9 @@ display(Markdown(
 # ## 6. Worked example in two dimensions
 #
 # Three classes in $\mathbb{R}^2$, each an equal mixture of two isotropic Gaussians
-# (`sbgc.toy.worked_example_mixture`). The classes overlap, so even the Bayes-optimal classifier
+# (`sbgc.checks.toy.worked_example_mixture`). The classes overlap, so even the Bayes-optimal classifier
 # makes errors. Because the SDE is linear, every diffused density $p_t(x \mid y)$ and its score are
-# Gaussian mixtures in closed form (`sbgc.analytic`): the exact answer to every step below.
+# Gaussian mixtures in closed form (`sbgc.checks.analytic`): the exact answer to every step below.
 # The data live directly in the model's space (no pixels, no dequantization, no rescaling), and in
 # $D = 2$ the divergence is computed exactly (two Jacobian-vector products per evaluation).
 
@@ -277,7 +277,7 @@ x_test, y_test = mixture.sample(jax.random.fold_in(key, 4), P.n_test_per_class)
 x_test, y_test = np.asarray(x_test), np.asarray(y_test)
 K = mixture.n_classes
 sizes = {"train": int(x_train.shape[0]), "test": int(x_test.shape[0]), "grid": P.grid_size**2}
-prov_toy = collect_provenance(P, data_source="2-D Gaussian mixture, 3 classes (sbgc.toy)", sample_sizes=sizes)
+prov_toy = collect_provenance(P, data_source="2-D Gaussian mixture, 3 classes (sbgc.checks.toy)", sample_sizes=sizes)
 net_config = toy.ToyNetConfig(dim=2, n_classes=K, hidden=P.hidden, n_layers=P.n_layers)
 train_config = toy.ToyTrainConfig(steps=P.train_steps, batch_size=P.batch_size, learning_rate=P.learning_rate,
                                   eps=P.eps)
@@ -286,7 +286,7 @@ print(f"{sizes['train']:,} training and {sizes['test']:,} held-out points; netwo
 # %% [markdown]
 # ### Training
 #
-# `sbgc.toy.train_toy_score` minimises `dsm_loss` with `weighting="likelihood_is"`, the paper's
+# `sbgc.checks.toy.train_toy_score` minimises `dsm_loss` with `weighting="likelihood_is"`, the paper's
 # objective, by Adam (warm-up, cosine decay, gradient clipping) and keeps an exponential moving
 # average of the weights. The loss is noisy by construction (one $(t, z)$ per example) and does
 # not go to zero (the conditional score of a single $x_0$ is not the marginal score). The
@@ -315,8 +315,8 @@ display(Markdown(
 
 # %%
 # 2-D data used as given: exact trace, no dequantization, model space = data space
-ode_kwargs = dict(probe="exact", eps=P.eps, rtol=P.rtol, atol=P.atol, data_scaling="unit", dequantize=False,
-                  chunk_size=1024, progress=False)
+ode_kwargs = dict(probe="exact", solver=SolverSettings(rtol=P.rtol, atol=P.atol, eps=P.eps), data_scaling="unit",
+                  dequantize=False, chunk_size=1024, progress=False)
 start = time.perf_counter()
 ode_exact = log_likelihood(mixture.score, sde, x_test, y_test, jax.random.fold_in(key, 7), **ode_kwargs)
 true_test = np.asarray(mixture.class_log_probs(x_test))  # [N, K] exact log p0(x | y)
@@ -399,7 +399,7 @@ point under its own class: exact {true_own.mean():.3f} nats, model {model_own.me
 # ## What carries over to CIFAR-10, and what does not
 #
 # The CIFAR-10 chapters run the same code path with three changes: the score network is the
-# class-conditional DDPM++ U-Net (`sbgc.models`), the data are dequantized 8-bit pixels in
+# class-conditional DDPM++ U-Net (`sbgc.method.networks`), the data are dequantized 8-bit pixels in
 # $[-1, 1]$ (so bits/dim apply), and the divergence is the Hutchinson estimate with $n$ Rademacher
 # probes, because $D = 3072$ Jacobian-vector products per step would be too slow. What the toy
 # cannot show is how well a network learns the score of natural images; that is what the paper's

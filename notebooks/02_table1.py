@@ -41,7 +41,7 @@ eps = None
 chunk_size = None
 
 # %%
-from sbgc.provenance import setup_jax
+from sbgc.book.provenance import setup_jax
 
 setup_jax()  # persistent compilation cache shared by the chapters
 
@@ -51,13 +51,14 @@ import jax
 import numpy as np
 from IPython.display import Markdown, display
 
-from sbgc import table1
-from sbgc.baseline import load_classifier
-from sbgc.classify import class_log_likelihoods
-from sbgc.data import load_cifar10, load_exact_test_head
-from sbgc.pretrained import load_model
-from sbgc.profiles import resolve_params
-from sbgc.provenance import collect_provenance, write_results
+from sbgc.book.profiles import resolve_params
+from sbgc.book.provenance import collect_provenance, write_results
+from sbgc.data.cifar10 import load_cifar10, load_exact_test_head
+from sbgc.experiments import table1
+from sbgc.method.classify import class_log_likelihoods
+from sbgc.method.likelihood import SolverSettings
+from sbgc.train.baseline import load_classifier
+from sbgc.train.pretrained import load_model
 
 P = resolve_params(
     "02_table1", profile, seed=seed, checkpoint=checkpoint, baseline=baseline, n_images=n_images,
@@ -71,8 +72,8 @@ display(Markdown(P.to_markdown()))
 # ## The two models and how they were trained
 #
 # * **SBGC**: the class-conditional score network of the `checkpoint` knob, trained by maximum
-#   likelihood score matching (likelihood weighting with importance-sampled $t$, `sbgc.train`).
-# * **Discriminative baseline**: a Wide-ResNet (`sbgc.baseline`), trained on the *same* training
+#   likelihood score matching (likelihood weighting with importance-sampled $t$, `sbgc.train.score`).
+# * **Discriminative baseline**: a Wide-ResNet (`sbgc.train.baseline`), trained on the *same* training
 #   images with the augmentation the paper names for its baseline (uniform dequantization noise)
 #   plus random crops and flips, SGD with Nesterov momentum and a cosine schedule. It is tested on
 #   the bin centres $(\text{pixel} + \tfrac12)/256$.
@@ -100,7 +101,7 @@ display(Markdown(
 #
 # * **Accuracy** of $\hat y = \arg\max_y \log p(x \mid y)$, every class solved by the
 #   probability-flow ODE with the *same* dequantization noise and Hutchinson probes
-#   (`sbgc.classify.class_log_likelihoods`), with an exact (Clopper–Pearson) 95 % interval.
+#   (`sbgc.method.classify.class_log_likelihoods`), with an exact (Clopper–Pearson) 95 % interval.
 # * **Bits/dim** of the unconditional density $p(x) = \frac{1}{10}\sum_y p(x \mid y)$ (the class
 #   mean; the paper's sum is lower by $\log_2 10 / 3072 = 0.0011$ bits/dim), on uniformly
 #   dequantized images in $[0, 1]$: $\text{bpd} = -\log p(x) / (3072 \ln 2) + 8$. Also shown:
@@ -118,7 +119,8 @@ exact = load_exact_test_head()
 rng = np.random.default_rng(P.seed)
 idx_full = np.sort(rng.choice(len(test), size=min(P.n_images, len(test)), replace=False))
 idx_exact = np.sort(rng.choice(len(exact), size=min(P.n_exact_images, len(exact)), replace=False))
-solver = dict(n_probes=P.n_probes, rtol=P.rtol, atol=P.atol, eps=P.eps, chunk_size=P.chunk_size, progress=False)
+ode = SolverSettings(rtol=P.rtol, atol=P.atol, eps=P.eps)
+solver = dict(solver=ode, n_probes=P.n_probes, chunk_size=P.chunk_size, progress=False)
 
 full_source = f"CIFAR-10 test split ({test.source}), {len(idx_full)} random images"
 exact_source = f"CIFAR-10 exact test head ({exact.source}), {len(idx_exact)} random of the first {len(exact)} images"

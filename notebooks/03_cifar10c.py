@@ -53,7 +53,7 @@ eps = None
 chunk_size = None
 
 # %%
-from sbgc.provenance import setup_jax
+from sbgc.book.provenance import setup_jax
 
 setup_jax()  # persistent compilation cache shared by the chapters
 
@@ -62,13 +62,14 @@ import time
 import jax
 from IPython.display import Markdown, display
 
-from sbgc import robustness as rb
-from sbgc.baseline import load_classifier
-from sbgc.corruptions import CORRUPTIONS, NOISE_CORRUPTIONS, corruption_grid
-from sbgc.data import CLASS_NAMES, load_cifar10, load_exact_test_head
-from sbgc.pretrained import load_model
-from sbgc.profiles import resolve_params
-from sbgc.provenance import collect_provenance, write_results
+from sbgc.book.profiles import resolve_params
+from sbgc.book.provenance import collect_provenance, write_results
+from sbgc.data.cifar10 import CLASS_NAMES, load_cifar10, load_exact_test_head
+from sbgc.data.corruptions import CORRUPTIONS, NOISE_CORRUPTIONS, corruption_grid
+from sbgc.experiments import corruption_robustness as rb
+from sbgc.method.likelihood import SolverSettings
+from sbgc.train.baseline import load_classifier
+from sbgc.train.pretrained import load_model
 
 P = resolve_params(
     "03_cifar10c", profile, seed=seed, checkpoint=checkpoint, baseline=baseline, data=data, n_images=n_images,
@@ -86,25 +87,25 @@ display(Markdown(P.to_markdown()))
 #   draws from the whole test split found on the machine (the official archive where present; here
 #   a JPEG-recompressed copy, whose smoothed pixels shift every likelihood and make the clean images
 #   themselves slightly "corrupted"). The provenance lines say which. The images are the first
-#   `n_images` of one fixed random permutation of the split (`sbgc.robustness.select_images`,
+#   `n_images` of one fixed random permutation of the split (`sbgc.experiments.corruption_robustness.select_images`,
 #   seeded): at the `paper` profile a random 1,000 of the 10,000 test images, the paper's 10 %
 #   subset. The baseline sees the first `n_baseline_images` of the same permutation, a superset.
-# * **Corruptions** are generated on the fly (`sbgc.corruptions.corrupt`, the CIFAR parameters of
+# * **Corruptions** are generated on the fly (`sbgc.data.corruptions.corrupt`, the CIFAR parameters of
 #   the reference generator); an image's corruption depends only on (seed, its test-set index,
 #   corruption, severity), so a given image is corrupted identically in every sample it appears
 #   in. These are a fresh draw of CIFAR-10-C, not its published files. The paper's 10 % subset of
 #   CIFAR-10-C may have held different images per corruption; here the same images appear under
 #   every corruption and severity, so differences between settings are not sampling noise.
-# * **The same images for both classifiers.** `sbgc.robustness.evaluate_grid` corrupts each
+# * **The same images for both classifiers.** `sbgc.experiments.corruption_robustness.evaluate_grid` corrupts each
 #   setting once and gives the same uint8 images to the SBGC and to the baseline; both results carry
 #   the sha256 of every image they saw, and the page checks that the two agree. The baseline is then
 #   evaluated again on its larger sample (one forward pass per image is cheap).
 # * **The SBGC** classifies by $\hat y = \arg\max_y \log p(x \mid y)$ with the probability-flow ODE
-#   (`sbgc.classify`), uniform dequantization, the knobs' probes and tolerances (paper, for
+#   (`sbgc.method.classify`), uniform dequantization, the knobs' probes and tolerances (paper, for
 #   CIFAR-10-C: $n = 10$ probes, rtol = atol = $10^{-5}$, $\varepsilon = 10^{-5}$). One key serves
 #   every setting, so an image gets the same dequantization noise and probes under every
 #   corruption (common random numbers). **The baseline** classifies the bin centres
-#   $(\text{pixel} + \tfrac12)/256$ (`sbgc.baseline`).
+#   $(\text{pixel} + \tfrac12)/256$ (`sbgc.train.baseline`).
 # * **Table 2 groups.** *clean*; *all corruptions*: every evaluated (corruption, severity) pooled,
 #   which, with the same images in every setting, equals the mean of the per-setting accuracies
 #   (the paper's "mean accuracy"); *w/o noises*: the same without Gaussian, shot and impulse noise.
@@ -173,7 +174,8 @@ display(Markdown(prov.line()))
 # larger sample.
 
 # %%
-solver = dict(n_probes=P.n_probes, rtol=P.rtol, atol=P.atol, eps=P.eps, chunk_size=P.chunk_size)
+ode = SolverSettings(rtol=P.rtol, atol=P.atol, eps=P.eps)
+solver = dict(solver=ode, n_probes=P.n_probes, chunk_size=P.chunk_size)
 classifiers = {"SBGC": rb.sbgc_classifier(model.score_fn, model.sde, jax.random.fold_in(key, 1), **solver),
                "baseline": clf.predict}  # fmt: skip
 same = rb.evaluate_grid(classifiers, sbgc_set, grid, seed=P.seed)

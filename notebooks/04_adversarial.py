@@ -54,7 +54,7 @@ fd_h = None
 n_show = None
 
 # %%
-from sbgc.provenance import setup_jax
+from sbgc.book.provenance import setup_jax
 
 setup_jax()  # persistent compilation cache shared by the chapters
 
@@ -65,13 +65,14 @@ import jax.numpy as jnp
 import numpy as np
 from IPython.display import Markdown, display
 
-from sbgc import attacks, table3
-from sbgc.baseline import load_classifier
-from sbgc.data import CLASS_NAMES, load_cifar10, load_exact_test_head
-from sbgc.likelihood import to_unit_interval
-from sbgc.pretrained import load_model
-from sbgc.profiles import resolve_params
-from sbgc.provenance import collect_provenance, write_results
+from sbgc.book.profiles import resolve_params
+from sbgc.book.provenance import collect_provenance, write_results
+from sbgc.data.cifar10 import CLASS_NAMES, load_cifar10, load_exact_test_head
+from sbgc.experiments import adversarial as attacks
+from sbgc.experiments import table3
+from sbgc.method.likelihood import SolverSettings, to_unit_interval
+from sbgc.train.baseline import load_classifier
+from sbgc.train.pretrained import load_model
 
 P = resolve_params(
     "04_adversarial", profile, seed=seed, checkpoint=checkpoint, baseline=baseline, data=data, n_images=n_images,
@@ -86,7 +87,7 @@ display(Markdown(P.to_markdown()))
 # ## The attacked functions
 #
 # * **SBGC.** Its logits are the ten class log-likelihoods $\log p_0(x \mid y)$ from the
-#   probability-flow ODE (`sbgc.attacks.sbgc_logits_fn`). Each image is dequantized **once**,
+#   probability-flow ODE (`sbgc.experiments.adversarial.sbgc_logits_fn`). Each image is dequantized **once**,
 #   $x = (\text{pixels} + u)/256$, and the attack moves this continuous point in $[0, 1]^D$. Its
 #   $n$ Hutchinson probes are drawn once and kept for the whole attack and for all classes, so the
 #   attacked function is deterministic. Gradients flow through the solver's steps by reverse mode
@@ -110,8 +111,8 @@ idx_base = np.sort(order[: max(P.n_baseline_images, P.n_images)])  # the baselin
 labels, labels_base = dataset.labels[idx].astype(np.int32), dataset.labels[idx_base].astype(np.int32)
 x = to_unit_interval(dataset.images[idx], jax.random.fold_in(key, 0), dequantize=True)  # [B, 32, 32, 3]
 x_base = to_unit_interval(dataset.images[idx_base], jax.random.fold_in(key, 0), dequantize=True)
-cfg = attacks.SBGCLogitsConfig(n_probes=P.n_probes, solver=P.solver, n_steps=P.n_steps or None, rtol=P.rtol,
-                               atol=P.atol, eps=P.eps)  # fmt: skip
+ode = SolverSettings(solver=P.solver, n_steps=P.n_steps or None, rtol=P.rtol, atol=P.atol, eps=P.eps)
+cfg = attacks.SBGCLogitsConfig(n_probes=P.n_probes, solver=ode)
 probes = attacks.draw_attack_probes(jax.random.fold_in(key, 1), len(idx), P.n_probes)
 f_sbgc = attacks.sbgc_logits_fn(model, probes, cfg)
 f_base = attacks.baseline_logits_fn(clf)
@@ -134,7 +135,7 @@ display(Markdown(
 # nats, where the float32 softmax saturates and the cross-entropy's own gradient vanishes, so PGD
 # ascends it along its exact direction: $L(x) = \langle c, \ell(x)\rangle$ with the cotangent
 # $c = \mathrm{softmax}_{k \neq y}(\ell_k - \ell_y) - e_y$ held fixed at the clean image
-# (`sbgc.attacks.cross_entropy_direction`; the true gradient divided by $1 - p_y > 0$). The check
+# (`sbgc.experiments.adversarial.cross_entropy_direction`; the true gradient divided by $1 - p_y > 0$). The check
 # compares the exact directional derivative $\langle \nabla_x L, d\rangle$ along random unit
 # directions $d$ with the central difference $\big(L(x + h d) - L(x - h d)\big)/2h$. With an adaptive solver the step
 # sizes change with $x$, which makes finite differences jittery at loose tolerances; a fixed-step
@@ -161,8 +162,8 @@ display(Markdown(
 #
 # Each model is attacked twice per threat model: PGD on the cross-entropy (along its exact
 # direction, as above) and PGD on the Carlini–Wagner margin $\max_{k \neq y} \ell_k - \ell_y$
-# (`sbgc.attacks.margin`), whose gradient never saturates. An image counts as robust only if both
-# attacks fail on it (`sbgc.attacks.worst_of`), as robustness evaluations have done since Croce &
+# (`sbgc.experiments.adversarial.margin`), whose gradient never saturates. An image counts as robust only if both
+# attacks fail on it (`sbgc.experiments.adversarial.worst_of`), as robustness evaluations have done since Croce &
 # Hein (2020); neither attack changes its steps when the logits are multiplied by a positive constant
 # (tested in `tests/test_attacks.py`).
 

@@ -49,7 +49,7 @@ chunk_size = None
 n_strips = None
 
 # %%
-from sbgc.provenance import setup_jax
+from sbgc.book.provenance import setup_jax
 
 setup_jax()  # persistent compilation cache shared by the chapters
 
@@ -57,11 +57,12 @@ import jax
 import numpy as np
 from IPython.display import Markdown, display
 
-from sbgc import interpolation as interp
-from sbgc.data import CLASS_NAMES, load_exact_test_head
-from sbgc.pretrained import load_model
-from sbgc.profiles import resolve_params
-from sbgc.provenance import collect_provenance, write_results
+from sbgc.book.profiles import resolve_params
+from sbgc.book.provenance import collect_provenance, write_results
+from sbgc.data.cifar10 import CLASS_NAMES, load_exact_test_head
+from sbgc.experiments import interpolation as interp
+from sbgc.method.likelihood import SolverSettings
+from sbgc.train.pretrained import load_model
 
 P = resolve_params(
     "05_interpolation", profile, seed=seed, checkpoint=checkpoint, n_pairs=n_pairs, n_t=n_t,
@@ -75,14 +76,14 @@ display(Markdown(P.to_markdown()))
 #
 # * **The density.** $p$ is the classifier's unconditional density, the mixture of its class
 #   densities with a uniform prior, $p(x) = \frac{1}{10} \sum_y p(x \mid y)$
-#   (`sbgc.classify.log_marginal`; the paper's sum is larger by $\log 10$ nats at every $t$, which
+#   (`sbgc.method.classify.log_marginal`; the paper's sum is larger by $\log 10$ nats at every $t$, which
 #   changes no shape). Each $\log p(x \mid y)$ comes from the probability-flow ODE
-#   (`sbgc.likelihood`), in nats of images scaled to $[0, 1]$.
+#   (`sbgc.method.likelihood`), in nats of images scaled to $[0, 1]$.
 # * **Continuous endpoints.** The model's density lives on dequantized images. Each pair is
 #   dequantized once, with *one* uniform noise draw $u$ shared by both endpoints,
 #   $x_A = (\text{pixels}_A + u)/256$ and $x_B = (\text{pixels}_B + u)/256$, so every point of the path
 #   carries the same noise and the path is a straight line in the space the density is defined on
-#   (`sbgc.interpolation.dequantize_pairs`, `interpolate`). The interpolated floats are passed to
+#   (`sbgc.experiments.interpolation.dequantize_pairs`, `interpolate`). The interpolated floats are passed to
 #   the likelihood as they are (no second dequantization).
 # * **Common random numbers.** All classes of an image share the Hutchinson probes, and pair $p$
 #   gets the *same* probes at every $t$ (`path_log_likelihoods` solves $t$ by $t$ with one key).
@@ -95,7 +96,7 @@ display(Markdown(P.to_markdown()))
 #
 # **Convexity, measured.** For each pair the chord is the straight line between $f(0)$ and $f(1)$.
 # A convex $f$ lies below its chord; a concave one above it. Per pair we record
-# (`sbgc.interpolation.convexity_statistics`):
+# (`sbgc.experiments.interpolation.convexity_statistics`):
 #
 # * the *midpoint gap* $\tfrac12\big(f(0) + f(1)\big) - f(\tfrac12)$ (linearly interpolated between
 #   the two nearest values of $t$ when $t = \tfrac12$ is not on the grid, as for 24 points);
@@ -130,7 +131,8 @@ display(Markdown(f"Score model: {model.describe()}, {model.meta.get('n_params', 
 # them by showing each pair's gap to its own chord. A convex $f$ gives gaps above zero.
 
 # %%
-solver = dict(n_probes=P.n_probes, rtol=P.rtol, atol=P.atol, eps=P.eps, chunk_size=P.chunk_size)
+ode = SolverSettings(rtol=P.rtol, atol=P.atol, eps=P.eps)
+solver = dict(solver=ode, n_probes=P.n_probes, chunk_size=P.chunk_size)
 curves = interp.path_log_likelihoods(model.score_fn, model.sde, paths, ts, jax.random.fold_in(key, 1), **solver)
 fig = interp.plot_curves(ts, curves.log_p)
 display(Markdown(

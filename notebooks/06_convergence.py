@@ -48,23 +48,25 @@ eps = None
 chunk_size = None
 
 # %%
-from sbgc.provenance import setup_jax
+from sbgc.book.provenance import setup_jax
 
 setup_jax()  # persistent compilation cache shared by the chapters
 
+import dataclasses
 import functools
 
 import jax
 import numpy as np
 from IPython.display import Markdown, display
 
-from sbgc import convergence as conv
-from sbgc.classify import class_log_likelihoods
-from sbgc.data import load_cifar10, load_exact_test_head
-from sbgc.pretrained import load_model
-from sbgc.profiles import resolve_params
-from sbgc.provenance import collect_provenance, write_results
+from sbgc.book.profiles import resolve_params
+from sbgc.book.provenance import collect_provenance, write_results
+from sbgc.data.cifar10 import load_cifar10, load_exact_test_head
+from sbgc.experiments import convergence as conv
+from sbgc.method.classify import class_log_likelihoods
+from sbgc.method.likelihood import SolverSettings
 from sbgc.stats import binomial_interval
+from sbgc.train.pretrained import load_model
 
 P = resolve_params(
     "06_convergence", profile, seed=seed, checkpoint=checkpoint, data=data, n_images=n_images,
@@ -82,9 +84,9 @@ display(Markdown(P.to_markdown()))
 # one probability-flow solve per (image, class) carries all $n$ divergence integrals, because the
 # trajectory $x(t)$ does not depend on the probe (`shared_trajectory=True`). Every class of an
 # image uses the same dequantization noise and the same $n$ probes (common random numbers,
-# `sbgc.classify.class_log_likelihoods`). The estimate from $m \le n$ repetitions is the mean over
+# `sbgc.method.classify.class_log_likelihoods`). The estimate from $m \le n$ repetitions is the mean over
 # a random subset $S$ of size $m$, the same subset for every class of the image
-# (`sbgc.convergence.subsample_means`), redrawn many times:
+# (`sbgc.experiments.convergence.subsample_means`), redrawn many times:
 #
 # * **accuracy** of $\arg\max_y \hat L_m(x, y)$, mean over subsets, error bars two standard
 #   deviations over subsets (as in the paper; at $m = n$ every subset is the full set, so the bar
@@ -105,7 +107,8 @@ data_source = f"CIFAR-10 {split.split} ({split.source}), {P.n_images} random ima
 prov = collect_provenance(P, data_source=data_source, checkpoint=model.path, sample_sizes={
     "images": P.n_images, "probes": P.n_probes, "comparison images": P.n_compare_images})  # fmt: skip
 model_note = "Tiny CPU-trained network" if "cpu" in str(model.meta.get("device")).lower() else None
-solver = dict(n_probes=P.n_probes, rtol=P.rtol, atol=P.atol, eps=P.eps, chunk_size=P.chunk_size, progress=False)
+ode = SolverSettings(rtol=P.rtol, atol=P.atol, eps=P.eps)
+solver = dict(solver=ode, n_probes=P.n_probes, chunk_size=P.chunk_size, progress=False)
 likelihoods = functools.partial(class_log_likelihoods, model.score_fn, model.sde, key=jax.random.fold_in(key, 0))
 display(Markdown(f"Score model: {model.describe()}, {model.meta.get('n_params', 0):,} parameters.\n\n" + prov.line(model_note)))
 
@@ -143,7 +146,7 @@ network, CIFAR-10 test set): accuracy rises monotonically, nearly asymptotic at 
 # $\hat L_m(x, y) - \hat L_m(x, y')$. With common random numbers (CRN) the two classes see the same
 # dequantization noise and probes, and the part of the noise they share cancels. Without CRN, as
 # when each class is evaluated separately, each class gets its own noise and probes
-# (`sbgc.convergence.class_log_likelihoods_independent`, key `fold_in(key, class)`). Both cost the
+# (`sbgc.experiments.convergence.class_log_likelihoods_independent`, key `fold_in(key, class)`). Both cost the
 # same per repetition, so equal compute means equal $m$.
 #
 # The standard error of the class margin (correct minus best wrong) comes from the per-probe
@@ -183,7 +186,7 @@ display(Markdown(
 # quantity with the same probe variance, so they may only differ by solver error, which the first
 # line below measures. Their cost differs: an evaluation of the shared solve runs the network once
 # plus one Jacobian-vector product per probe, $\text{nfe}\,(1 + m)$ network passes for $m$ probes;
-# $m$ separate solves cost $2m\,\text{nfe}_1$ (`sbgc.convergence.network_passes`; a JVP costs
+# $m$ separate solves cost $2m\,\text{nfe}_1$ (`sbgc.experiments.convergence.network_passes`; a JVP costs
 # about one to two forward passes, so measured wall times are shown too). The figure puts both
 # on the same compute axis.
 #
@@ -195,7 +198,7 @@ display(Markdown(
 # two ways of solving the same probes (first line below) shows its size.
 
 # %%
-separate = conv.timed("one solve per probe", lambda: likelihoods(compare.images, shared_trajectory=False, **solver),
+separate = conv.timed("one solve per probe", lambda: likelihoods(compare.images, **dict(solver, solver=dataclasses.replace(ode, shared_trajectory=False))),
                       shared_trajectory=False)  # fmt: skip
 solve_gap = np.abs(separate.result.log_p_probes - crn_subset.result.log_p_probes)
 solve_variants = [conv.variant_curves(crn_subset, compare.labels, P.n_subsamples, rng),

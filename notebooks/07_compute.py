@@ -17,9 +17,9 @@
 # "take approximately 90 minutes on an NVIDIA Tesla V100" (**paper**, §3.3). This chapter asks how
 # much of that cost the *decision* needs. It compares, on the same model and the same test images:
 #
-# * the **exact ODE** classifier (`sbgc.classify`) with $n$ = 1, 3, 10, 30 probes, at the paper's
+# * the **exact ODE** classifier (`sbgc.method.classify`) with $n$ = 1, 3, 10, 30 probes, at the paper's
 #   tolerance and looser ones;
-# * the **variational bound** classifier (`sbgc.elbo`): the continuous-time lower bound on
+# * the **variational bound** classifier (`sbgc.method.bound`): the continuous-time lower bound on
 #   $\log p(x \mid y)$ of Song, Durkan, Murray & Ermon (2021), estimated from $K$ plain forward passes
 #   per class, $K$ = 10 … 1000;
 # * the bound with **class pruning**: $K_1$ passes for every class, then $K_2$ more for the best few.
@@ -48,7 +48,7 @@ bound_chunk = None
 eps = None
 
 # %%
-from sbgc.provenance import setup_jax
+from sbgc.book.provenance import setup_jax
 
 setup_jax()  # persistent compilation cache shared by the chapters
 
@@ -56,12 +56,12 @@ import jax
 import numpy as np
 from IPython.display import Markdown, display
 
-from sbgc import elbo
-from sbgc.data import load_exact_test_head
-from sbgc.pretrained import load_model
-from sbgc.profiles import resolve_params
-from sbgc.provenance import collect_provenance, write_results
+from sbgc.book.profiles import resolve_params
+from sbgc.book.provenance import collect_provenance, write_results
+from sbgc.data.cifar10 import load_exact_test_head
+from sbgc.experiments import compute
 from sbgc.stats import mean_interval
+from sbgc.train.pretrained import load_model
 
 P = resolve_params(
     "07_compute", profile, seed=seed, checkpoint=checkpoint, n_images=n_images, ode_probes=ode_probes,
@@ -95,7 +95,7 @@ display(Markdown(P.to_markdown()))
 #
 # with $w = g^2/\sigma^2$ and $Z = \int_\varepsilon^T w\,\mathrm{d}t$. The diffusion term is the
 # training loss of chapter 1 with the training's importance sampling of $t$; the decoder term is
-# the same denoising error at $t = \varepsilon$ plus a constant. `sbgc.elbo` derives each term
+# the same denoising error at $t = \varepsilon$ plus a constant. `sbgc.method.bound` derives each term
 # (and why it equals score_flow's form in expectation) in its docstring.
 #
 # * **Estimator.** $K$ times per image from the importance distribution, stratified (one per
@@ -141,18 +141,18 @@ display(Markdown(f"Score model: {model.describe()}. Device: {device}.\n\n" + pro
 # %%
 common = dict(eps=P.eps)
 ode_kw = dict(chunk_size=P.ode_chunk, **common)
-ode_points = [elbo.ode_point(model.score_fn, model.sde, x, y, key, n_probes=n, rtol=rtol, **ode_kw)
-              for rtol in elbo.parse_list(P.ode_rtols, float) for n in elbo.parse_list(P.ode_probes)]  # fmt: skip
+ode_points = [compute.ode_point(model.score_fn, model.sde, x, y, key, n_probes=n, rtol=rtol, **ode_kw)
+              for rtol in compute.parse_list(P.ode_rtols, float) for n in compute.parse_list(P.ode_probes)]  # fmt: skip
 bound_kw = dict(sampling=P.sampling, chunk_size=P.bound_chunk, **common)
-bound_points = [elbo.bound_point(model.score_fn, model.sde, x, y, key, n_times=k, **bound_kw)
-                for k in elbo.parse_list(P.bound_times)]  # fmt: skip
-pruned_points = [elbo.pruned_point(model.score_fn, model.sde, x, y, key, first_times=k1, keep=m, second_times=k2,
+bound_points = [compute.bound_point(model.score_fn, model.sde, x, y, key, n_times=k, **bound_kw)
+                for k in compute.parse_list(P.bound_times)]  # fmt: skip
+pruned_points = [compute.pruned_point(model.score_fn, model.sde, x, y, key, first_times=k1, keep=m, second_times=k2,
                                    **bound_kw)
-                 for k1, m, k2 in elbo.parse_pruning(P.pruning)]  # fmt: skip
+                 for k1, m, k2 in compute.parse_pruning(P.pruning)]  # fmt: skip
 points = ode_points + bound_points + pruned_points
-reference = elbo.reference_point(points)  # the ODE setting closest to the paper's: most probes, tightest rtol
-fig = elbo.plot_frontier(points, reference, f"{len(chosen)} CIFAR-10 test images, {model.path.name}, {device}")
-display(Markdown(elbo.frontier_table(points) + "\n\n" + prov.line(model_note)))
+reference = compute.reference_point(points)  # the ODE setting closest to the paper's: most probes, tightest rtol
+fig = compute.plot_frontier(points, reference, f"{len(chosen)} CIFAR-10 test images, {model.path.name}, {device}")
+display(Markdown(compute.frontier_table(points) + "\n\n" + prov.line(model_note)))
 
 # %% [markdown]
 # ## Bits/dim: the price of the bound
@@ -168,7 +168,7 @@ best_bound = max(bound_points, key=lambda p: p.settings["n_times"])
 gap_bpd = best_bound.true_bpd - reference.true_bpd  # [N]
 gap = mean_interval(gap_bpd) if gap_bpd.size > 1 else None
 below = np.mean(best_bound.true_log_p + 2 * best_bound.true_log_p_se < reference.true_log_p)
-fig = elbo.plot_bound_gap(reference, best_bound, "true class, same images and dequantization")
+fig = compute.plot_bound_gap(reference, best_bound, "true class, same images and dequantization")
 gap_text = (f"{gap.mean:.3f} bits/dim (95 % interval {gap.lo:.3f} – {gap.hi:.3f}, {gap.n} images)" if gap
             else f"{gap_bpd[0]:.3f} bits/dim (one image)")  # fmt: skip
 display(Markdown(
@@ -185,12 +185,12 @@ display(Markdown(
 # "matches" it when its accuracy lies inside the reference's 95 % interval.
 
 # %%
-cheap = elbo.cheapest_match(points, reference, ("bound", "bound + pruning"))
-cheap_any = elbo.cheapest_match(points, reference, ("ODE", "bound", "bound + pruning"))
+cheap = compute.cheapest_match(points, reference, ("bound", "bound + pruning"))
+cheap_any = compute.cheapest_match(points, reference, ("ODE", "bound", "bound + pruning"))
 ratio_passes = cheap.passes.mean() / reference.passes.mean() if cheap else None
 ratio_evals = cheap.passes.mean() / reference.evaluations.mean() if cheap else None
 goal_met = cheap is not None and ratio_evals <= 0.1
-table = elbo.comparison_table([("reference (exact ODE)", reference), ("cheapest matching bound setting", cheap),
+table = compute.comparison_table([("reference (exact ODE)", reference), ("cheapest matching bound setting", cheap),
                                ("cheapest matching setting of any kind", cheap_any)])  # fmt: skip
 ratio_text = (f"Measured cost ratio: {ratio_evals:.3f} of the reference's score evaluations per image "
               f"({ratio_passes:.4f} of its network passes, the probes' tangent passes included)." if cheap

@@ -1,4 +1,4 @@
-"""The closed-form class-conditional Gaussian mixture (sbgc.analytic)."""
+"""The closed-form class-conditional Gaussian mixture (sbgc.checks.analytic)."""
 
 import math
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sbgc.analytic import GaussianMixtureClasses
-from sbgc.sde import SDE
+from sbgc.checks.analytic import GaussianMixtureClasses
+from sbgc.method.sde import SDE
 
 
 def _mixture(kind="subvp"):

@@ -1,4 +1,4 @@
-"""The SBGC as an attacked classifier (sbgc.attacks): exact input gradients, PGD, failure handling.
+"""The SBGC as an attacked classifier (sbgc.experiments.adversarial): exact input gradients, PGD, failure handling.
 
 A tiny random class-conditional conv net on 8×8×3 images stands in for the U-Net: the attacked
 function is shape-generic, and the tiny network keeps every solve and its second derivatives cheap.
@@ -13,10 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sbgc import attacks
-from sbgc.classify import class_log_likelihoods, log_marginal
-from sbgc.likelihood import LikelihoodSolveError, SolverSettings, bits_per_dim, solve_rows
-from sbgc.sde import SDE
+from sbgc.experiments import adversarial as attacks
+from sbgc.method.classify import class_log_likelihoods, log_marginal
+from sbgc.method.likelihood import LikelihoodSolveError, SolverSettings, bits_per_dim, solve_rows
+from sbgc.method.sde import SDE
 from tiny_nets import init_tiny, tiny_score
 
 SHAPE = (8, 8, 3)
@@ -41,7 +41,7 @@ def images():
 
 
 def _fn(model, n_probes=2, key=2, **config):
-    cfg = attacks.SBGCLogitsConfig(n_probes=n_probes, n_classes=K, **config)
+    cfg = attacks.SBGCLogitsConfig(n_probes=n_probes, n_classes=K, solver=SolverSettings(**config))
     probes = attacks.draw_attack_probes(jax.random.key(key), 2, n_probes, SHAPE)
     return attacks.sbgc_logits_fn(model, probes, cfg)
 
@@ -61,10 +61,10 @@ def test_logits_are_the_classifiers_log_likelihoods_shapes_and_determinism(model
     # float input is used as given (not dequantized again).
     key = jax.random.key(11)
     probes = attacks.draw_attack_probes(jax.random.split(key)[1], 2, 2, SHAPE)
-    cfg = attacks.SBGCLogitsConfig(n_probes=2, n_classes=K, rtol=1e-4, atol=1e-4)
+    cfg = attacks.SBGCLogitsConfig(n_probes=2, n_classes=K, solver=SolverSettings(rtol=1e-4, atol=1e-4))
     mine = attacks.sbgc_logits_fn(model, probes, cfg).checked(images)
-    ref = class_log_likelihoods(model.score_fn, model.sde, images, key, n_classes=K, n_probes=2, rtol=1e-4,
-                                atol=1e-4, dequantize=False, progress=False)  # fmt: skip
+    ref = class_log_likelihoods(model.score_fn, model.sde, images, key, n_classes=K, n_probes=2,
+                                solver=cfg.solver, dequantize=False, progress=False)  # fmt: skip
     np.testing.assert_allclose(mine, ref.log_p, rtol=0, atol=1e-3)
 
 
@@ -100,7 +100,7 @@ def test_fixed_step_gradient_matches_central_finite_differences(model, images):
 def test_adaptive_gradients_recursive_and_backsolve_agree_with_finite_differences(model, images):
     """At rtol = 1e-6 both adjoints match each other and the finite differences on a small network.
 
-(On the U-Nets they do not: see the sbgc.attacks module docstring.) The backsolve adjoint's
+(On the U-Nets they do not: see the sbgc.experiments.adversarial module docstring.) The backsolve adjoint's
 backward solve is controlled by the RMS norm, the forward one by the default split norm.
 
     The adaptive solver's step selection jitters between x ± h·d, adding noise ~ tol·|log p|/h to

@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sbgc import baseline as bl
-from sbgc.checkpoint import CheckpointError
-from sbgc.data import load_exact_test_head, toy_images
-from sbgc.models import count_params
+from sbgc.data.cifar10 import load_exact_test_head, toy_images
+from sbgc.method.networks import count_params
+from sbgc.train import baseline as bl
+from sbgc.train.checkpoint import CheckpointError
 
 
 def _n_params(depth: int, widen: int) -> int:
@@ -90,7 +90,7 @@ def test_training_learns_resumes_identically_and_ships(tmp_path):
 def test_a_score_model_is_not_loaded_as_a_baseline():
     with pytest.raises(ValueError, match="not a discriminative baseline"):
         bl.load_classifier("checkpoints/sbgc_ci_cpu.msgpack")
-    with pytest.raises(FileNotFoundError, match="python -m sbgc.baseline export"):
+    with pytest.raises(FileNotFoundError, match="python -m sbgc.train.baseline export"):
         bl.load_classifier("checkpoints/nope.msgpack")
 
 
@@ -119,7 +119,7 @@ def test_mnist_profile_builds_for_one_channel_28_by_28():
 
 
 def test_shipped_mnist_baseline_reproduces_its_recorded_accuracy():
-    from sbgc.mnist import load_mnist
+    from sbgc.data.mnist import load_mnist
 
     clf = bl.load_classifier("mnist")
     assert clf.meta["test_source"] == "mnist-official" and clf.meta["test_images"] == 10_000

@@ -12,7 +12,9 @@ import jupytext
 import numpy as np
 import pytest
 
-from sbgc import book, profiles, provenance
+from sbgc.book import runner as book
+from sbgc.book import profiles
+from sbgc.book import provenance
 
 FIXTURE_HEADER = textwrap.dedent(
     """\
@@ -59,7 +61,7 @@ def test_bad_parameters_raise_naming_what_was_expected(kwargs, message):
 
 def test_registry_matches_toc_and_parameter_cells():
     toc = [e.split("/", 1)[1] for e in book.toc_files() if e.startswith("notebooks/")]
-    assert toc == list(profiles.NOTEBOOKS), "book/_toc.yml and sbgc.profiles.NOTEBOOKS disagree"
+    assert toc == list(profiles.NOTEBOOKS), "book/_toc.yml and sbgc.book.profiles.NOTEBOOKS disagree"
     for name, knobs in profiles.NOTEBOOKS.items():
         nb = jupytext.read(book.NOTEBOOK_SOURCES / f"{name}.py")
         cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
@@ -97,8 +99,8 @@ def test_override_reaches_the_notebook_and_its_results(tmp_path):
         tmp_path / "src" / "01_method.py",
         """\
         # %%
-        from sbgc.profiles import resolve_params
-        from sbgc.provenance import collect_provenance, write_results
+        from sbgc.book.profiles import resolve_params
+        from sbgc.book.provenance import collect_provenance, write_results
         P = resolve_params("01_method", profile, seed=seed)
         write_results({"seed_seen": P.seed}, collect_provenance(P, data_source="fixture"))
         """,

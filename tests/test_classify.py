@@ -1,4 +1,4 @@
-"""The generative classifier (sbgc.classify) on closed-form class-conditional Gaussian mixtures."""
+"""The generative classifier (sbgc.method.classify) on closed-form class-conditional Gaussian mixtures."""
 
 import math
 
@@ -7,14 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sbgc.analytic import GaussianMixtureClasses
-from sbgc.classify import (
+from sbgc.checks.analytic import GaussianMixtureClasses
+from sbgc.method.classify import (
     class_log_likelihoods,
     class_log_likelihoods_pure,
     log_marginal,
     predict,
 )
-from sbgc.likelihood import SolverSettings, log_likelihood, prepare_batch
+from sbgc.method.likelihood import SolverSettings, log_likelihood, prepare_batch
 
 UNIT = dict(dequantize=False, data_scaling="unit", progress=False)
 
@@ -102,7 +102,7 @@ def test_pure_version_matches_and_its_gradient_is_the_data_score():
     x, _ = mix.sample(jax.random.key(6), 2)  # [4, 2]
     settings = SolverSettings(rtol=1e-6, atol=1e-6)
     pure = lambda xx: class_log_likelihoods_pure(
-        mix.score, mix.sde, xx, None, n_classes=2, settings=settings, data_scaling="unit",
+        mix.score, mix.sde, xx, None, n_classes=2, solver=settings, data_scaling="unit",
         prior_logp_fn=mix.terminal_log_prob,
     )  # fmt: skip
     # Rows are independent, so the gradient of Σ_i log p(x_i | k) w.r.t. x holds every row's own.
@@ -110,7 +110,7 @@ def test_pure_version_matches_and_its_gradient_is_the_data_score():
     grads, (log_p, ok) = jax.jit(jax.jacrev(summed, has_aux=True))(x)  # grads [K, B, D]
     assert bool(ok.all())
     checked = class_log_likelihoods(
-        mix.score, mix.sde, x, None, n_classes=2, probe="exact", rtol=1e-6, atol=1e-6,
+        mix.score, mix.sde, x, None, n_classes=2, probe="exact", solver=SolverSettings(rtol=1e-6, atol=1e-6),
         prior_logp_fn=mix.terminal_log_prob, **UNIT,
     )  # fmt: skip
     np.testing.assert_allclose(log_p, checked.log_p, atol=1e-4)
@@ -124,7 +124,7 @@ def test_pure_version_uses_the_given_probes():
     x, _ = mix.sample(jax.random.key(7), 3)
     batch = prepare_batch(x, jax.random.key(8), n_probes=2, probe="gaussian", dequantize=False, data_scaling="unit")
     log_p, ok = class_log_likelihoods_pure(
-        mix.score, mix.sde, x, batch.probes(np.arange(3)), n_classes=1, settings=SolverSettings(), data_scaling="unit"
+        mix.score, mix.sde, x, batch.probes(np.arange(3)), n_classes=1, solver=SolverSettings(), data_scaling="unit"
     )
     res = class_log_likelihoods(mix.score, mix.sde, x, jax.random.key(8), n_classes=1, n_probes=2, probe="gaussian", **UNIT)
     assert bool(ok.all())

@@ -1,5 +1,5 @@
 """Subsampled repetitions of the trace estimator and the CRN / shared-trajectory comparisons
-(sbgc.convergence), on synthetic per-probe values with known statistics."""
+(sbgc.experiments.convergence), on synthetic per-probe values with known statistics."""
 
 import math
 
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from sbgc.analytic import GaussianMixtureClasses
-from sbgc.classify import ClassLikelihoods, class_log_likelihoods
-from sbgc.convergence import (
+from sbgc.checks.analytic import GaussianMixtureClasses
+from sbgc.method.classify import ClassLikelihoods, class_log_likelihoods
+from sbgc.method.likelihood import SolverSettings
+from sbgc.experiments.convergence import (
     accuracy_curve,
     best_wrong_class,
     class_log_likelihoods_independent,
@@ -25,7 +26,7 @@ from sbgc.convergence import (
     subsample_means,
     variant_curves,
 )
-from sbgc.likelihood import log_likelihood
+from sbgc.method.likelihood import log_likelihood
 
 
 def _synthetic(b: int, k: int, n: int, gap: float, sigma: float, shared: float, seed: int):
@@ -160,7 +161,7 @@ def test_independent_random_numbers_per_class():
     mix = GaussianMixtureClasses([[[0.2, -0.3, 0.1, 0.0], [-0.4, 0.2, 0.0, 0.3]]] * 3, [[0.4, 0.3]] * 3)
     score = lambda x, t, y: mix.score(x, t, jnp.zeros_like(y))  # the same density for every label
     x = np.array([[100, 140, 120, 131], [90, 150, 128, 110]], np.uint8)
-    kw = dict(n_probes=4, rtol=1e-3, atol=1e-3, progress=False)
+    kw = dict(n_probes=4, solver=SolverSettings(rtol=1e-3, atol=1e-3), progress=False)
     key = jax.random.key(7)
     crn = class_log_likelihoods(score, mix.sde, x, key, n_classes=3, **kw)
     ind = class_log_likelihoods_independent(score, mix.sde, x, key, n_classes=3, **kw)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 
-from sbgc import corruptions as C
+from sbgc.data import corruptions as C
 
 EXACT_HEAD = Path("/work/shared/data/cifar10/cifar10_test_exact_head.npz")
 

@@ -1,4 +1,4 @@
-"""Tests of sbgc.data: sources, checksums, caching, export, and the JAX-side transforms."""
+"""Tests of sbgc.data.cifar10: sources, checksums, caching, export, and the JAX-side transforms."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sbgc import data as D
+from sbgc.data import cifar10 as D
+from sbgc.data import cli as CLI
+from sbgc.data import files as F
+from sbgc.data import transforms as TF
 
 
 # ------------------------------------------------------------------------------------------------
@@ -91,7 +94,7 @@ def test_jpeg_copy_agrees_with_exact_head(tmp_path):
 
 def test_jpeg_copy_train_split():
     _offline_or_skip(D.OFFLINE_FILES["train"])
-    train = D.load_cifar10("train", data_dir=D.REPO_ROOT / "no-such-dir")
+    train = D.load_cifar10("train", data_dir=F.REPO_ROOT / "no-such-dir")
     assert train.source == "jpeg-copy" and train.split == "train"
     assert train.images.shape == (50_000, 32, 32, 3)
     assert np.array_equal(np.bincount(train.labels, minlength=10), np.full(10, 5000))
@@ -105,7 +108,7 @@ def test_fresh_decode_matches_reference_and_is_cached(monkeypatch, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a decoder that rounds differently warns
         fresh = D.load_cifar10("test", data_dir=tmp_path, cache_dir=cache)
-    assert D.decoded_digest(fresh.images, fresh.labels) == D.DECODED_SHA256[D.OFFLINE_SHA256[src.name]]
+    assert F.decoded_digest(fresh.images, fresh.labels) == D.DECODED_SHA256[D.OFFLINE_SHA256[src.name]]
     [cached_file] = cache.glob("jpeg-copy-test-*.npz")
     assert not list(cache.glob("*.tmp"))
 
@@ -127,7 +130,7 @@ def test_fresh_decode_matches_reference_and_is_cached(monkeypatch, tmp_path):
     assert np.array_equal(rebuilt.images, fresh.images)
     cached_file.write_bytes(b"not an npz")
     with pytest.warns(UserWarning, match="unusable cache"):
-        assert D._read_cache(cached_file, "jpeg-copy", "test") is None
+        assert F.read_cache(cached_file, "jpeg-copy", "test") is None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -182,7 +185,7 @@ def test_jpeg_tar_members_are_placed_by_index(monkeypatch, isolated):
                for i, label in ((2, 5), (0, 1), (1, 9))}  # written out of order
     path = isolated / "offline" / name
     _write_jpeg_tar(path, members)
-    monkeypatch.setitem(D.OFFLINE_SHA256, name, D.file_digest(path))
+    monkeypatch.setitem(D.OFFLINE_SHA256, name, F.file_digest(path))
 
     split = D.load_cifar10("test")
     assert split.source == "jpeg-copy"
@@ -195,7 +198,7 @@ def test_jpeg_tar_with_a_gap_is_rejected(monkeypatch, isolated):
     name = D.OFFLINE_FILES["test"]
     path = isolated / "offline" / name
     _write_jpeg_tar(path, {f"test/{i:05d}_0.jpg": np.zeros((32, 32, 3), np.uint8) for i in (0, 2)})
-    monkeypatch.setitem(D.OFFLINE_SHA256, name, D.file_digest(path))
+    monkeypatch.setitem(D.OFFLINE_SHA256, name, F.file_digest(path))
     with pytest.raises(ValueError, match=r"indices 0\.\.1 without gaps"):
         D.load_cifar10("test")
 
@@ -226,6 +229,7 @@ def test_missing_data_lists_default_offline_folders(monkeypatch, tmp_path):
     monkeypatch.delenv("SBGC_OFFLINE_CIFAR", raising=False)
     monkeypatch.delenv("SBGC_DATA_DIR", raising=False)
     monkeypatch.setattr(D, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setattr(F, "REPO_ROOT", tmp_path / "repo")
     with pytest.raises(FileNotFoundError) as err:
         D.load_cifar10("test")
     message = str(err.value)
@@ -278,7 +282,7 @@ def test_compressed_copy_is_found_as_offline_copy(monkeypatch, tmp_path):
     out = D.prepare_for_device(tmp_path / "carry", mode="copy", splits=("test", "exact_head"))
     for split in ("test", "exact_head"):
         name = D.OFFLINE_FILES[split]
-        assert D.file_digest(out / name) == D.OFFLINE_SHA256[name]
+        assert F.file_digest(out / name) == D.OFFLINE_SHA256[name]
     monkeypatch.setenv("SBGC_OFFLINE_CIFAR", str(out))
     where = D.locate("test", tmp_path / "none")
     assert (where.source, where.kind, where.path) == ("jpeg-copy", "offline", out / D.OFFLINE_FILES["test"])
@@ -286,11 +290,11 @@ def test_compressed_copy_is_found_as_offline_copy(monkeypatch, tmp_path):
 
 
 def test_cli_info_reports_missing_and_found(isolated, capsys):
-    assert D.main(["info"]) == 1
+    assert CLI.main(["info"]) == 1
     assert "NOT FOUND" in capsys.readouterr().out
     archive = isolated / "data" / D.OFFICIAL_ARCHIVE
     _write_fake_official(archive, OFFICIAL_SIZES)
-    D.main(["info"])
+    CLI.main(["info"])
     out = capsys.readouterr().out
     assert "source=official" in out and str(archive) in out
 
@@ -302,18 +306,18 @@ def test_cifar_split_validates_and_is_read_only():
     images = np.zeros((3, 32, 32, 3), np.uint8)
     labels = np.array([0, 1, 2], np.int32)
     indices = np.arange(3, dtype=np.int64)
-    split = D.CifarSplit(images, labels, "toy", indices, "toy")
+    split = F.ImageSet(images, labels, "toy", indices, "toy")
     assert images.flags.writeable  # the caller's array is left as it was
     with pytest.raises(ValueError):
         split.images[0, 0, 0, 0] = 1
     sub = split.subset(np.array([2, 0]))
     assert np.array_equal(sub.indices, [2, 0]) and np.array_equal(sub.labels, [2, 0])
     with pytest.raises(ValueError, match="labels"):
-        D.CifarSplit(images, labels[:2], "toy", indices, "toy")
+        F.ImageSet(images, labels[:2], "toy", indices, "toy")
     with pytest.raises(ValueError, match="uint8"):
-        D.CifarSplit(images.astype(np.float32), labels, "toy", indices, "toy")
+        F.ImageSet(images.astype(np.float32), labels, "toy", indices, "toy")
     with pytest.raises(ValueError, match="indices"):
-        D.CifarSplit(images, labels, "toy", indices.astype(np.int32), "toy")
+        F.ImageSet(images, labels, "toy", indices.astype(np.int32), "toy")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -321,49 +325,49 @@ def test_cifar_split_validates_and_is_read_only():
 # ------------------------------------------------------------------------------------------------
 def test_dequantize_range_and_mean():
     x = jnp.asarray(np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8))
-    y = D.dequantize(jax.random.key(1), x)
+    y = TF.dequantize(jax.random.key(1), x)
     assert y.dtype == jnp.float32 and y.shape == x.shape
     assert float(y.min()) >= 0.0 and float(y.max()) < 1.0
     assert np.array_equal(np.floor(np.asarray(y) * 256).astype(np.uint8), np.asarray(x))  # same bin
     offset = float(jnp.mean(y * 256 - x.astype(jnp.float32)))  # E[u] = 1/2; std error ~7e-4
     assert abs(offset - 0.5) < 5e-3
-    assert np.array_equal(D.dequantize(jax.random.key(1), x), y)
-    assert not np.array_equal(D.dequantize(jax.random.key(2), x), y)
+    assert np.array_equal(TF.dequantize(jax.random.key(1), x), y)
+    assert not np.array_equal(TF.dequantize(jax.random.key(2), x), y)
 
 
 def test_dequantize_never_leaves_the_pixel_bin():
     # (x + u) rounds up to x + 1 in float32 for u within ~2^-17 of 1 (x >= 128): ~8 of 10^6 draws.
     for pixel in (255, 130):
         x = jnp.full((1_000_000,), pixel, jnp.uint8)
-        y = np.asarray(D.dequantize(jax.random.key(3), x))
+        y = np.asarray(TF.dequantize(jax.random.key(3), x))
         assert y.max() < (pixel + 1) / 256 and y.min() >= pixel / 256
 
 
 def test_dequantize_rejects_float_input():
     with pytest.raises(ValueError, match="uint8"):
-        D.dequantize(jax.random.key(0), jnp.zeros((2, 3), jnp.float32))
+        TF.dequantize(jax.random.key(0), jnp.zeros((2, 3), jnp.float32))
 
 
 def test_random_flip_flips_width_only_and_is_deterministic():
     n, h, w = 256, 4, 6
     x = jnp.arange(n * h * w * 3, dtype=jnp.int32).reshape(n, h, w, 3)  # no symmetric image
     key = jax.random.key(7)
-    y = np.asarray(D.random_flip(key, x))
+    y = np.asarray(TF.random_flip(key, x))
     xn = np.asarray(x)
     same = np.all(y == xn, axis=(1, 2, 3))
     flipped = np.all(y == xn[:, :, ::-1, :], axis=(1, 2, 3))
     assert np.all(same ^ flipped)  # every image is either untouched or mirrored left-right
     assert 0.35 * n < flipped.sum() < 0.65 * n
-    assert np.array_equal(np.asarray(D.random_flip(key, x)), y)
-    assert not np.array_equal(np.asarray(D.random_flip(jax.random.key(8), x)), y)
+    assert np.array_equal(np.asarray(TF.random_flip(key, x)), y)
+    assert not np.array_equal(np.asarray(TF.random_flip(jax.random.key(8), x)), y)
     with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
-        D.random_flip(key, x[0])
+        TF.random_flip(key, x[0])
 
 
 def test_model_space_round_trip():
     x = jnp.array([0.0, 0.25, 0.5, 1.0])
-    assert np.allclose(D.to_model_space(x), [-1.0, -0.5, 0.0, 1.0])
-    assert np.allclose(D.from_model_space(D.to_model_space(x)), x)
+    assert np.allclose(TF.to_model_space(x), [-1.0, -0.5, 0.0, 1.0])
+    assert np.allclose(TF.from_model_space(TF.to_model_space(x)), x)
 
 
 def test_class_names():
@@ -413,7 +417,7 @@ def test_download_checks_md5_and_writes_atomically(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="md5 mismatch"):  # the real md5: the fake is rejected
         D.download_cifar10(dest, url=fake.as_uri())
     assert not list(dest.iterdir())  # no partial file left behind
-    monkeypatch.setattr(D, "OFFICIAL_MD5", D.file_digest(fake, "md5"))
+    monkeypatch.setattr(D, "OFFICIAL_MD5", F.file_digest(fake, "md5"))
     path = D.download_cifar10(dest, url=fake.as_uri())
     assert path == dest / D.OFFICIAL_ARCHIVE and path.read_bytes() == fake.read_bytes()
     assert D.locate("train", dest).kind == "official"

@@ -1,4 +1,4 @@
-"""The variational-bound classifier (sbgc.elbo) against closed forms, the ODE, and the ci network.
+"""The variational-bound classifier (sbgc.method.bound) against closed forms, the ODE, and the ci network.
 
 Closed forms used here (all in float64, independent of the package's float32 schedule code):
 
@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from sbgc import elbo
-from sbgc.analytic import GaussianMixtureClasses
-from sbgc.likelihood import log_likelihood, prepare_batch
-from sbgc.losses import denoising_error
-from sbgc.sde import SDE
+from sbgc.checks.analytic import GaussianMixtureClasses
+from sbgc.experiments import compute
+from sbgc.method import bound as elbo
+from sbgc.method.likelihood import SolverSettings, log_likelihood, prepare_batch
+from sbgc.method.losses import denoising_error
+from sbgc.method.sde import SDE
 
 UNIT = dict(dequantize=False, data_scaling="unit", progress=False)
 MEANS = np.array([[-1.0, 0.5], [1.0, -0.5]])
@@ -212,7 +213,7 @@ def test_common_random_numbers_chunking_and_dequantization():
     np.testing.assert_allclose(small.log_p, large.log_p, rtol=1e-6)
     assert small.times.shape == (3, 8) and np.all(np.diff(small.times, axis=1) >= 0)
     assert np.all((small.times >= 1e-5) & (small.times <= 1.0))
-    # uint8 pixels: the same key dequantizes exactly as sbgc.likelihood (the prior term reads x₀)
+    # uint8 pixels: the same key dequantizes exactly as sbgc.method.likelihood (the prior term reads x₀)
     pixels = jax.random.randint(jax.random.key(2), (2, 4, 4, 3), 0, 256).astype(jnp.uint8)
     blind = lambda x, t, y: -x / (1.0 + 0 * t[:, None, None, None])
     key = jax.random.key(7)
@@ -240,7 +241,8 @@ def test_full_image_path_agrees_with_the_exact_ode_and_the_closed_form():
     y = np.array([0, 1], np.int32)
     key = jax.random.key(1)
     bound = elbo.log_bound(score, sde, pixels, y, key, n_times=2048, data_std=s, progress=False)
-    ode = log_likelihood(score, sde, pixels, y, key, probe="exact", rtol=1e-5, atol=1e-5, progress=False)
+    ode = log_likelihood(score, sde, pixels, y, key, probe="exact", solver=SolverSettings(rtol=1e-5, atol=1e-5),
+                         progress=False)
     x_model = prepare_batch(pixels, key, n_probes=1, probe="exact", dequantize=True, data_scaling="centered").x_model
     truth = np.array([_gauss_log_density(np.asarray(x_model[i]).ravel(), np.asarray(mus[y[i]]).ravel(), s)
                       for i in range(2)]) + 48 * math.log(2)  # fmt: skip
@@ -307,18 +309,18 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="keep must be an int in"):
         elbo.pruned_class_bounds(mix.score, mix.sde, POINTS, jax.random.key(0), n_classes=2, keep=3, **UNIT)
     with pytest.raises(ValueError, match="K1/keep/K2"):
-        elbo.parse_pruning("10/2")
+        compute.parse_pruning("10/2")
     with pytest.raises(ValueError, match="comma-separated list of int"):
-        elbo.parse_list("1,x")
+        compute.parse_list("1,x")
 
 
 def test_frontier_helpers():
-    assert elbo.parse_list("1, 3,10") == [1, 3, 10] and elbo.parse_list("1e-2,1e-5", float) == [0.01, 1e-5]
-    assert elbo.parse_pruning("10/2/50, 20/3/100") == [(10, 2, 50), (20, 3, 100)]
+    assert compute.parse_list("1, 3,10") == [1, 3, 10] and compute.parse_list("1e-2,1e-5", float) == [0.01, 1e-5]
+    assert compute.parse_pruning("10/2/50, 20/3/100") == [(10, 2, 50), (20, 3, 100)]
 
     def point(method, settings, hits, passes):
         correct = np.arange(20) < hits
-        return elbo.FrontierPoint(method, str(settings), settings, correct, np.full(20, passes), np.full(20, passes),
+        return compute.FrontierPoint(method, str(settings), settings, correct, np.full(20, passes), np.full(20, passes),
                                   1.0, np.zeros(20), np.zeros(20), 3072)  # fmt: skip
 
     ode_loose = point("ODE", {"n_probes": 3, "rtol": 1e-2}, 17, 5000)
@@ -326,12 +328,12 @@ def test_frontier_helpers():
     cheap_bad = point("bound", {"n_times": 10}, 8, 110)
     cheap_good = point("bound + pruning", {}, 18, 400)
     points = [ode_loose, ode_ref, cheap_bad, cheap_good]
-    assert elbo.reference_point(points) is ode_ref
-    assert elbo.cheapest_match(points, ode_ref, ("bound", "bound + pruning")) is cheap_good
-    assert elbo.cheapest_match([cheap_bad], ode_ref, ("bound",)) is None
-    assert "| bound + pruning |" in elbo.frontier_table(points)
+    assert compute.reference_point(points) is ode_ref
+    assert compute.cheapest_match(points, ode_ref, ("bound", "bound + pruning")) is cheap_good
+    assert compute.cheapest_match([cheap_bad], ode_ref, ("bound",)) is None
+    assert "| bound + pruning |" in compute.frontier_table(points)
     with pytest.raises(ValueError, match="no ODE point"):
-        elbo.reference_point([cheap_bad])
+        compute.reference_point([cheap_bad])
 
 
 # --- the trained ci network ----------------------------------------------------------------------------------
@@ -342,8 +344,8 @@ def test_bound_lies_below_the_ode_likelihood_on_the_ci_network():
     The bound's upper 3-SE edge must lie below the ODE's lower edge: 3 standard errors of its
     4-probe mean, plus 1 % of |log p| for the error of the loose solve.
     """
-    from sbgc.data import load_exact_test_head
-    from sbgc.pretrained import load_model
+    from sbgc.data.cifar10 import load_exact_test_head
+    from sbgc.train.pretrained import load_model
 
     try:
         model = load_model("ci")
@@ -353,7 +355,8 @@ def test_bound_lies_below_the_ode_likelihood_on_the_ci_network():
     x, y = data.images[:2], data.labels[:2].astype(np.int32)
     key = jax.random.key(0)
     bound = elbo.log_bound(model.score_fn, model.sde, x, y, key, n_times=512, chunk_size=256, progress=False)
-    ode = log_likelihood(model.score_fn, model.sde, x, y, key, n_probes=4, rtol=1e-3, atol=1e-3, progress=False)
+    ode = log_likelihood(model.score_fn, model.sde, x, y, key, n_probes=4,
+                         solver=SolverSettings(rtol=1e-3, atol=1e-3), progress=False)
     ode_se = ode.log_p_probes.std(axis=1, ddof=1) / np.sqrt(4)
     ode_low = ode.log_p - 3 * ode_se - 0.01 * np.abs(ode.log_p)
     assert np.all(bound.log_p + 3 * bound.log_p_se < ode_low), (bound.log_p, bound.log_p_se, ode.log_p_probes)

@@ -1,12 +1,12 @@
-"""sbgc.evaluate: the image selection is nested, results carry provenance, long runs resume."""
+"""sbgc.experiments.evaluate: the image selection is nested, results carry provenance, long runs resume."""
 
 import json
 
 import numpy as np
 import pytest
 
-from sbgc import evaluate as E
-from sbgc.pretrained import load_model
+from sbgc.experiments import evaluate as E
+from sbgc.train.pretrained import load_model
 
 
 def test_image_selection_is_nested_and_fixed():

@@ -1,13 +1,14 @@
-"""Interpolation paths, convexity statistics and f(t) along paths (sbgc.interpolation)."""
+"""Interpolation paths, convexity statistics and f(t) along paths (sbgc.experiments.interpolation)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sbgc.analytic import GaussianMixtureClasses
-from sbgc.classify import log_marginal
-from sbgc.interpolation import (
+from sbgc.checks.analytic import GaussianMixtureClasses
+from sbgc.method.classify import log_marginal
+from sbgc.method.likelihood import SolverSettings
+from sbgc.experiments.interpolation import (
     chord_gaps,
     convexity_statistics,
     curvature_per_probe,
@@ -20,7 +21,7 @@ from sbgc.interpolation import (
     second_differences,
 )
 
-UNIT = dict(data_scaling="unit", rtol=1e-5, atol=1e-5)
+UNIT = dict(data_scaling="unit", solver=SolverSettings(rtol=1e-5, atol=1e-5))
 
 
 def test_paths_have_the_endpoints_and_are_straight():
@@ -156,7 +157,7 @@ def test_the_same_probes_are_used_along_a_path():
     ts = interpolation_times(4)
     x = np.tile(np.linspace(-0.5, 0.5, d, dtype=np.float32), (2, 1))  # two pairs, the same point
     res = path_log_likelihoods(score, sde, interpolate(x, x, ts), ts, jax.random.key(4), n_classes=2,
-                               n_probes=3, **dict(UNIT, rtol=1e-3, atol=1e-3))  # fmt: skip
+                               n_probes=3, **dict(UNIT, solver=SolverSettings(rtol=1e-3, atol=1e-3)))  # fmt: skip
     per_probe = res.class_log_p_probes  # [P, T, K, n]
     np.testing.assert_allclose(per_probe, np.broadcast_to(per_probe[:, :1], per_probe.shape), rtol=1e-6)
     assert np.abs(per_probe[0] - per_probe[1]).max() > 1e-3  # pairs: independent probes

@@ -1,4 +1,4 @@
-"""Probability-flow log-likelihoods (sbgc.likelihood) against closed forms, counts and the scipy reference."""
+"""Probability-flow log-likelihoods (sbgc.method.likelihood) against closed forms, counts and the scipy reference."""
 
 import functools
 import math
@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sbgc import reference
-from sbgc.analytic import GaussianMixtureClasses
-from sbgc.likelihood import (
+from sbgc.checks import reference
+from sbgc.checks.analytic import GaussianMixtureClasses
+from sbgc.method.likelihood import (
     LikelihoodSolveError,
     SolverSettings,
     bits_per_dim,
@@ -18,7 +18,7 @@ from sbgc.likelihood import (
     prepare_batch,
     to_unit_interval,
 )
-from sbgc.sde import SDE
+from sbgc.method.sde import SDE
 from tiny_nets import init_tiny, tiny_score
 
 UNIT = dict(dequantize=False, data_scaling="unit", progress=False)
@@ -82,8 +82,8 @@ def test_hutchinson_unbiased_and_shared_equals_independent(mixture_data, probe):
     independent solves see the same probes, so each probe's value agrees up to solver error."""
     mix, x, y, expect = mixture_data
     kw = dict(probe=probe, n_probes=32, prior_logp_fn=mix.terminal_log_prob, **UNIT)
-    shared = log_likelihood(mix.score, mix.sde, x, y, jax.random.key(1), shared_trajectory=True, **kw)
-    indep = log_likelihood(mix.score, mix.sde, x, y, jax.random.key(1), shared_trajectory=False, **kw)
+    shared = log_likelihood(mix.score, mix.sde, x, y, jax.random.key(1), solver=SolverSettings(shared_trajectory=True), **kw)
+    indep = log_likelihood(mix.score, mix.sde, x, y, jax.random.key(1), solver=SolverSettings(shared_trajectory=False), **kw)
     np.testing.assert_allclose(shared.log_p_probes, indep.log_p_probes, atol=2e-3)
     for res in (shared, indep):
         spread = res.log_p_probes.std(axis=1, ddof=1)
@@ -154,7 +154,7 @@ def test_chunking_with_padding_gives_the_same_rows(mixture_data):
 def test_max_steps_raises_naming_rows(mixture_data):
     mix, x, y, _ = mixture_data
     with pytest.raises(LikelihoodSolveError, match=r"image 0 class \d: max_steps reached") as err:
-        log_likelihood(mix.score, mix.sde, x[:3], y[:3], None, probe="exact", max_steps=2, **UNIT)
+        log_likelihood(mix.score, mix.sde, x[:3], y[:3], None, probe="exact", solver=SolverSettings(max_steps=2), **UNIT)
     assert err.value.rows == [(i, int(y[i])) for i in range(3)]
     assert "rtol=1e-05" in str(err.value) and "max_steps=2" in str(err.value)
 
@@ -187,7 +187,9 @@ def test_bad_arguments_raise(mixture_data):
     with pytest.raises(ValueError, match="data_scaling must be one of"):
         call(dequantize=False, data_scaling="minus_one_one")
     with pytest.raises(ValueError, match="solver must be one of"):
-        call(solver="rk4", **UNIT)
+        call(solver=SolverSettings("rk4"), **UNIT)
+    with pytest.raises(TypeError, match="solver must be a SolverSettings"):
+        call(solver="dopri5", **UNIT)
     with pytest.raises(ValueError, match="chunk_size must be a positive"):
         call(chunk_size=0, **UNIT)
     with pytest.raises(ValueError, match="n_probes must be a positive"):
@@ -195,7 +197,9 @@ def test_bad_arguments_raise(mixture_data):
     with pytest.raises(ValueError, match=r"y must be an int array of shape \(12,\)"):
         log_likelihood(mix.score, mix.sde, x, y[:5], jax.random.key(0), **UNIT)
     with pytest.raises(ValueError, match="rtol and atol must be positive"):
-        call(rtol=0.0, **UNIT)
+        call(solver=SolverSettings(rtol=0.0), **UNIT)
+    with pytest.raises(TypeError, match="rtol"):  # loose solver knobs are not accepted
+        call(rtol=1e-3, **UNIT)
 
 
 # --- evaluation counts ----------------------------------------------------------------------------
@@ -209,7 +213,8 @@ def test_nfe_formula_matches_counted_calls(solver):
         return mix.score(x, t, y)
 
     x, y = mix.sample(jax.random.key(6), 1)
-    res = log_likelihood(counting_score, mix.sde, x, y, jax.random.key(7), n_probes=3, solver=solver, rtol=1e-4, atol=1e-4, **UNIT)
+    res = log_likelihood(counting_score, mix.sde, x, y, jax.random.key(7), n_probes=3,
+                         solver=SolverSettings(solver, rtol=1e-4, atol=1e-4), **UNIT)
     # res.nfe comes from the solver's step count through SolverSettings.evaluations.
     assert res.nfe[0] == len(calls) > 10
     per_step = SolverSettings(solver).evaluations(1) - SolverSettings(solver).evaluations(0)
@@ -225,7 +230,7 @@ def test_diffrax_matches_scipy_reference_on_a_small_network():
     sde = SDE()
     px = jax.random.randint(jax.random.key(1), (2, 4, 4, 3), 0, 256).astype(jnp.uint8)
     y = np.array([0, 2], np.int32)
-    kw = dict(rtol=1e-6, atol=1e-6, progress=False)
+    kw = dict(solver=SolverSettings(rtol=1e-6, atol=1e-6), progress=False)
     ours = log_likelihood(score, sde, px, y, jax.random.key(2), n_probes=1, **kw)
     ref = reference.log_likelihood(score, sde, px, y, jax.random.key(2), **kw)
     np.testing.assert_allclose(ours.log_p, ref.log_p, atol=2e-3)  # same noise, same probe
@@ -254,15 +259,15 @@ def test_diffrax_matches_scipy_reference_on_the_ci_unet():
     At this tolerance the two solvers differ by solver error, measured here at ≤ 0.06 bits/dim
     (~130 nats); a wrong integration direction or data scaling is off by ≥ 1 bit/dim.
     """
-    from sbgc import models
-    from sbgc.classify import class_log_likelihoods
+    from sbgc.method import networks as models
+    from sbgc.method.classify import class_log_likelihoods
 
     sde = SDE()
     cfg = models.get_config("ci")
     params = _wake_up(models.init_params(cfg, jax.random.key(0)), jax.random.key(1))
     score = functools.partial(models.make_score_fn(cfg, sde), params)
     px = jax.random.randint(jax.random.key(2), (1, 32, 32, 3), 0, 256).astype(jnp.uint8)
-    kw = dict(n_classes=2, rtol=1e-3, atol=1e-3, progress=False)
+    kw = dict(n_classes=2, solver=SolverSettings(rtol=1e-3, atol=1e-3), progress=False)
     ours = class_log_likelihoods(score, sde, px, jax.random.key(3), n_probes=1, **kw)
     ref = reference.class_log_likelihoods(score, sde, px, jax.random.key(3), **kw)
     assert ours.bpd.shape == ref.bpd.shape == (1, 2)

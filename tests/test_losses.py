@@ -1,4 +1,4 @@
-"""Denoising score-matching estimators (sbgc.losses) against an independent quadrature of J_λ.
+"""Denoising score-matching estimators (sbgc.method.losses) against an independent quadrature of J_λ.
 
 For Gaussian data x₀ ~ N(μ, diag s²) the sub-VP (or VP) marginal is p_t = N(m μ, diag v) with
 v = m² s² + σ², and for any affine score s(x, t) = a ∇log p_t(x) + c the inner expectation of the objective
@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from sbgc.losses import WEIGHTINGS, dsm_loss, sample_time
-from sbgc.sde import SDE
+from sbgc.method.losses import WEIGHTINGS, dsm_loss, sample_time
+from sbgc.method.sde import SDE
 
 BETA_MIN, BETA_MAX = 0.1, 20.0
 MU = np.array([0.5, -1.0, 1.5, 0.0])  # D = 4

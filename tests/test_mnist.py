@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from sbgc import mnist
-from sbgc.data import dequantize, to_model_space
+from sbgc.data import mnist
+from sbgc.data.transforms import dequantize, to_model_space
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sbgc.models import count_params, get_config, init_params, make_noise_fn, make_score_fn
-from sbgc.sde import SDE
+from sbgc.method.networks import count_params, get_config, init_params, make_noise_fn, make_score_fn
+from sbgc.method.sde import SDE
 
 
 def _n_params(cfg):

@@ -2,18 +2,18 @@
 
 import dataclasses
 import functools
-import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sbgc import attacks, elbo
-from sbgc.checkpoint import export_params, load_params
-from sbgc.likelihood import SolverSettings, log_likelihood, solve_rows
-from sbgc.models import make_score_fn
-from sbgc.pretrained import load_model, model_config_from_meta
+from sbgc.experiments import adversarial as attacks
+from sbgc.method import bound as elbo
+from sbgc.method.likelihood import SolverSettings, log_likelihood, solve_rows
+from sbgc.method.networks import make_score_fn
+from sbgc.train.checkpoint import export_params
+from sbgc.train.pretrained import load_model, model_config_from_meta
 
 OPS = ("stablehlo.convolution", "stablehlo.dot_general")
 
@@ -42,7 +42,7 @@ def test_likelihood_bound_and_attack_lower_with_highest_precision(ci):
     lowered = jax.jit(lambda xx: solve_rows(ci.score_fn, ci.sde, xx, y, probes, settings).delta_logp).lower(x)
     _assert_all_highest(lowered.as_text(), "likelihood (solve_rows)")
     # the attack differentiates through the solves: forward, JVPs, transposes all at HIGHEST
-    cfg = attacks.SBGCLogitsConfig(n_probes=1, solver="heun", n_steps=2, n_classes=2)
+    cfg = attacks.SBGCLogitsConfig(n_probes=1, solver=settings, n_classes=2)
     fn = attacks.sbgc_logits_fn(ci, jnp.ones((1, 1, 32, 32, 3)), cfg)
     grad = jax.jit(jax.grad(lambda xx: attacks.pgd_surrogate(fn(xx), (jnp.array([1]), jnp.asarray(False)))))
     _assert_all_highest(grad.lower(jnp.full((1, 32, 32, 3), 0.3)).as_text(), "attack gradient")
@@ -52,7 +52,7 @@ def test_likelihood_bound_and_attack_lower_with_highest_precision(ci):
                                    jnp.array([0, 0])).as_text()
     _assert_all_highest(text, "bound (_chunk_terms)")
     # and the check itself can fail: training keeps the default precision
-    from sbgc.models import make_noise_fn
+    from sbgc.method.networks import make_noise_fn
 
     plain = jax.jit(lambda p, xx: make_noise_fn(ci.config)(p, xx, t, y)).lower(ci.params, x).as_text()
     assert any("HIGHEST" not in line for line in _matmul_lines(plain))
@@ -68,7 +68,7 @@ def test_a_bfloat16_trained_export_is_evaluated_in_float32(ci, tmp_path):
 
     x = (np.arange(2 * 32 * 32 * 3).reshape(2, 32, 32, 3) * 7 % 256).astype(np.uint8)
     y = np.array([1, 2])
-    kw = dict(n_probes=1, rtol=1e-3, atol=1e-3, chunk_size=2, progress=False)
+    kw = dict(n_probes=1, solver=SolverSettings(rtol=1e-3, atol=1e-3), chunk_size=2, progress=False)
     ours = log_likelihood(bf16_trained.score_fn, bf16_trained.sde, x, y, jax.random.PRNGKey(0), **kw)
     f32 = log_likelihood(ci.score_fn, ci.sde, x, y, jax.random.PRNGKey(0), **kw)
     np.testing.assert_array_equal(ours.log_p, f32.log_p)

@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from sbgc.checkpoint import CheckpointError
-from sbgc.pretrained import SHIPPED, load_model, resolve_path
+from sbgc.train.checkpoint import CheckpointError
+from sbgc.train.pretrained import SHIPPED, load_model, resolve_path
 
 
 def test_shipped_ci_model_loads_and_is_verified():
@@ -27,8 +27,8 @@ def test_missing_model_names_how_to_make_it(tmp_path):
 
 
 def test_shipped_mnist_model_loads_and_its_training_state_continues_it(tmp_path):
-    from sbgc import train as T
-    from sbgc.checkpoint import load_params
+    from sbgc.train import score as T
+    from sbgc.train.checkpoint import load_params
 
     model = load_model("mnist")
     assert model.meta["data_source"] == "mnist-official" and model.config.image_size == 28

@@ -12,17 +12,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from sbgc import robustness as rb
-from sbgc.corruptions import CORRUPTIONS, NOISE_CORRUPTIONS, corrupt, corruption_grid, synthetic_images
-from sbgc.data import CifarSplit
-from sbgc.provenance import _jsonable
+from sbgc.book.provenance import _jsonable
+from sbgc.data.cifar10 import ImageSet
+from sbgc.data.corruptions import CORRUPTIONS, NOISE_CORRUPTIONS, corrupt, corruption_grid, synthetic_images
+from sbgc.experiments import corruption_robustness as rb
+from sbgc.method.likelihood import SolverSettings
 from sbgc.stats import binomial_interval
 
 
-def fake_split(n: int = 40, seed: int = 0) -> CifarSplit:
+def fake_split(n: int = 40, seed: int = 0) -> ImageSet:
     images = synthetic_images(n, seed)
     labels = (np.arange(n) % 10).astype(np.int32)
-    return CifarSplit(images=images, labels=labels, source="toy", indices=np.arange(n, dtype=np.int64) + 100,
+    return ImageSet(images=images, labels=labels, source="toy", indices=np.arange(n, dtype=np.int64) + 100,
                       split="test")  # fmt: skip
 
 
@@ -125,8 +126,8 @@ def test_generative_outputs_give_argmax_predictions_and_likelihoods():
 def test_sbgc_classifier_uses_common_random_numbers_across_settings():
     """The SBGC closure on a closed-form score: the same image gets the same log p(x | y) in every
     call (one key for all settings), and well-separated classes are told apart."""
-    from sbgc.analytic import GaussianMixtureClasses
-    from sbgc.sde import SDE
+    from sbgc.checks.analytic import GaussianMixtureClasses
+    from sbgc.method.sde import SDE
 
     dim = 32 * 32 * 3
     means = np.stack([np.full(dim, -0.5), np.full(dim, 0.5)])  # dark vs bright images, model space
@@ -136,8 +137,8 @@ def test_sbgc_classifier_uses_common_random_numbers_across_settings():
         return mix.score(x.reshape(x.shape[0], -1), t, y).reshape(x.shape)
 
     images = np.stack([np.full((32, 32, 3), 60, np.uint8), np.full((32, 32, 3), 200, np.uint8)])
-    classify = rb.sbgc_classifier(score_fn, mix.sde, jax.random.key(0), n_classes=2, n_probes=1, rtol=1e-2,
-                                  atol=1e-2, chunk_size=4)  # fmt: skip
+    classify = rb.sbgc_classifier(score_fn, mix.sde, jax.random.key(0), n_classes=2, n_probes=1,
+                                  solver=SolverSettings(rtol=1e-2, atol=1e-2), chunk_size=4)  # fmt: skip
     first = classify(images)
     np.testing.assert_array_equal(first.predict(), [0, 1])
     # another "setting": image 0 unchanged, image 1 altered. Image 0 must get the same noise and

@@ -1,4 +1,4 @@
-"""The forward SDEs (sbgc.sde) against quadrature, ODE integration of their moments and simulation.
+"""The forward SDEs (sbgc.method.sde) against quadrature, ODE integration of their moments and simulation.
 
 Every closed form of ``SDE`` is checked against something computed independently from the SDE's
 coefficients β(t) and g(t)²: ∫β by quadrature, the kernel moments by integrating their ODEs with
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy import integrate, special, stats
 
-from sbgc.sde import SDE
+from sbgc.method.sde import SDE
 
 KINDS = ["subvp", "vp"]
 TIMES = np.array([1e-4, 1e-3, 1e-2, 0.1, 0.3, 0.5, 0.7, 1.0])

@@ -7,8 +7,10 @@ matplotlib.use("Agg")
 import numpy as np
 import pytest
 
-from sbgc import baseline, pretrained, table1
+from sbgc.experiments import table1
 from sbgc.stats import binomial_interval
+from sbgc.train import baseline
+from sbgc.train import pretrained
 
 
 def test_accuracy_and_mean_estimates():

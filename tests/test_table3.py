@@ -7,8 +7,8 @@ matplotlib.use("Agg")
 import numpy as np
 import pytest
 
-from sbgc import table3
-from sbgc.attacks import PGDResult
+from sbgc.experiments import table3
+from sbgc.experiments.adversarial import PGDResult
 
 
 def _result(norm, labels, clean_pred, adv_pred, eps=0.5):

@@ -8,8 +8,8 @@ import matplotlib
 import numpy as np
 import pytest
 
-from sbgc import toy
-from sbgc.sde import SDE
+from sbgc.checks import toy
+from sbgc.method.sde import SDE
 from sbgc.stats import binomial_interval
 
 matplotlib.use("Agg")

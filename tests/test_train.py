@@ -12,12 +12,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sbgc import train as T
-from sbgc.checkpoint import CheckpointError, CheckpointStore, load_params
-from sbgc.data import dequantize, to_model_space, toy_images
-from sbgc.losses import dsm_loss
-from sbgc.models import get_config, init_params, make_noise_fn
-from sbgc.sde import SDE
+from sbgc.data.cifar10 import toy_images
+from sbgc.data.transforms import dequantize, to_model_space
+from sbgc.method.losses import dsm_loss
+from sbgc.method.networks import get_config, init_params, make_noise_fn
+from sbgc.method.sde import SDE
+from sbgc.train import loop
+from sbgc.train import score as T
+from sbgc.train.checkpoint import CheckpointError, CheckpointStore, load_params
 
 # A small, fast configuration of the ci profile for plumbing tests (toy data, batch 8).
 FAST = dict(batch_size=8, warmup_steps=2, log_every=1, ckpt_every=1, keep=2)
@@ -61,7 +63,7 @@ def test_ci_training_loss_falls_on_toy_data(tmp_path):
 
 
 def _cli(workdir, steps):
-    return [sys.executable, "-m", "sbgc.train", "--profile", "ci", "--steps", str(steps), "--workdir", str(workdir),
+    return [sys.executable, "-m", "sbgc.train.score", "--profile", "ci", "--steps", str(steps), "--workdir", str(workdir),
             "--data", "toy", "--toy-size", "64", "--no-progress"] + [
         a for k, v in FAST.items() for a in ("--" + k.replace("_", "-"), str(v))]
 
@@ -98,7 +100,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypat
 
     real_loss = T.dsm_loss
     monkeypatch.setattr(T, "dsm_loss", lambda *a, **k: real_loss(*a, **k) * np.nan)
-    with pytest.raises(T.TrainingDiverged, match=r"non-finite loss.*last good checkpoint: step 2"):
+    with pytest.raises(loop.TrainingDiverged, match=r"non-finite loss.*last good checkpoint: step 2"):
         T.train(cfg, 4, tmp_path, data="toy", toy_size=64, progress=False)
     store = CheckpointStore(tmp_path / "checkpoints")
     assert store.steps()[-1] == 2

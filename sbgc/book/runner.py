@@ -1,0 +1,383 @@
+"""Execute the book's notebooks with papermill and build the book with jupyter-book.
+
+    python -m sbgc.book run --profile ci [--only 01_method] [-p key=value ...] [--keep-going]
+    python -m sbgc.book build
+
+``run`` reads each registered notebook (``sbgc.book.profiles.NOTEBOOKS``, in reading order) from its
+jupytext file ``notebooks/<name>.py``, injects ``profile`` and the ``-p`` overrides into its
+``parameters`` cell and executes it headless in the repository root, writing the executed copy to
+``book/notebooks/<name>.ipynb``, where the book reads it. A failing cell stops the run with an error
+naming the notebook (the failed copy, with the traceback, is still written); the process exits 1.
+The kernels share a persistent JAX compilation cache (``$JAX_COMPILATION_CACHE_DIR``, default
+``<repo>/.jax_cache``).
+
+``build`` renders the executed notebooks (jupyter-book does not execute anything) with
+``jb build book -W -n --keep-going``: any Sphinx warning fails it. It first checks that every
+notebook in ``book/_toc.yml`` has been executed and writes ``book/notebooks/_runs.md`` (the table of
+which run produced each page, included by the introduction) from the executed notebooks and
+``results/*.json``; afterwards it checks that every image output of every executed notebook is in
+the built HTML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import hashlib
+import html.parser
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sbgc.book import profiles
+from sbgc.book import provenance
+
+REPO = provenance.repo_root()
+NOTEBOOK_SOURCES = REPO / "notebooks"
+BOOK = REPO / "book"
+EXECUTED = "notebooks"  # folder of executed notebooks, relative to the book
+RUNS_TABLE = "_runs.md"  # generated inside the executed-notebooks folder
+IMAGE_MIMES = ("image/svg+xml", "image/png", "image/jpeg")  # myst-nb's HTML render priority
+
+
+class NotebookError(RuntimeError):
+    """A notebook failed to execute; the message names it and where its executed copy is."""
+
+
+# --- running ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _environment(updates: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the kernels started inside the block (they inherit them)."""
+    saved = {key: os.environ.get(key) for key in updates}
+    os.environ.update(updates)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def kernel_environment(results_dir: Path | None = None) -> dict[str, str]:
+    """Variables the kernels need: the shared JAX cache (unless set) and, optionally, the results folder."""
+    cache = os.environ.get(provenance.JAX_CACHE_ENV) or str(provenance.default_jax_cache_dir())
+    env = {provenance.JAX_CACHE_ENV: cache}
+    if results_dir is not None:
+        env[provenance.RESULTS_ENV] = str(results_dir)
+    return env
+
+
+def execute_notebook(
+    source: Path,
+    output: Path,
+    parameters: Mapping[str, Any],
+    *,
+    cwd: Path = REPO,
+    results_dir: Path | None = None,
+) -> float:
+    """Execute the jupytext notebook ``source`` with ``parameters`` into ``output``; returns seconds.
+
+    Raises NotebookError naming ``source`` when a cell fails (``output`` still holds the failed run).
+    """
+    import jupytext
+    import papermill
+
+    source, output = Path(source), Path(output)
+    if not source.is_file():
+        raise FileNotFoundError(f"notebook source {source} does not exist")
+    notebook = jupytext.read(source)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with _environment(kernel_environment(results_dir)):
+        try:
+            papermill.execute_notebook(
+                notebook,
+                str(output),
+                parameters=dict(parameters),
+                kernel_name="python3",
+                language="python",
+                cwd=str(cwd),
+                progress_bar=False,
+            )
+        except papermill.PapermillExecutionError as err:
+            raise NotebookError(
+                f"notebook {source.stem} ({source}) failed in cell {err.exec_count}: "
+                f"{err.ename}: {err.evalue}\nexecuted copy with the traceback: {output}"
+            ) from err
+        except Exception as err:  # the kernel died, a cell timed out, ...: name the notebook too
+            raise NotebookError(
+                f"notebook {source.stem} ({source}) did not finish: {type(err).__name__}: {err}"
+            ) from err
+    return time.perf_counter() - start
+
+
+def select_notebooks(only: Sequence[str] | None) -> list[str]:
+    """Registered notebooks in reading order, or the ``only`` ones (each must be registered)."""
+    if not only:
+        return list(profiles.NOTEBOOKS)
+    for name in only:
+        profiles.knobs(name)  # raises for an unknown name
+    return [name for name in profiles.NOTEBOOKS if name in only]
+
+
+def notebook_parameters(name: str, profile: str, overrides: Mapping[str, str]) -> dict[str, Any]:
+    """Papermill parameters for one notebook: the profile and the overrides it has knobs for, typed."""
+    own = {k: v for k, v in overrides.items() if k in profiles.knobs(name)}
+    params = profiles.resolve_params(name, profile, **own)
+    return {"profile": profile, **{k: params[k] for k in params.overridden}}
+
+
+def run(
+    profile: str,
+    *,
+    only: Sequence[str] | None = None,
+    overrides: Mapping[str, str] | None = None,
+    keep_going: bool = False,
+    sources: Path = NOTEBOOK_SOURCES,
+    book: Path = BOOK,
+    results: Path | None = None,
+) -> dict[str, float]:
+    """Execute the selected notebooks at ``profile``; returns seconds per notebook.
+
+    Each override must be a knob of at least one selected notebook; it is passed to those that
+    have it. Raises NotebookError after the first failure (or, with ``keep_going``, after all).
+    ``results`` redirects the notebooks' ``results/*.json`` (default: ``<repo>/results``).
+    """
+    profiles.check_profile(profile)
+    names = select_notebooks(only)
+    overrides = dict(overrides or {})
+    known = {k for name in names for k in profiles.knobs(name)}
+    if set(overrides) - known:
+        raise ValueError(
+            f"no selected notebook has knob(s) {', '.join(sorted(set(overrides) - known))}; "
+            f"knobs: {', '.join(sorted(known))}"
+        )
+    plans = {name: notebook_parameters(name, profile, overrides) for name in names}  # validate all first
+    seconds: dict[str, float] = {}
+    failures: list[str] = []
+    for name, parameters in plans.items():
+        print(f"[sbgc.book.runner] {name}: profile {profile}, parameters {parameters}", flush=True)
+        try:
+            seconds[name] = execute_notebook(
+                sources / f"{name}.py", book / EXECUTED / f"{name}.ipynb", parameters, results_dir=results
+            )
+        except NotebookError as err:
+            if not keep_going:
+                raise
+            failures.append(str(err))
+            continue
+        print(f"[sbgc.book.runner] {name}: done in {seconds[name]:.1f} s", flush=True)
+    if failures:
+        raise NotebookError("\n\n".join(failures))
+    return seconds
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, str]:
+    """``["key=value", ...]`` → ``{key: value}`` (values stay text; knobs give them their type)."""
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected a parameter as key=value, got {item!r}")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+# --- building ---------------------------------------------------------------------------------------
+def toc_files(book: Path = BOOK) -> list[str]:
+    """Every ``file:``/``root:`` entry of ``<book>/_toc.yml``, in order (paths without suffix)."""
+    import yaml
+
+    toc_path = book / "_toc.yml"
+    if not toc_path.is_file():
+        raise FileNotFoundError(f"no table of contents at {toc_path}")
+
+    def walk(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            for key in ("root", "file"):
+                if key in node:
+                    yield str(Path(node[key]).with_suffix(""))
+            for value in node.values():
+                if isinstance(value, (list, dict)):
+                    yield from walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from walk(value)
+
+    return list(walk(yaml.safe_load(toc_path.read_text())))
+
+
+def executed_notebooks(book: Path = BOOK) -> list[Path]:
+    """The executed ``.ipynb`` of every notebook entry of the toc; raises if one is missing or failed."""
+    entries = [entry for entry in toc_files(book) if entry.startswith(f"{EXECUTED}/")]
+    missing = [entry for entry in entries if not (book / f"{entry}.ipynb").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"the toc lists notebook(s) not executed yet: {', '.join(missing)} "
+            f"(expected {book / EXECUTED}/<name>.ipynb); run `python -m sbgc.book run` first"
+        )
+    paths = [book / f"{entry}.ipynb" for entry in entries]
+    failed = [p.stem for p in paths if json.loads(p.read_text()).get("metadata", {}).get("papermill", {}).get("exception")]
+    if failed:
+        raise RuntimeError(f"the last run of notebook(s) {', '.join(failed)} failed; fix and run them again")
+    return paths
+
+
+def runs_table(notebooks: Sequence[Path], results: Path | None = None) -> str:
+    """Markdown table of which run produced each page: papermill metadata + results/<name>.json."""
+    results = results or provenance.results_dir()
+    rows = ["| page | profile | overrides | run time | finished (UTC) | device | commit |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for path in notebooks:
+        meta = json.loads(path.read_text()).get("metadata", {}).get("papermill", {})
+        parameters = dict(meta.get("parameters", {}))
+        profile = parameters.pop("profile", "?")
+        overrides = ", ".join(f"{k}={v}" for k, v in parameters.items()) or "none"
+        duration = f"{meta['duration']:.0f} s" if meta.get("duration") is not None else "?"
+        finished = str(meta.get("end_time", "?"))[:19].replace("T", " ")
+        device, commit = "?", "?"
+        result_path = results / f"{path.stem}.json"
+        if result_path.is_file():
+            prov = json.loads(result_path.read_text()).get("provenance", {})
+            if prov.get("profile") == profile:
+                device = f"{prov['device']['device_kind']} ({prov['device']['platform']})"
+                commit = prov["commit"][:8] + (" + changes" if prov.get("dirty") else "")
+        rows.append(f"| {path.stem} | `{profile}` | {overrides} | {duration} | {finished} | {device} | {commit} |")
+    return "\n".join(rows) + "\n"
+
+
+class _ImageSources(html.parser.HTMLParser):
+    """Collects the ``src`` of every ``<img>`` of an HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.sources.extend(value for key, value in attrs if key == "src" and value)
+
+
+def notebook_image_hashes(notebook: Path) -> list[str]:
+    """sha256 of every image output of an executed notebook (one per output, the MIME type myst-nb shows)."""
+    hashes = []
+    for cell in json.loads(notebook.read_text())["cells"]:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            mime = next((m for m in IMAGE_MIMES if m in data), None)
+            if mime is None:
+                continue
+            payload = data[mime]
+            payload = "".join(payload) if isinstance(payload, list) else payload
+            raw = payload.encode() if mime == "image/svg+xml" else base64.b64decode(payload)
+            hashes.append(hashlib.sha256(raw).hexdigest())
+    return hashes
+
+
+def html_image_hashes(page: Path) -> list[str]:
+    """sha256 of every local image an HTML page shows."""
+    parser = _ImageSources()
+    parser.feed(page.read_text())
+    hashes = []
+    for src in parser.sources:
+        if src.startswith("data:"):
+            header, _, payload = src.partition(",")
+            raw = base64.b64decode(payload) if header.endswith(";base64") else payload.encode()
+        else:
+            file = (page.parent / src.split("?")[0]).resolve()
+            if not file.is_file():
+                continue
+            raw = file.read_bytes()
+        hashes.append(hashlib.sha256(raw).hexdigest())
+    return hashes
+
+
+def check_figures(book: Path, notebooks: Sequence[Path], html_dir: Path | None = None) -> dict[str, int]:
+    """Check that every image output of every executed notebook is shown in the built HTML.
+
+    Returns images per notebook; raises RuntimeError naming the notebook and the missing count.
+    """
+    html_dir = html_dir or book / "_build" / "html"
+    counts = {}
+    for notebook in notebooks:
+        page = html_dir / notebook.relative_to(book).with_suffix(".html")
+        if not page.is_file():
+            raise RuntimeError(f"no HTML page {page} for executed notebook {notebook}")
+        wanted = notebook_image_hashes(notebook)
+        shown = set(html_image_hashes(page))
+        missing = [h for h in wanted if h not in shown]
+        if missing:
+            raise RuntimeError(
+                f"{len(missing)} of {len(wanted)} figure(s) of {notebook.stem} are not in {page}"
+            )
+        counts[notebook.stem] = len(wanted)
+    return counts
+
+
+def jb_command() -> list[str]:
+    """The jupyter-book executable of this interpreter's environment (or the one on PATH)."""
+    local = Path(sys.executable).parent / "jb"
+    return [str(local)] if local.is_file() else ["jb"]
+
+
+def build(book: Path = BOOK, *, results: Path | None = None) -> dict[str, int]:
+    """Build the HTML book from executed notebooks; returns the figure count per notebook.
+
+    Raises FileNotFoundError for a toc notebook not yet executed, RuntimeError when ``jb`` fails
+    (any warning) or a figure is missing from the HTML.
+    """
+    notebooks = executed_notebooks(book)
+    (book / EXECUTED).mkdir(parents=True, exist_ok=True)
+    (book / EXECUTED / RUNS_TABLE).write_text(runs_table(notebooks, results))
+    # --path-output: without it jb writes next to the _config.yml it finds (the repository root)
+    command = [*jb_command(), "build", str(book), "--path-output", str(book), "-W", "-n", "--keep-going"]
+    print("[sbgc.book.runner] " + " ".join(command), flush=True)
+    done = subprocess.run(command, cwd=REPO)
+    if done.returncode != 0:
+        raise RuntimeError(f"`{' '.join(command)}` failed with exit status {done.returncode}")
+    counts = check_figures(book, notebooks)
+    print(f"[sbgc.book.runner] figures in the HTML: {counts}", flush=True)
+    return counts
+
+
+# --- command line ---------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sbgc.book", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_cmd = commands.add_parser("run", help="execute the notebooks with papermill")
+    run_cmd.add_argument("--profile", default="ci", help=f"one of {', '.join(profiles.PROFILES)}")
+    run_cmd.add_argument("--only", action="append", metavar="NAME", help="run only this notebook (repeatable)")
+    run_cmd.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a knob of the profile (repeatable)")
+    run_cmd.add_argument("--keep-going", action="store_true", help="run the rest after a failure")
+    commands.add_parser("build", help="build the HTML book (jb build book -W -n --keep-going)")
+    commands.add_parser("list", help="list the registered notebooks and their knobs")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            seconds = run(args.profile, only=args.only, overrides=parse_overrides(args.param),
+                          keep_going=args.keep_going)
+            print("[sbgc.book.runner] " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
+        elif args.command == "build":
+            build()
+        else:
+            for name, knobs in profiles.NOTEBOOKS.items():
+                print(name)
+                for knob, defaults in knobs.items():
+                    print(f"  {knob}: " + ", ".join(f"{p}={d}" for p, d in zip(profiles.PROFILES, defaults)))
+    except (NotebookError, ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"[sbgc.book.runner] error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

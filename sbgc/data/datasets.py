@@ -1,0 +1,40 @@
+"""The datasets by name, as the training and evaluation command lines ask for them.
+
+Training sets: ``"mnist"`` (official MNIST train), ``"cifar10"`` (CIFAR-10 train) and ``"toy"``
+(synthetic CIFAR-shaped images for tests). Test sets: ``"mnist"``, ``"cifar10"`` (the JPEG copy
+or the official archive) and ``"exact_head"`` (the 846 CIFAR-10 test images with exact pixels).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sbgc.data import cifar10
+from sbgc.data.files import ImageSet
+from sbgc.data.mnist import load_mnist
+
+TEST_SETS = ("mnist", "cifar10", "exact_head")
+
+
+def training_set(name: str, data_dir: str | None, toy_size: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """uint8 images [N, H, W, C] (CIFAR-10 and toy: 32×32×3, MNIST: 28×28×1), int32 labels [N], source tag."""
+    if name == "mnist":
+        split = load_mnist("train", data_dir)
+        return split.images, split.labels, split.source
+    if name in ("cifar10", "toy"):
+        split = cifar10.load_cifar10("train", data_dir) if name == "cifar10" else cifar10.toy_images(toy_size, seed=0)
+        source = split.source if name == "cifar10" else f"toy-{toy_size}"
+        return split.images, split.labels.astype(np.int32), source
+    raise ValueError(f"--data must be 'cifar10', 'mnist' or 'toy', got {name!r}")
+
+
+def test_set(data: str, data_dir: str | None = None) -> ImageSet:
+    """The split evaluated for ``data``: MNIST test, CIFAR-10 test (JPEG copy or official) or the
+    846 exact CIFAR-10 test images."""
+    if data == "mnist":
+        return load_mnist("test", data_dir)
+    if data == "cifar10":
+        return cifar10.load_cifar10("test", data_dir)
+    if data == "exact_head":
+        return cifar10.load_exact_test_head(data_dir)
+    raise ValueError(f"data must be one of {TEST_SETS}, got {data!r}")

@@ -1,0 +1,243 @@
+"""What a classification costs (the book chapter of that name): the accuracy–compute frontier.
+
+Each :class:`FrontierPoint` is one classifier setting evaluated on the same N images: the exact
+probability-flow ODE (:mod:`sbgc.method.likelihood`, n probes, tolerance rtol), the variational
+bound (:mod:`sbgc.method.bound`, K times) or the bound with class pruning; with its decisions, its
+cost in network passes and the true class's log p. This module compares them (the cheapest setting
+that matches a reference's accuracy), tabulates and plots them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from sbgc.method.bound import class_log_bounds, pruned_class_bounds
+from sbgc.method.likelihood import SolverSettings, bits_per_dim
+
+# --- the accuracy–compute frontier (used by the book chapter "What a classification costs") --------
+@dataclasses.dataclass(frozen=True)
+class FrontierPoint:
+    """One classifier setting evaluated on N images: decisions, cost and the true class's log p.
+
+    ``passes`` counts network passes per image: forward passes for the bound; for the ODE each
+    vector-field evaluation is one linearised forward pass plus one tangent pass per probe, so
+    passes = (1 + n) · evaluations. ``evaluations`` is the solver's count (ODE) or = ``passes``.
+    """
+
+    method: str  # "ODE", "bound" or "bound + pruning"
+    label: str  # e.g. "n = 3, rtol 1e-2"
+    settings: dict
+    correct: np.ndarray  # [N] bool
+    passes: np.ndarray  # [N] network passes per image (all classes), counted
+    evaluations: np.ndarray  # [N] score evaluations per image, counted
+    seconds: float  # wall time of the whole run (N images), compilation included
+    true_log_p: np.ndarray  # [N] log p(x | true y) (ODE) or its bound, nats
+    true_log_p_se: np.ndarray  # [N] its standard error (NaN for a one-probe ODE)
+    dim: int
+
+    @property
+    def n_images(self) -> int:
+        return int(self.correct.size)
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.correct))
+
+    def accuracy_interval(self, level: float = 0.95) -> tuple[float, float]:
+        """Clopper–Pearson interval of the accuracy."""
+        from sbgc.stats import binomial_interval
+
+        return binomial_interval(int(np.sum(self.correct)), self.n_images, level)
+
+    @property
+    def true_bpd(self) -> np.ndarray:
+        return bits_per_dim(self.true_log_p, self.dim)
+
+    def summary(self) -> dict:
+        """A JSON-ready record of the point."""
+        lo, hi = self.accuracy_interval()
+        return {
+            "method": self.method, "label": self.label, "settings": dict(self.settings), "n_images": self.n_images,
+            "accuracy": self.accuracy, "accuracy_ci95": [lo, hi],
+            "passes_per_image_mean": float(self.passes.mean()), "passes_per_image_max": float(self.passes.max()),
+            "evaluations_per_image_mean": float(self.evaluations.mean()),
+            "seconds_per_image": self.seconds / self.n_images, "true_class_bpd_mean": float(self.true_bpd.mean()),
+        }  # fmt: skip
+
+
+def ode_point(score_fn, sde, x, y, key, *, n_probes: int, rtol: float, chunk_size: int, eps: float = 1e-5) -> FrontierPoint:
+    """Exact-ODE classifier (:func:`sbgc.method.classify.class_log_likelihoods`, dopri5 at rtol = atol,
+    start time ``eps``) on images x [N, ...]."""
+    import time
+
+    from sbgc.method.classify import class_log_likelihoods
+
+    y = np.asarray(y)
+    start = time.perf_counter()
+    solver = SolverSettings(rtol=rtol, atol=rtol, eps=eps)
+    res = class_log_likelihoods(score_fn, sde, x, key, solver=solver, n_probes=n_probes, chunk_size=chunk_size,
+                                progress=False)  # fmt: skip
+    seconds = time.perf_counter() - start
+    rows = np.arange(y.size)
+    own = res.log_p_probes[rows, y]  # [N, n]
+    se = own.std(axis=1, ddof=1) / math.sqrt(n_probes) if n_probes > 1 else np.full(y.size, np.nan)
+    evals = res.nfe.sum(axis=1)
+    settings = {"n_probes": n_probes, "rtol": rtol, "atol": rtol, "eps": eps}
+    passes = evals * (1 + n_probes)  # one linearised forward pass + n tangent passes per evaluation
+    return FrontierPoint("ODE", f"n = {n_probes}, rtol {rtol:g}", settings, res.predict() == y, passes, evals,
+                         seconds, res.log_p[rows, y], se, res.dim)  # fmt: skip
+
+
+def bound_point(score_fn, sde, x, y, key, *, n_times: int, chunk_size: int, **kwargs) -> FrontierPoint:
+    """Bound classifier (:func:`class_log_bounds`) with K = ``n_times`` on images x [N, ...]."""
+    import time
+
+    y = np.asarray(y)
+    start = time.perf_counter()
+    res = class_log_bounds(score_fn, sde, x, key, n_times=n_times, chunk_size=chunk_size, progress=False, **kwargs)
+    seconds = time.perf_counter() - start
+    rows = np.arange(y.size)
+    passes = res.nfe.sum(axis=1)
+    return FrontierPoint("bound", f"K = {n_times}", {"n_times": n_times, **kwargs}, res.predict() == y, passes, passes,
+                         seconds, res.log_p[rows, y], res.log_p_se[rows, y], res.dim)  # fmt: skip
+
+
+def pruned_point(score_fn, sde, x, y, key, *, first_times: int, keep: int, second_times: int, chunk_size: int,
+                 **kwargs) -> FrontierPoint:  # fmt: skip
+    """Pruned bound classifier (:func:`pruned_class_bounds`) on images x [N, ...]."""
+    import time
+
+    y = np.asarray(y)
+    start = time.perf_counter()
+    res = pruned_class_bounds(score_fn, sde, x, key, first_times=first_times, keep=keep, second_times=second_times,
+                              chunk_size=chunk_size, progress=False, **kwargs)  # fmt: skip
+    seconds = time.perf_counter() - start
+    rows = np.arange(y.size)
+    settings = {"first_times": first_times, "keep": keep, "second_times": second_times, **kwargs}
+    return FrontierPoint("bound + pruning", f"K₁ = {first_times}, keep {keep}, K₂ = {second_times}", settings,
+                         res.predict() == y, res.nfe, res.nfe, seconds, res.log_p[rows, y], res.log_p_se[rows, y],
+                         res.first.dim)  # fmt: skip
+
+
+def parse_list(text: str, kind: type = int) -> list:
+    """``"1,3,10"`` → ``[1, 3, 10]`` (a notebook knob holding a list)."""
+    items = [item.strip() for item in str(text).split(",") if item.strip()]
+    if not items:
+        raise ValueError(f"expected a comma-separated list of {kind.__name__}, got {text!r}")
+    try:
+        return [kind(float(item)) if kind is int else kind(item) for item in items]
+    except ValueError:
+        raise ValueError(f"expected a comma-separated list of {kind.__name__}, got {text!r}") from None
+
+
+def parse_pruning(text: str) -> list[tuple[int, int, int]]:
+    """``"10/2/50,20/3/100"`` → ``[(K₁, keep, K₂), ...]``."""
+    out = []
+    for item in parse_list(text, str):
+        parts = item.split("/")
+        if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+            raise ValueError(f"a pruning setting is K1/keep/K2 with three positive ints, got {item!r} in {text!r}")
+        out.append(tuple(int(p) for p in parts))
+    return out
+
+
+def reference_point(points: list[FrontierPoint]) -> FrontierPoint:
+    """The exact-ODE point closest to the paper's protocol: most probes, then tightest tolerance."""
+    odes = [p for p in points if p.method == "ODE"]
+    if not odes:
+        raise ValueError("no ODE point among the frontier points: the reference is an exact-ODE classifier")
+    return max(odes, key=lambda p: (p.settings["n_probes"], -p.settings["rtol"]))
+
+
+def cheapest_match(
+    points: list[FrontierPoint], reference: FrontierPoint, methods: tuple[str, ...]
+) -> FrontierPoint | None:
+    """The point of ``methods`` with the fewest passes per image whose accuracy lies in the
+    reference's 95 % interval (None if there is none)."""
+    lo, hi = reference.accuracy_interval()
+    ok = [p for p in points if p.method in methods and lo <= p.accuracy <= hi]
+    return min(ok, key=lambda p: p.passes.mean()) if ok else None
+
+
+def frontier_table(points: list[FrontierPoint]) -> str:
+    """Markdown table: accuracy with its interval, passes and evaluations per image, wall time per image."""
+    rows = ["| method | setting | accuracy (95 % interval) | network passes / image | score evaluations / image "
+            "| wall time / image |", "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for p in points:
+        lo, hi = p.accuracy_interval()
+        rows.append(f"| {p.method} | {p.label} | {p.accuracy:.1%} ({lo:.1%} – {hi:.1%}) | {p.passes.mean():,.0f} "
+                    f"| {p.evaluations.mean():,.0f} | {p.seconds / p.n_images:.2f} s |")  # fmt: skip
+    return "\n".join(rows)
+
+
+def comparison_table(rows: list[tuple[str, FrontierPoint | None]]) -> str:
+    """Markdown table of named points (role, point or None): setting, accuracy, passes, wall time."""
+    lines = ["| | method | setting | accuracy (95 % interval) | network passes / image | wall time / image |",
+             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for role, p in rows:
+        if p is None:
+            lines.append(f"| {role} | none | – | – | – | – |")
+            continue
+        lo, hi = p.accuracy_interval()
+        lines.append(f"| {role} | {p.method} | {p.label} | {p.accuracy:.1%} ({lo:.1%} – {hi:.1%}) "
+                     f"| {p.passes.mean():,.0f} | {p.seconds / p.n_images:.2f} s |")  # fmt: skip
+    return "\n".join(lines)
+
+
+_METHOD_STYLE = {"ODE": ("C0", "o"), "bound": ("C3", "s"), "bound + pruning": ("C2", "^")}
+
+
+def plot_frontier(points: list[FrontierPoint], reference: FrontierPoint | None, title: str):
+    """Accuracy (Clopper–Pearson 95 % bars) against network passes per image (log scale; bars:
+    min–max over images) and against wall time per image; the reference's interval shaded."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
+    if reference is not None:
+        for ax in axes:
+            ax.axhspan(*reference.accuracy_interval(), color="C0", alpha=0.08, lw=0,
+                       label=f"95 % interval of the reference (ODE, {reference.label})")  # fmt: skip
+    offsets = [(5, 5), (5, -11), (5, 15), (5, -21)]
+    for method, (colour, marker) in _METHOD_STYLE.items():
+        group = [p for p in points if p.method == method]
+        if not group:
+            continue
+        acc = np.array([p.accuracy for p in group])
+        yerr = np.abs(np.array([p.accuracy_interval() for p in group]).T - acc)
+        cost = np.array([p.passes.mean() for p in group])
+        xerr = np.abs(np.array([[p.passes.min(), p.passes.max()] for p in group]).T - cost)
+        secs = np.array([p.seconds / p.n_images for p in group])
+        kw = dict(color=colour, marker=marker, ls="none", capsize=3, label=method)
+        axes[0].errorbar(cost, acc, yerr=yerr, xerr=xerr, **kw)
+        axes[1].errorbar(secs, acc, yerr=yerr, **kw)
+        for i, (p, c) in enumerate(zip(group, cost)):
+            axes[0].annotate(p.label, (c, p.accuracy), fontsize=6.5, color=colour, xytext=offsets[i % len(offsets)],
+                             textcoords="offset points")  # fmt: skip
+    axes[0].set(xscale="log", xlabel="network passes per image (10 classes, counted)", ylabel="accuracy",
+                ylim=(-0.05, 1.05))  # fmt: skip
+    axes[1].set(xscale="log", xlabel="wall time per image [s] (compilation included)")
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_bound_gap(ode: FrontierPoint, bound: FrontierPoint, title: str):
+    """Bits/dim of the true class per image: bound against exact ODE, with error bars and y = x."""
+    import matplotlib.pyplot as plt
+
+    scale = ode.dim * math.log(2.0)
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    xerr = None if np.all(np.isnan(ode.true_log_p_se)) else ode.true_log_p_se / scale
+    ax.errorbar(ode.true_bpd, bound.true_bpd, xerr=xerr, yerr=bound.true_log_p_se / scale, ls="none", marker="o",
+                ms=4, capsize=2, color="C3")  # fmt: skip
+    lims = [min(ode.true_bpd.min(), bound.true_bpd.min()), max(ode.true_bpd.max(), bound.true_bpd.max())]
+    pad = 0.05 * (lims[1] - lims[0] + 1e-3)
+    ax.plot([lims[0] - pad, lims[1] + pad], [lims[0] - pad, lims[1] + pad], color="k", lw=0.8, label="bound = exact")
+    ax.set(xlabel=f"exact ODE bits/dim ({ode.label})", ylabel=f"bound bits/dim ({bound.label})", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

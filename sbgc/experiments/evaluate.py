@@ -1,0 +1,228 @@
+"""A score model as a classifier on a test set: accuracy and bits/dim with intervals and provenance.
+
+    python -m sbgc.experiments.evaluate --model mnist --data mnist --method bound --images 1000 --times 32 --out F.json
+    python -m sbgc.experiments.evaluate --model mnist --data mnist --method ode --images 1000 --probes 1 --rtol 1e-3 --out F.json
+    python -m sbgc.experiments.evaluate curve --workdir runs/RUN --steps 2000 4000 8000 --data mnist --images 500 --out F.json
+
+Images: the first ``--images`` of a fixed random permutation of the test split (seed ``--seed``), so
+a larger evaluation contains every smaller one. Methods: ``ode`` — the exact log p(x | y) of every
+class by the probability-flow ODE (:func:`sbgc.method.classify.class_log_likelihoods`; ``--probes``
+Rademacher probes, dopri5 at ``--rtol`` = atol, ε = 1e-5); ``bound`` — the variational bound
+(:func:`sbgc.method.bound.class_log_bounds`, ``--times`` stratified times). Both use common random numbers
+across the classes of an image. Reported: accuracy with its Clopper–Pearson 95 % interval; bits/dim of
+p(x) = (1/K) Σ_y p(x | y) and of p(x | y_true) with Student-t 95 % intervals (for the bound: bounds
+on bits/dim, upper in expectation); network passes per image; seconds; the model file's sha256, step
+and training time; the data source.
+
+Long evaluations resume: finished images are kept in ``<out>.partial.npz`` (with the settings they
+were computed with) after every batch, and a rerun with the same settings continues from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from sbgc.data.datasets import TEST_SETS, test_set
+from sbgc.data.files import atomic_savez
+from sbgc.stats import binomial_interval, mean_interval
+from sbgc.train.checkpoint import write_json_atomic
+from sbgc.train.loop import device_name
+
+METHODS = ("bound", "ode")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """What an evaluation computes (the partial-results file is reused only when these agree)."""
+
+    method: str = "bound"
+    data: str = "mnist"
+    n_images: int = 1000
+    seed: int = 0
+    n_times: int = 32  # bound
+    n_probes: int = 1  # ode
+    rtol: float = 1e-3  # ode (atol = rtol)
+    eps: float = 1e-5
+    batch: int = 25
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.data not in TEST_SETS:
+            raise ValueError(f"data must be one of {TEST_SETS}, got {self.data!r}")
+        if self.n_images < 1 or self.batch < 1:
+            raise ValueError(f"n_images and batch must be positive, got {self.n_images}, {self.batch}")
+
+    def describe(self) -> str:
+        if self.method == "bound":
+            return f"variational bound, K = {self.n_times} stratified times, eps = {self.eps:g}"
+        return (f"probability-flow ODE, dopri5 rtol = atol = {self.rtol:g}, {self.n_probes} Rademacher "
+                f"probe(s), eps = {self.eps:g}")
+
+
+def image_selection(n_total: int, n_images: int, seed: int) -> np.ndarray:
+    """Positions of the evaluated images: the first n_images of permutation(seed) (nested in n)."""
+    if n_images > n_total:
+        raise ValueError(f"asked for {n_images} images, the split has {n_total}")
+    return np.random.default_rng(seed).permutation(n_total)[:n_images]
+
+
+def _class_scores(model, images: np.ndarray, key, s: EvalSettings) -> tuple[np.ndarray, np.ndarray]:
+    """log p (or its bound) [B, K] and network passes [B] of uint8 images [B, *shape]."""
+    k = model.config.n_classes
+    if s.method == "bound":
+        from sbgc.method.bound import class_log_bounds
+
+        res = class_log_bounds(model.score_fn, model.sde, images, key, n_classes=k, n_times=s.n_times,
+                               eps=s.eps, chunk_size=512, progress=False)
+    else:
+        from sbgc.method.classify import class_log_likelihoods
+
+        from sbgc.method.likelihood import SolverSettings
+
+        res = class_log_likelihoods(model.score_fn, model.sde, images, key, n_classes=k, n_probes=s.n_probes,
+                                    solver=SolverSettings(rtol=s.rtol, atol=s.rtol, eps=s.eps),
+                                    chunk_size=k * len(images), progress=False)
+    return np.asarray(res.log_p, np.float64), np.asarray(res.nfe, np.float64).sum(axis=1)
+
+
+def evaluate(model, settings: EvalSettings, *, out: str | Path | None = None, data_dir: str | None = None,
+             progress: bool = True) -> dict:
+    """Classify ``settings.n_images`` test images with ``model`` (a :class:`sbgc.train.pretrained.LoadedModel`).
+
+    With ``out``, finished batches are kept in ``<out>.partial.npz`` and reused by a rerun with the
+    same settings and model (sha256); the summary is written to ``out`` (JSON) at the end.
+    """
+    from sbgc.method.classify import log_marginal
+    from sbgc.method.likelihood import bits_per_dim
+
+    split = test_set(settings.data, data_dir)
+    shape = (model.config.image_size, model.config.image_size, model.config.channels)
+    if split.images.shape[1:] != shape:
+        raise ValueError(f"{settings.data} images are {split.images.shape[1:]}, the model expects {shape}")
+    idx = image_selection(len(split), settings.n_images, settings.seed)
+    ident = json.dumps({"settings": dataclasses.asdict(settings), "sha256": model.sha256}, sort_keys=True)
+    partial = Path(str(out) + ".partial.npz") if out is not None else None
+    log_p = np.full((len(idx), model.config.n_classes), np.nan)
+    nfe = np.zeros(len(idx))
+    seconds = 0.0
+    if partial is not None and partial.exists():
+        with np.load(partial, allow_pickle=False) as z:
+            if str(z["ident"]) == ident:
+                log_p, nfe, seconds = z["log_p"].copy(), z["nfe"].copy(), float(z["seconds"])
+    key = jax.random.PRNGKey(settings.seed)
+    starts = list(range(0, len(idx), settings.batch))
+    from tqdm import tqdm
+
+    for b, start in enumerate(tqdm(starts, desc=f"{settings.method} eval", disable=not progress)):
+        sl = slice(start, start + settings.batch)
+        if not np.isnan(log_p[sl]).any():
+            continue
+        t0 = time.perf_counter()
+        log_p[sl], nfe[sl] = _class_scores(model, split.images[idx[sl]], jax.random.fold_in(key, b), settings)
+        seconds += time.perf_counter() - t0
+        if partial is not None:
+            atomic_savez(partial, ident=np.array(ident), log_p=log_p, nfe=nfe, seconds=np.array(seconds))
+    labels = split.labels[idx]
+    dim = int(np.prod(shape))
+    pred = np.argmax(log_p, axis=1)
+    correct = int(np.sum(pred == labels))
+    lo, hi = binomial_interval(correct, len(idx))
+    marginal_bpd = bits_per_dim(log_marginal(log_p), dim)
+    true_bpd = bits_per_dim(log_p[np.arange(len(idx)), labels], dim)
+    interval = lambda v: (lambda m: {"mean": m.mean, "lo": m.lo, "hi": m.hi, "sem": m.sem})(mean_interval(v))
+    summary = {
+        "what": f"{'bound' if settings.method == 'bound' else 'exact ODE'} classifier accuracy and bits/dim",
+        "method": settings.describe(), "settings": dataclasses.asdict(settings),
+        "model": {"file": model.path.name, "sha256": model.sha256, "step": model.meta.get("step"),
+                  "train_seconds": model.meta.get("train_seconds"), "profile": model.meta.get("profile"),
+                  "n_params": model.meta.get("n_params"), "trained_on": model.meta.get("data_source")},
+        "data": {"name": settings.data, "source": split.source, "split": split.split,
+                 "n_images": len(idx), "selection": f"first {len(idx)} of permutation(seed={settings.seed})",
+                 "indices_head": [int(i) for i in idx[:10]]},
+        "accuracy": correct / len(idx), "correct": correct, "accuracy_interval95": [lo, hi],
+        "bpd_marginal": interval(marginal_bpd), "bpd_true_class": interval(true_bpd),
+        "nfe_per_image": float(np.mean(nfe)), "seconds": seconds, "seconds_per_image": seconds / len(idx),
+        "device": device_name(), "jax_version": jax.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+        "per_class_accuracy": [float(np.mean(pred[labels == c] == c)) if np.any(labels == c) else None
+                               for c in range(model.config.n_classes)],
+    }
+    if out is not None:
+        write_json_atomic(out, summary)
+    return summary
+
+
+def curve(workdir: str | Path, steps: list[int], settings: EvalSettings, *, out: str | Path | None = None,
+          data_dir: str | None = None, progress: bool = True) -> dict:
+    """Accuracy versus training steps: the EMA parameters of the checkpoints at ``steps`` of a run
+    (``python -m sbgc.train --keep`` large enough to hold them), each evaluated with ``settings``."""
+    from sbgc.train.pretrained import load_model
+    from sbgc.train.score import export_ema
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for step in steps:
+            path = Path(tmp) / f"ema_{step}.msgpack"
+            export_ema(workdir, path, step)
+            res = evaluate(load_model(path), settings, data_dir=data_dir, progress=progress)
+            rows.append({"step": step, "train_seconds": res["model"]["train_seconds"], "accuracy": res["accuracy"],
+                         "accuracy_interval95": res["accuracy_interval95"], "bpd_marginal": res["bpd_marginal"],
+                         "sha256": res["model"]["sha256"], "seconds": res["seconds"]})
+            if progress:
+                print(json.dumps(rows[-1]), flush=True)
+    summary = {"what": "accuracy versus training steps", "workdir": str(workdir), "method": settings.describe(),
+               "settings": dataclasses.asdict(settings), "rows": rows, "device": device_name()}
+    if out is not None:
+        write_json_atomic(out, summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    is_curve = argv[:1] == ["curve"]
+    p = argparse.ArgumentParser(prog="python -m sbgc.experiments.evaluate" + (" curve" if is_curve else ""),
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if is_curve:
+        p.add_argument("--workdir", required=True)
+        p.add_argument("--steps", type=int, nargs="+", required=True)
+    else:
+        p.add_argument("--model", required=True, help="a shipped name (sbgc.train.pretrained.SHIPPED) or a .msgpack path")
+    p.add_argument("--data", default="mnist", choices=TEST_SETS)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--method", default="bound", choices=METHODS)
+    p.add_argument("--images", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--times", type=int, default=32, help="bound: K times per image and class")
+    p.add_argument("--probes", type=int, default=1, help="ode: Rademacher probes")
+    p.add_argument("--rtol", type=float, default=1e-3, help="ode: rtol = atol of dopri5")
+    p.add_argument("--batch", type=int, default=25, help="images per saved batch")
+    p.add_argument("--out", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv[1:] if is_curve else argv)
+    s = EvalSettings(method=a.method, data=a.data, n_images=a.images, seed=a.seed, n_times=a.times,
+                     n_probes=a.probes, rtol=a.rtol, batch=a.batch)
+    if is_curve:
+        res = curve(a.workdir, a.steps, s, out=a.out, data_dir=a.data_dir, progress=not a.no_progress)
+        print(json.dumps(res["rows"], indent=1))
+        return 0
+    from sbgc.train.pretrained import load_model
+
+    res = evaluate(load_model(a.model), s, out=a.out, data_dir=a.data_dir, progress=not a.no_progress)
+    print(json.dumps({k: res[k] for k in ("method", "accuracy", "accuracy_interval95", "bpd_marginal",
+                                          "bpd_true_class", "nfe_per_image", "seconds")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Paper Table 1 and Fig. 1: accuracy and bits/dim of generative classifiers, and our measurement.
+
+The paper's numbers (:data:`PAPER_TABLE1`) are quoted, never recomputed: every row is marked
+"paper". Our rows are built from per-image results by :func:`summarize_generative` and
+:func:`summarize_discriminative`, which attach 95 % intervals (Clopper–Pearson for an accuracy,
+Student-t over images for a mean bits/dim).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from sbgc.stats import binomial_interval, mean_interval
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperRow:
+    """One row of the paper's Table 1 (accuracy in %, NLL in bits/dim; None = not reported)."""
+
+    model: str
+    accuracy: float | None
+    bpd: float | None
+    kind: str  # "generative classifier", "discriminative", "generative (no classifier)"
+
+
+# Zimmermann et al. (2021), Table 1 (CIFAR-10 test set), and §3.1 for the deeper network.
+PAPER_TABLE1: tuple[PaperRow, ...] = (
+    PaperRow("Invertible Network (Mackowiak et al.)", 67.30, 4.34, "generative classifier"),
+    PaperRow("GLOW (Fetaya et al.)", 84.00, 3.53, "generative classifier"),
+    PaperRow("Normalizing flow (Ardizzone et al.)", 89.73, 5.25, "generative classifier"),
+    PaperRow("Energy model (Grathwohl et al.)", 92.90, None, "generative classifier"),
+    PaperRow("SBGC (Zimmermann et al.)", 95.04, 3.11, "generative classifier"),
+    PaperRow("SBGC, deep network (Zimmermann et al., §3.1)", None, 3.08, "generative classifier"),
+    PaperRow("WideResNet-28-12 (Targ et al.)", 95.42, None, "discriminative"),
+    PaperRow("ViT-H/14 (Dosovitskiy et al.)", 99.50, None, "discriminative"),
+    PaperRow("VDM (Kingma et al.)", None, 2.49, "generative (no classifier)"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """A value with its 95 % interval and the sample size behind it."""
+
+    value: float
+    lo: float
+    hi: float
+    n: int
+
+    def as_dict(self) -> dict:
+        """JSON-ready (an interval that does not exist, e.g. for one image, becomes None)."""
+        return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in dataclasses.asdict(self).items()}
+
+    def fmt(self, digits: int = 2, scale: float = 1.0) -> str:
+        v, lo, hi = (scale * a for a in (self.value, self.lo, self.hi))
+        return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (n = {self.n:,})"
+
+
+def accuracy_estimate(predictions: np.ndarray, labels: np.ndarray) -> Estimate:
+    """Accuracy with its exact (Clopper–Pearson) 95 % interval: int [N], int [N]."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    if predictions.shape != labels.shape or predictions.ndim != 1 or predictions.size == 0:
+        raise ValueError(f"predictions and labels must be matching non-empty [N] arrays, got "
+                         f"{predictions.shape} and {labels.shape}")  # fmt: skip
+    k, n = int(np.sum(predictions == labels)), int(labels.size)
+    lo, hi = binomial_interval(k, n)
+    return Estimate(k / n, lo, hi, n)
+
+
+def mean_estimate(values: np.ndarray) -> Estimate:
+    """Mean over images with its Student-t 95 % interval (NaN bounds for a single image)."""
+    values = np.asarray(values, np.float64).ravel()
+    if values.size == 0:
+        raise ValueError("need at least one value")
+    if values.size == 1:
+        return Estimate(float(values[0]), float("nan"), float("nan"), 1)
+    m = mean_interval(values)
+    return Estimate(m.mean, m.lo, m.hi, m.n)
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerativeSummary:
+    """Our generative classifier on one set of test images."""
+
+    accuracy: Estimate
+    bpd_marginal: Estimate  # bits/dim of p(x) = (1/10) Σ_y p(x | y)
+    bpd_true_class: Estimate  # bits/dim of p(x | y_true)
+    mean_nfe: float  # score evaluations per (image, class) solve
+
+
+def summarize_generative(log_p: np.ndarray, bpd: np.ndarray, marginal_bpd: np.ndarray, labels: np.ndarray,
+                         nfe: np.ndarray) -> GenerativeSummary:
+    """From class log-likelihoods log_p [N, K], their bits/dim [N, K], the marginal's bits/dim [N],
+    the true labels [N] and the evaluations per solve [N, K]."""
+    log_p, bpd, labels = np.asarray(log_p), np.asarray(bpd), np.asarray(labels)
+    if log_p.ndim != 2 or bpd.shape != log_p.shape or labels.shape != log_p.shape[:1]:
+        raise ValueError(f"expected log_p and bpd [N, K] and labels [N], got {log_p.shape}, {bpd.shape}, "
+                         f"{labels.shape}")  # fmt: skip
+    return GenerativeSummary(
+        accuracy=accuracy_estimate(np.argmax(log_p, axis=1), labels),
+        bpd_marginal=mean_estimate(marginal_bpd),
+        bpd_true_class=mean_estimate(bpd[np.arange(len(labels)), labels]),
+        mean_nfe=float(np.mean(nfe)),
+    )
+
+
+def table_markdown(ours: Sequence[tuple[str, Estimate | None, Estimate | None, str]]) -> str:
+    """Table 1: the paper's rows (marked "paper") and ours ((name, accuracy, bpd, where measured))."""
+    lines = ["| model | source | accuracy [%] ↑ | NLL [bits/dim] ↓ |", "| --- | --- | --- | --- |"]
+    for r in PAPER_TABLE1:
+        acc = "N/A" if r.accuracy is None else f"{r.accuracy:.2f}"
+        nll = "N/A" if r.bpd is None else f"{r.bpd:.2f}"
+        lines.append(f"| {r.model} | paper | {acc} | {nll} |")
+    for name, acc, nll, where in ours:
+        acc_s = "not measured" if acc is None else acc.fmt(1, 100.0)
+        nll_s = "N/A" if nll is None else nll.fmt(3)
+        lines.append(f"| **{name}** | ours: {where} | {acc_s} | {nll_s} |")
+    return "\n".join(lines)
+
+
+def plot_fig1(ours: Sequence[tuple[str, Estimate, Estimate]], ax=None):
+    """Fig. 1: accuracy vs bits/dim of the generative classifiers (paper values) and our points
+    with 95 % error bars in both coordinates."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.0, 4.2))
+    for r in PAPER_TABLE1:
+        if r.kind == "generative classifier" and r.accuracy is not None and r.bpd is not None:
+            own = r.model.startswith("SBGC")
+            ax.scatter(r.bpd, r.accuracy, marker="*" if own else "o", s=160 if own else 50,
+                       color="C3" if own else "0.45", zorder=3)  # fmt: skip
+            ax.annotate(f"{r.model} (paper)", (r.bpd, r.accuracy), textcoords="offset points", xytext=(6, -10),
+                        fontsize=8)  # fmt: skip
+    for i, (name, acc, nll) in enumerate(ours):
+        xerr = None if np.isnan(nll.lo) else [[nll.value - nll.lo], [nll.hi - nll.value]]
+        yerr = [[100 * (acc.value - acc.lo)], [100 * (acc.hi - acc.value)]]
+        ax.errorbar(nll.value, 100 * acc.value, xerr=xerr, yerr=yerr, fmt="s", color=f"C{i}", capsize=3, zorder=4,
+                    label=f"{name} (ours, 95 % CI)")  # fmt: skip
+    ax.set_xlabel("NLL [bits/dim] (lower is better)")
+    ax.set_ylabel("test accuracy [%]")
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    return ax.figure
+
+
+def read_training_log(path: str | Path) -> dict[str, np.ndarray]:
+    """A training log CSV (``sbgc.train.score`` / ``sbgc.train.baseline``) as columns of floats."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"training log {path} not found")
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"training log {path} has no rows")
+    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+
+
+def training_log_path(parameter_file: str | Path) -> Path:
+    """The training log shipped beside a parameter file: ``NAME.msgpack`` → ``NAME_train_log.csv``."""
+    p = Path(parameter_file)
+    return p.with_name(p.name.removesuffix(".msgpack") + "_train_log.csv")
+
+
+def plot_training_logs(score_log: dict[str, np.ndarray], baseline_log: dict[str, np.ndarray] | None):
+    """Loss against step for the score model (and the baseline's loss and training accuracy)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2 if baseline_log else 1, figsize=(11 if baseline_log else 5.5, 3.6), squeeze=False)
+    ax = axes[0, 0]
+    ax.plot(score_log["step"], score_log["loss"], color="C0")
+    ax.set(xlabel="step", ylabel="loss per dimension (IS-weighted)", title="score model")
+    ax.grid(alpha=0.3)
+    if baseline_log:
+        ax = axes[0, 1]
+        ax.plot(baseline_log["step"], baseline_log["loss"], color="C1", label="cross-entropy")
+        ax.set(xlabel="step", ylabel="cross-entropy", title="discriminative baseline")
+        ax.grid(alpha=0.3)
+        if "train_accuracy" in baseline_log:
+            twin = ax.twinx()
+            twin.plot(baseline_log["step"], 100 * baseline_log["train_accuracy"], color="C2", label="training accuracy")
+            twin.set_ylabel("training-batch accuracy [%]", color="C2")
+    fig.tight_layout()
+    return fig
