@@ -27,21 +27,9 @@
 
 # %% tags=["parameters"]
 profile = "ci"
-seed = None
-n_train_per_class = None
-n_test_per_class = None
-hidden = None
-n_layers = None
-train_steps = None
-batch_size = None
-learning_rate = None
-eps = None
-rtol = None
-atol = None
-grid_size = None
-n_t_draws = None
+overrides = {}  # e.g. {"n_images": 20, "ode.rtol": 1e-3}; knobs: sbgc.book.profiles
 
-# %%
+# %% tags=["hide-cell"]
 from sbgc.book.provenance import setup_jax
 
 setup_jax()  # persistent compilation cache shared by the chapters
@@ -52,7 +40,7 @@ import jax
 import numpy as np
 from IPython.display import Markdown, display
 
-from sbgc.book.profiles import resolve_params
+from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
 from sbgc.checks import toy
 from sbgc.data import cifar10 as cifar
@@ -60,13 +48,9 @@ from sbgc.method.classify import class_log_likelihoods, predict
 from sbgc.method.likelihood import SolverSettings, log_likelihood
 from sbgc.method.sde import SDE
 from sbgc.stats import binomial_interval
+from sbgc.report import markdown_table
 
-P = resolve_params(
-    "01_method", profile, seed=seed, n_train_per_class=n_train_per_class,
-    n_test_per_class=n_test_per_class, hidden=hidden, n_layers=n_layers, train_steps=train_steps,
-    batch_size=batch_size, learning_rate=learning_rate, eps=eps, rtol=rtol, atol=atol,
-    grid_size=grid_size, n_t_draws=n_t_draws,
-)  # fmt: skip
+P = chapter_params("01_method", profile, overrides)
 sde = SDE("subvp")  # the paper's SDE: beta_min = 0.1, beta_max = 20, T = 1
 key = jax.random.key(P.seed)
 display(Markdown(P.to_markdown()))
@@ -381,11 +365,11 @@ numbers = {
     "noising_image": image_source,
 }
 write_results(numbers, prov_toy)
-display(Markdown(f"""
-| held-out points (n = {n_test:,}) | accuracy | 95 % interval |
-| --- | --- | --- |
-| Bayes-optimal classifier (exact densities) | {hits_bayes / n_test:.1%} | {ci_bayes[0]:.1%} – {ci_bayes[1]:.1%} |
-| score-based generative classifier (toy network, ODE) | {hits_model / n_test:.1%} | {ci_model[0]:.1%} – {ci_model[1]:.1%} |
+display(Markdown(markdown_table((f"held-out points (n = {n_test:,})", "accuracy", "95 % interval"), [
+    ("Bayes-optimal classifier (exact densities)", f"{hits_bayes / n_test:.1%}", f"{ci_bayes[0]:.1%} – {ci_bayes[1]:.1%}"),
+    ("score-based generative classifier (toy network, ODE)", f"{hits_model / n_test:.1%}",
+     f"{ci_model[0]:.1%} – {ci_model[1]:.1%}"),
+]) + f"""
 
 The two classifiers agree on {agreement:.1%} of the held-out points. Mean log-likelihood of a held-out
 point under its own class: exact {true_own.mean():.3f} nats, model {model_own.mean():.3f} nats

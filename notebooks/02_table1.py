@@ -28,19 +28,9 @@
 
 # %% tags=["parameters"]
 profile = "ci"
-seed = None
-checkpoint = None
-baseline = None
-n_images = None
-n_exact_images = None
-n_baseline_images = None
-n_probes = None
-rtol = None
-atol = None
-eps = None
-chunk_size = None
+overrides = {}  # e.g. {"n_images": 20, "ode.rtol": 1e-3}; knobs: sbgc.book.profiles
 
-# %%
+# %% tags=["hide-cell"]
 from sbgc.book.provenance import setup_jax
 
 setup_jax()  # persistent compilation cache shared by the chapters
@@ -51,20 +41,16 @@ import jax
 import numpy as np
 from IPython.display import Markdown, display
 
-from sbgc.book.profiles import resolve_params
+from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
 from sbgc.data.cifar10 import load_cifar10, load_exact_test_head
 from sbgc.experiments import table1
 from sbgc.method.classify import class_log_likelihoods
-from sbgc.method.likelihood import SolverSettings
 from sbgc.train.baseline import load_classifier
 from sbgc.train.pretrained import load_model
+from sbgc.report import markdown_table
 
-P = resolve_params(
-    "02_table1", profile, seed=seed, checkpoint=checkpoint, baseline=baseline, n_images=n_images,
-    n_exact_images=n_exact_images, n_baseline_images=n_baseline_images, n_probes=n_probes, rtol=rtol, atol=atol,
-    eps=eps, chunk_size=chunk_size,
-)  # fmt: skip
+P = chapter_params("02_table1", profile, overrides)
 key = jax.random.key(P.seed)
 display(Markdown(P.to_markdown()))
 
@@ -119,8 +105,7 @@ exact = load_exact_test_head()
 rng = np.random.default_rng(P.seed)
 idx_full = np.sort(rng.choice(len(test), size=min(P.n_images, len(test)), replace=False))
 idx_exact = np.sort(rng.choice(len(exact), size=min(P.n_exact_images, len(exact)), replace=False))
-ode = SolverSettings(rtol=P.rtol, atol=P.atol, eps=P.eps)
-solver = dict(solver=ode, n_probes=P.n_probes, chunk_size=P.chunk_size, progress=False)
+solver = P.ode.likelihood_kwargs(progress=False)
 
 full_source = f"CIFAR-10 test split ({test.source}), {len(idx_full)} random images"
 exact_source = f"CIFAR-10 exact test head ({exact.source}), {len(idx_exact)} random of the first {len(exact)} images"
@@ -128,17 +113,17 @@ res_full = class_log_likelihoods(model.score_fn, model.sde, test.images[idx_full
 res_exact = class_log_likelihoods(model.score_fn, model.sde, exact.images[idx_exact], jax.random.fold_in(key, 1), **solver)
 sum_full = table1.summarize_generative(res_full.log_p, res_full.bpd, res_full.marginal_bpd(), test.labels[idx_full], res_full.nfe)
 sum_exact = table1.summarize_generative(res_exact.log_p, res_exact.bpd, res_exact.marginal_bpd(), exact.labels[idx_exact], res_exact.nfe)
-sizes = {"probes": P.n_probes}
+sizes = {"probes": P.ode.n_probes}
 prov_full = collect_provenance(P, data_source=full_source, checkpoint=model.path, sample_sizes=dict(sizes, images=len(idx_full)))
 prov_exact = collect_provenance(P, data_source=exact_source, checkpoint=model.path, sample_sizes=dict(sizes, images=len(idx_exact)))
 model_note = "Tiny CPU-trained network" if "cpu" in str(model.meta.get("device")).lower() else None
 
-rows = [("set", "images", "accuracy [%] (95 % CI)", "bits/dim of p(x) (95 % CI)", "bits/dim of p(x | y_true)", "evaluations per solve")]
-for name, s in (("test split (" + test.source + ")", sum_full), ("exact test head", sum_exact)):
-    rows.append((name, f"{s.accuracy.n:,}", s.accuracy.fmt(1, 100.0), s.bpd_marginal.fmt(3), s.bpd_true_class.fmt(3), f"{s.mean_nfe:.0f}"))
+rows = [(name, f"{s.accuracy.n:,}", s.accuracy.fmt(1, 100.0), s.bpd_marginal.fmt(3), s.bpd_true_class.fmt(3),
+         f"{s.mean_nfe:.0f}") for name, s in (("test split (" + test.source + ")", sum_full), ("exact test head", sum_exact))]
 display(Markdown(
-    "\n".join("| " + " | ".join(r) + " |" for r in rows[:1] + [tuple("---" for _ in rows[0])] + rows[1:])
-    + f"\n\nODE: dopri5, rtol = {P.rtol:g}, atol = {P.atol:g}, ε = {P.eps:g}, {P.n_probes} Rademacher probe(s) "
+    markdown_table(("set", "images", "accuracy [%] (95 % CI)", "bits/dim of p(x) (95 % CI)", "bits/dim of p(x | y_true)",
+                    "evaluations per solve"), rows)
+    + f"\n\nODE: {P.ode.describe()} "
     "per image shared by its 10 classes. Intervals are NaN with a single image.\n\n"
     + prov_full.line(model_note) + "\n\n" + prov_exact.line(model_note)
 ))
@@ -158,13 +143,11 @@ acc_base_many = table1.accuracy_estimate(clf.predict(test.images[idx_base]), tes
 prov_base = collect_provenance(P, data_source=f"CIFAR-10 test split ({test.source}) and exact test head ({exact.source})",
                                checkpoint=clf.path, sample_sizes={"images (large sample)": len(idx_base)})  # fmt: skip
 base_note = "Tiny CPU-trained baseline" if "cpu" in str(clf.meta.get("device")).lower() else None
-display(Markdown(
-    "| images | baseline accuracy [%] (95 % CI) | SBGC accuracy [%] on the same images |\n| --- | --- | --- |\n"
-    f"| the SBGC's test-split images | {acc_base_same.fmt(1, 100.0)} | {sum_full.accuracy.fmt(1, 100.0)} |\n"
-    f"| the SBGC's exact images | {acc_base_exact.fmt(1, 100.0)} | {sum_exact.accuracy.fmt(1, 100.0)} |\n"
-    f"| {len(idx_base):,} random test-split images | {acc_base_many.fmt(1, 100.0)} | not measured |\n\n"
-    + prov_base.line(base_note)
-))
+display(Markdown(markdown_table(("images", "baseline accuracy [%] (95 % CI)", "SBGC accuracy [%] on the same images"), [
+    ("the SBGC's test-split images", acc_base_same.fmt(1, 100.0), sum_full.accuracy.fmt(1, 100.0)),
+    ("the SBGC's exact images", acc_base_exact.fmt(1, 100.0), sum_exact.accuracy.fmt(1, 100.0)),
+    (f"{len(idx_base):,} random test-split images", acc_base_many.fmt(1, 100.0), "not measured"),
+]) + "\n\n" + prov_base.line(base_note)))
 
 # %% [markdown]
 # ## Table 1

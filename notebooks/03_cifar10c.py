@@ -38,21 +38,9 @@
 
 # %% tags=["parameters"]
 profile = "ci"
-seed = None
-checkpoint = None
-baseline = None
-data = None
-n_images = None
-n_baseline_images = None
-severities = None
-corruptions = None
-n_probes = None
-rtol = None
-atol = None
-eps = None
-chunk_size = None
+overrides = {}  # e.g. {"n_images": 20, "ode.rtol": 1e-3}; knobs: sbgc.book.profiles
 
-# %%
+# %% tags=["hide-cell"]
 from sbgc.book.provenance import setup_jax
 
 setup_jax()  # persistent compilation cache shared by the chapters
@@ -62,20 +50,16 @@ import time
 import jax
 from IPython.display import Markdown, display
 
-from sbgc.book.profiles import resolve_params
+from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
 from sbgc.data.cifar10 import CLASS_NAMES, load_cifar10, load_exact_test_head
 from sbgc.data.corruptions import CORRUPTIONS, NOISE_CORRUPTIONS, corruption_grid
 from sbgc.experiments import corruption_robustness as rb
-from sbgc.method.likelihood import SolverSettings
 from sbgc.train.baseline import load_classifier
 from sbgc.train.pretrained import load_model
+from sbgc.report import markdown_table
 
-P = resolve_params(
-    "03_cifar10c", profile, seed=seed, checkpoint=checkpoint, baseline=baseline, data=data, n_images=n_images,
-    n_baseline_images=n_baseline_images, severities=severities, corruptions=corruptions, n_probes=n_probes,
-    rtol=rtol, atol=atol, eps=eps, chunk_size=chunk_size,
-)  # fmt: skip
+P = chapter_params("03_cifar10c", profile, overrides)
 key = jax.random.key(P.seed)
 display(Markdown(P.to_markdown()))
 
@@ -136,13 +120,13 @@ if P.n_baseline_images < P.n_images:
                      "the baseline's sample contains the SBGC's")  # fmt: skip
 baseline_set = rb.select_images(split, P.n_baseline_images, P.seed)
 sbgc_set = baseline_set.head(P.n_images)
-grid = rb.settings(rb.parse_corruptions(P.corruptions), rb.parse_severities(P.severities))
+grid = rb.settings(P.corruptions, P.severities)
 n_corrupted = len(grid) - 1
 data_source = (f"{data_text}; {P.n_images:,} drawn at random for the SBGC, the first of {P.n_baseline_images:,} for "
                f"the baseline; CIFAR-10-C regenerated on the fly (seed {P.seed})")  # fmt: skip
 sample_sizes = {"SBGC images": len(sbgc_set), "settings": len(grid), "SBGC cases": len(sbgc_set) * len(grid),
                 "baseline images": len(baseline_set), "baseline cases": len(baseline_set) * len(grid),
-                "probes": P.n_probes}  # fmt: skip
+                "probes": P.ode.n_probes}  # fmt: skip
 prov = collect_provenance(P, data_source=data_source, checkpoint=model.path, sample_sizes=sample_sizes)
 tiny = "cpu" in str(model.meta.get("device")).lower() or "cpu" in str(clf.meta.get("device")).lower()
 note = ("Tiny CPU-trained networks; " if tiny else "") + f"baseline {clf.path.name} sha256 `{clf.sha256[:12]}`"
@@ -174,8 +158,7 @@ display(Markdown(prov.line()))
 # larger sample.
 
 # %%
-ode = SolverSettings(rtol=P.rtol, atol=P.atol, eps=P.eps)
-solver = dict(solver=ode, n_probes=P.n_probes, chunk_size=P.chunk_size)
+solver = P.ode.likelihood_kwargs()
 classifiers = {"SBGC": rb.sbgc_classifier(model.score_fn, model.sde, jax.random.fold_in(key, 1), **solver),
                "baseline": clf.predict}  # fmt: skip
 same = rb.evaluate_grid(classifiers, sbgc_set, grid, seed=P.seed)
@@ -184,8 +167,8 @@ assert sbgc.images_sha256 == base_same.images_sha256  # the same corrupted image
 base_all = rb.evaluate_grid({"baseline": clf.predict}, baseline_set, grid, seed=P.seed)["baseline"]
 display(Markdown(
     f"SBGC: {len(sbgc_set)} image(s) × {len(grid)} settings × 10 classes in {sbgc.seconds.sum():.0f} s "
-    f"({sbgc.nfe.mean():.0f} score evaluations per solve on average; rtol = {P.rtol:g}, atol = {P.atol:g}, "
-    f"{P.n_probes} probe(s)). Baseline: the same {len(sbgc_set) * len(grid)} cases, then "
+    f"({sbgc.nfe.mean():.0f} score evaluations per solve on average; rtol = {P.ode.rtol:g}, atol = {P.ode.atol:g}, "
+    f"{P.ode.n_probes} probe(s)). Baseline: the same {len(sbgc_set) * len(grid)} cases, then "
     f"{len(baseline_set):,} images × {len(grid)} settings in {base_all.seconds.sum():.1f} s. Both saw the images "
     f"with sha256 `{sbgc.images_sha256[:16]}…`.\n\n" + prov.line(note)
 ))
@@ -221,14 +204,14 @@ display(Markdown(rb.table2_markdown(table) + "\n\n" + prov.line(note)))
 # %%
 display(Markdown(rb.table2_markdown(table[len(rb.PAPER_TABLE2):], bootstrap=True)))
 paired = {g: rb.paired_difference(sbgc, base_same, g, n_boot=n_boot, seed=P.seed) for g in rb.GROUPS}
-lines = ["| group | SBGC − baseline (points) | 95 % interval (images resampled) | only SBGC right | only baseline right | cases |",
-         "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+lines = []
 for g, d in paired.items():
     if d is not None:
         interval = "n/a" if d["lo"] is None else f"[{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
-        lines.append(f"| {rb.GROUP_TITLES[g]} | {100 * d['difference']:+.1f} | {interval} | {d['only_a']} | "
-                     f"{d['only_b']} | {d['cases']} |")  # fmt: skip
-display(Markdown("\n".join(lines) + "\n\n" + prov.line(note)))
+        lines.append((rb.GROUP_TITLES[g], f"{100 * d['difference']:+.1f}", interval, d["only_a"], d["only_b"], d["cases"]))
+display(Markdown(markdown_table(("group", "SBGC − baseline (points)", "95 % interval (images resampled)", "only SBGC right",
+                                 "only baseline right", "cases"), lines, align=["left"] + ["right"] * 5)
+                 + "\n\n" + prov.line(note)))
 
 # %% [markdown]
 # ## Fig. 4: likelihood and accuracy per corruption and severity
@@ -256,11 +239,11 @@ change = []
 for name in dict.fromkeys(c for c, _ in grid[1:]):
     rows = [i for i, (c, _) in enumerate(grid) if c == name]
     i = rows[-1]
-    change.append(f"| {name} | {grid[i][1]} | {ps['mean_log_p_nats'][i] - clean_lp:+.0f} | "
-                  f"{ps['mean_bpd'][i] - ps['mean_bpd'][0]:+.3f} | {100 * ps['accuracy'][i]:.0f} |")  # fmt: skip
+    change.append((name, grid[i][1], f"{ps['mean_log_p_nats'][i] - clean_lp:+.0f}",
+                   f"{ps['mean_bpd'][i] - ps['mean_bpd'][0]:+.3f}", f"{100 * ps['accuracy'][i]:.0f}"))
 display(Markdown(
-    "| corruption | severity | Δ mean log p(x) vs clean [nats] | Δ bits/dim | SBGC accuracy [%] |\n"
-    "| --- | ---: | ---: | ---: | ---: |\n" + "\n".join(change)
+    markdown_table(("corruption", "severity", "Δ mean log p(x) vs clean [nats]", "Δ bits/dim", "SBGC accuracy [%]"),
+                   change, align=["left"] + ["right"] * 4)
     + f"\n\nClean: mean log p(x) = {clean_lp:.0f} nats ({ps['mean_bpd'][0]:.3f} bits/dim) over "
     f"{len(sbgc_set)} image(s).\n\n" + prov.line(note)
 ))

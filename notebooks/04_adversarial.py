@@ -35,25 +35,9 @@
 
 # %% tags=["parameters"]
 profile = "ci"
-seed = None
-checkpoint = None
-baseline = None
-data = None
-n_images = None
-n_baseline_images = None
-n_probes = None
-solver = None
-n_steps = None
-rtol = None
-atol = None
-eps = None
-pgd_steps = None
-rel_stepsize = None
-n_fd_directions = None
-fd_h = None
-n_show = None
+overrides = {}  # e.g. {"n_images": 20, "ode.rtol": 1e-3}; knobs: sbgc.book.profiles
 
-# %%
+# %% tags=["hide-cell"]
 from sbgc.book.provenance import setup_jax
 
 setup_jax()  # persistent compilation cache shared by the chapters
@@ -65,21 +49,17 @@ import jax.numpy as jnp
 import numpy as np
 from IPython.display import Markdown, display
 
-from sbgc.book.profiles import resolve_params
+from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
 from sbgc.data.cifar10 import CLASS_NAMES, load_cifar10, load_exact_test_head
 from sbgc.experiments import adversarial as attacks
 from sbgc.experiments import table3
-from sbgc.method.likelihood import SolverSettings, to_unit_interval
+from sbgc.method.likelihood import to_unit_interval
 from sbgc.train.baseline import load_classifier
 from sbgc.train.pretrained import load_model
+from sbgc.report import markdown_table
 
-P = resolve_params(
-    "04_adversarial", profile, seed=seed, checkpoint=checkpoint, baseline=baseline, data=data, n_images=n_images,
-    n_baseline_images=n_baseline_images, n_probes=n_probes, solver=solver, n_steps=n_steps, rtol=rtol, atol=atol,
-    eps=eps, pgd_steps=pgd_steps, rel_stepsize=rel_stepsize, n_fd_directions=n_fd_directions, fd_h=fd_h,
-    n_show=n_show,
-)  # fmt: skip
+P = chapter_params("04_adversarial", profile, overrides)
 key = jax.random.key(P.seed)
 display(Markdown(P.to_markdown()))
 
@@ -111,14 +91,13 @@ idx_base = np.sort(order[: max(P.n_baseline_images, P.n_images)])  # the baselin
 labels, labels_base = dataset.labels[idx].astype(np.int32), dataset.labels[idx_base].astype(np.int32)
 x = to_unit_interval(dataset.images[idx], jax.random.fold_in(key, 0), dequantize=True)  # [B, 32, 32, 3]
 x_base = to_unit_interval(dataset.images[idx_base], jax.random.fold_in(key, 0), dequantize=True)
-ode = SolverSettings(solver=P.solver, n_steps=P.n_steps or None, rtol=P.rtol, atol=P.atol, eps=P.eps)
-cfg = attacks.SBGCLogitsConfig(n_probes=P.n_probes, solver=ode)
-probes = attacks.draw_attack_probes(jax.random.fold_in(key, 1), len(idx), P.n_probes)
+cfg = attacks.SBGCLogitsConfig(n_probes=P.ode.n_probes, solver=P.ode.solver_settings())
+probes = attacks.draw_attack_probes(jax.random.fold_in(key, 1), len(idx), P.ode.n_probes)
 f_sbgc = attacks.sbgc_logits_fn(model, probes, cfg)
 f_base = attacks.baseline_logits_fn(clf)
 source = f"CIFAR-10 {'exact test head' if P.data == 'exact_head' else 'test split'} ({dataset.source}), random images, dequantized once"
 prov = collect_provenance(P, data_source=source, checkpoint=model.path,
-                          sample_sizes={"images (SBGC)": len(idx), "probes": P.n_probes, "PGD steps": P.pgd_steps})  # fmt: skip
+                          sample_sizes={"images (SBGC)": len(idx), "probes": P.ode.n_probes, "PGD steps": P.pgd_steps})  # fmt: skip
 prov_base = collect_provenance(P, data_source=source, checkpoint=clf.path,
                                sample_sizes={"images (baseline)": len(idx_base), "PGD steps": P.pgd_steps})  # fmt: skip
 note = "Tiny CPU-trained networks" if "cpu" in str(model.meta.get("device")).lower() else None
@@ -147,10 +126,10 @@ f_fd = f_sbgc if len(idx) == 1 else attacks.sbgc_logits_fn(model, probes[:1], cf
 cotangent = attacks.cross_entropy_direction(jnp.asarray(f_fd.checked(x[:1]), jnp.float32), jnp.asarray(labels[:1]))
 fd = attacks.finite_difference_check(f_fd, x[:1], jax.random.fold_in(key, 2), n_directions=P.n_fd_directions,
                                      h=P.fd_h, objective=attacks.projected_logits, target=cotangent)  # fmt: skip
-rows = "\n".join(f"| {j} | {e:.6g} | {d:.6g} | {r:.2e} |" for j, (e, d, r) in
-                 enumerate(zip(fd.exact, fd.finite_difference, fd.relative_error)))  # fmt: skip
+rows = [(j, f"{e:.6g}", f"{d:.6g}", f"{r:.2e}") for j, (e, d, r) in
+        enumerate(zip(fd.exact, fd.finite_difference, fd.relative_error))]  # fmt: skip
 display(Markdown(
-    "| direction | exact (reverse mode) | central difference | relative error |\n| --- | --- | --- | --- |\n" + rows
+    markdown_table(("direction", "exact (reverse mode)", "central difference", "relative error"), rows)
     + f"\n\nh = {fd.h:g}; ‖∇L‖₂ = {fd.gradient_norm:.4g}; max relative error "
     f"**{fd.max_relative_error:.2e}**; max |exact − difference| / ‖∇L‖₂ = **{fd.max_error_vs_gradient_norm:.2e}** "
     "(the relative error compares two small numbers where a direction is nearly orthogonal to ∇L).\n\n"
@@ -176,9 +155,9 @@ for norm, epsilon in budgets.items():
         for loss in attacks.LOSSES:
             by_loss[who, norm, loss] = attacks.run_pgd(fn_, x_, y_, norm=norm, epsilon=epsilon, loss=loss, **pgd)
         res[who, norm] = attacks.worst_of([by_loss[who, norm, loss] for loss in attacks.LOSSES])
-loss_rows = "\n".join(f"| {'SBGC' if w == 'sbgc' else clf.config.name} | {n} | {l} | {100 * r.robust_accuracy:.2f} % |"
-                      for (w, n, l), r in by_loss.items())  # fmt: skip
-display(Markdown("| model | norm | loss | robust accuracy |\n| --- | --- | --- | --- |\n" + loss_rows
+loss_rows = [("SBGC" if w == "sbgc" else clf.config.name, n, l, f"{100 * r.robust_accuracy:.2f} %")
+             for (w, n, l), r in by_loss.items()]  # fmt: skip
+display(Markdown(markdown_table(("model", "norm", "loss", "robust accuracy"), loss_rows)
                  + "\n\nThe tables below use the worst case over both losses per image."))
 display(Markdown(table3.settings_markdown([(f"{'SBGC' if k == 'sbgc' else clf.config.name}", r)
                                            for (k, _), r in res.items()])
@@ -222,14 +201,14 @@ shift = {norm: attacks.likelihood_shift(res["sbgc", norm].clean_logits, res["sbg
 shift_base = {norm: attacks.likelihood_shift(res["sbgc", norm].clean_logits,
                                              f_sbgc.checked(res["base", norm].adversarial[in_sbgc]), dim)
               for norm in budgets}  # fmt: skip
-lines = ["| images attacked … | norm | bits/dim clean | bits/dim attacked | Δ bits/dim (mean, min, max) |",
-         "| --- | --- | --- | --- | --- |"]  # fmt: skip
+lines = []
 for who, table in (("to fool the SBGC", shift), (f"to fool the {clf.config.name}", shift_base)):
     for norm, s in table.items():
         d = s.delta_bpd
-        lines.append(f"| {who} | {norm} | {s.bpd_clean.mean():.4f} | {s.bpd_adv.mean():.4f} | "
-                     f"{d.mean():+.4f} ({d.min():+.4f}, {d.max():+.4f}) |")  # fmt: skip
-display(Markdown("\n".join(lines) + f"\n\n{len(idx)} image(s); the SBGC's solver: {cfg.describe()}.\n\n" + prov.line(note)))
+        lines.append((who, norm, f"{s.bpd_clean.mean():.4f}", f"{s.bpd_adv.mean():.4f}",
+                      f"{d.mean():+.4f} ({d.min():+.4f}, {d.max():+.4f})"))
+display(Markdown(markdown_table(("images attacked …", "norm", "bits/dim clean", "bits/dim attacked",
+                                 "Δ bits/dim (mean, min, max)"), lines) + f"\n\n{len(idx)} image(s); the SBGC's solver: {cfg.describe()}.\n\n" + prov.line(note)))
 
 # %% [markdown]
 # ## Clean and adversarial images

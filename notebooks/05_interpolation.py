@@ -37,18 +37,9 @@
 
 # %% tags=["parameters"]
 profile = "ci"
-seed = None
-checkpoint = None
-n_pairs = None
-n_t = None
-n_probes = None
-rtol = None
-atol = None
-eps = None
-chunk_size = None
-n_strips = None
+overrides = {}  # e.g. {"n_images": 20, "ode.rtol": 1e-3}; knobs: sbgc.book.profiles
 
-# %%
+# %% tags=["hide-cell"]
 from sbgc.book.provenance import setup_jax
 
 setup_jax()  # persistent compilation cache shared by the chapters
@@ -57,17 +48,13 @@ import jax
 import numpy as np
 from IPython.display import Markdown, display
 
-from sbgc.book.profiles import resolve_params
+from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
 from sbgc.data.cifar10 import CLASS_NAMES, load_exact_test_head
 from sbgc.experiments import interpolation as interp
-from sbgc.method.likelihood import SolverSettings
 from sbgc.train.pretrained import load_model
 
-P = resolve_params(
-    "05_interpolation", profile, seed=seed, checkpoint=checkpoint, n_pairs=n_pairs, n_t=n_t,
-    n_probes=n_probes, rtol=rtol, atol=atol, eps=eps, chunk_size=chunk_size, n_strips=n_strips,
-)  # fmt: skip
+P = chapter_params("05_interpolation", profile, overrides)
 key = jax.random.key(P.seed)
 display(Markdown(P.to_markdown()))
 
@@ -119,7 +106,7 @@ ts = interp.interpolation_times(P.n_t)
 paths = interp.interpolate(x_a, x_b, ts)  # [P, T, 32, 32, 3] in [0, 1]
 data_source = f"CIFAR-10 exact test head ({data.source}, first {len(data)} test images), random pairs"
 prov = collect_provenance(P, data_source=data_source, checkpoint=model.path,
-                          sample_sizes={"pairs": P.n_pairs, "t values": P.n_t, "probes": P.n_probes})  # fmt: skip
+                          sample_sizes={"pairs": P.n_pairs, "t values": P.n_t, "probes": P.ode.n_probes})  # fmt: skip
 model_note = "Tiny CPU-trained network" if "cpu" in str(model.meta.get("device")).lower() else None
 display(Markdown(f"Score model: {model.describe()}, {model.meta.get('n_params', 0):,} parameters.\n\n" + prov.line(model_note)))
 
@@ -131,13 +118,12 @@ display(Markdown(f"Score model: {model.describe()}, {model.meta.get('n_params', 
 # them by showing each pair's gap to its own chord. A convex $f$ gives gaps above zero.
 
 # %%
-ode = SolverSettings(rtol=P.rtol, atol=P.atol, eps=P.eps)
-solver = dict(solver=ode, n_probes=P.n_probes, chunk_size=P.chunk_size)
+solver = P.ode.likelihood_kwargs()
 curves = interp.path_log_likelihoods(model.score_fn, model.sde, paths, ts, jax.random.fold_in(key, 1), **solver)
 fig = interp.plot_curves(ts, curves.log_p)
 display(Markdown(
     f"{P.n_pairs} pairs × {P.n_t} values of t × 10 classes solved in {curves.seconds:.0f} s "
-    f"({curves.nfe.mean():.0f} score evaluations per solve on average; rtol = {P.rtol:g}, atol = {P.atol:g}). "
+    f"({curves.nfe.mean():.0f} score evaluations per solve on average; rtol = {P.ode.rtol:g}, atol = {P.ode.atol:g}). "
     f"Mean f at the endpoints: {curves.log_p[:, [0, -1]].mean():.1f} nats "
     f"({curves.bpd()[:, [0, -1]].mean():.2f} bits/dim).\n\n" + prov.line(model_note)
 ))
@@ -147,9 +133,9 @@ display(Markdown(
 
 # %%
 stats = interp.convexity_statistics(curves.log_p, ts)
-probe_se = interp.probe_standard_error(interp.curvature_per_probe(curves)) if P.n_probes > 1 else None
+probe_se = interp.probe_standard_error(interp.curvature_per_probe(curves)) if P.ode.n_probes > 1 else None
 se_text = ("One probe per solve: the Hutchinson standard error of a pair's curvature is not estimable" if probe_se is None
-           else f"Hutchinson standard error of one pair's mean second difference (from its {P.n_probes} probes, root mean "
+           else f"Hutchinson standard error of one pair's mean second difference (from its {P.ode.n_probes} probes, root mean "
                 f"square over pairs): {np.sqrt(np.mean(probe_se**2)):.3g} nats / t²")  # fmt: skip
 fig = interp.plot_convexity(stats)
 display(Markdown(

@@ -35,19 +35,9 @@
 
 # %% tags=["parameters"]
 profile = "ci"
-seed = None
-checkpoint = None
-data = None
-n_images = None
-n_probes = None
-n_subsamples = None
-n_compare_images = None
-rtol = None
-atol = None
-eps = None
-chunk_size = None
+overrides = {}  # e.g. {"n_images": 20, "ode.rtol": 1e-3}; knobs: sbgc.book.profiles
 
-# %%
+# %% tags=["hide-cell"]
 from sbgc.book.provenance import setup_jax
 
 setup_jax()  # persistent compilation cache shared by the chapters
@@ -59,20 +49,16 @@ import jax
 import numpy as np
 from IPython.display import Markdown, display
 
-from sbgc.book.profiles import resolve_params
+from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
 from sbgc.data.cifar10 import load_cifar10, load_exact_test_head
 from sbgc.experiments import convergence as conv
 from sbgc.method.classify import class_log_likelihoods
-from sbgc.method.likelihood import SolverSettings
 from sbgc.stats import binomial_interval
 from sbgc.train.pretrained import load_model
+from sbgc.report import markdown_table
 
-P = resolve_params(
-    "06_convergence", profile, seed=seed, checkpoint=checkpoint, data=data, n_images=n_images,
-    n_probes=n_probes, n_subsamples=n_subsamples, n_compare_images=n_compare_images, rtol=rtol,
-    atol=atol, eps=eps, chunk_size=chunk_size,
-)  # fmt: skip
+P = chapter_params("06_convergence", profile, overrides)
 key = jax.random.key(P.seed)
 rng = np.random.default_rng(P.seed)
 display(Markdown(P.to_markdown()))
@@ -105,16 +91,16 @@ split = load_exact_test_head() if P.data == "exact_head" else load_cifar10(P.dat
 images = split.subset(np.sort(rng.choice(len(split), P.n_images, replace=False)))
 data_source = f"CIFAR-10 {split.split} ({split.source}), {P.n_images} random images of {len(split)}"
 prov = collect_provenance(P, data_source=data_source, checkpoint=model.path, sample_sizes={
-    "images": P.n_images, "probes": P.n_probes, "comparison images": P.n_compare_images})  # fmt: skip
+    "images": P.n_images, "probes": P.ode.n_probes, "comparison images": P.n_compare_images})  # fmt: skip
 model_note = "Tiny CPU-trained network" if "cpu" in str(model.meta.get("device")).lower() else None
-ode = SolverSettings(rtol=P.rtol, atol=P.atol, eps=P.eps)
-solver = dict(solver=ode, n_probes=P.n_probes, chunk_size=P.chunk_size, progress=False)
+ode = P.ode.solver_settings()
+solver = P.ode.likelihood_kwargs(progress=False)
 likelihoods = functools.partial(class_log_likelihoods, model.score_fn, model.sde, key=jax.random.fold_in(key, 0))
 display(Markdown(f"Score model: {model.describe()}, {model.meta.get('n_params', 0):,} parameters.\n\n" + prov.line(model_note)))
 
 # %%
 shared = conv.timed("one shared trajectory, CRN", lambda: likelihoods(images.images, **solver), shared_trajectory=True)
-ms = np.arange(1, P.n_probes + 1)
+ms = np.arange(1, P.ode.n_probes + 1)
 acc = conv.accuracy_curve(shared.result.log_p_probes, images.labels, ms, P.n_subsamples, rng)
 ll = conv.likelihood_curves(shared.result.log_p_probes, images.labels, ms, P.n_subsamples, rng)
 fig = conv.plot_fig3(acc, ll, P.n_images)
@@ -122,16 +108,15 @@ fig = conv.plot_fig3(acc, ll, P.n_images)
 # %%
 hits = int(np.sum(shared.result.predict() == images.labels))
 ci_lo, ci_hi = binomial_interval(hits, P.n_images)
-at = lambda m: int(np.searchsorted(ms, min(m, P.n_probes)))  # index of m (or of n if m > n)
-display(Markdown(f"""
-| repetitions m | accuracy, mean ± 2 std over subsets | log p̂ correct class [nats] | log p̂ best wrong class [nats] | SEM of one image's estimate, correct class [nats] |
-| --- | --- | --- | --- | --- |
-""" + "\n".join(
-    f"| {ms[i]} | {100 * acc.mean[i]:.1f} % ± {200 * acc.std[i]:.1f} | {ll.correct_mean[i]:.1f} | {ll.wrong_mean[i]:.1f} | {ll.correct_sem[i]:.2f} |"
-    for i in sorted({at(1), at(10), at(P.n_probes)})
+at = lambda m: int(np.searchsorted(ms, min(m, P.ode.n_probes)))  # index of m (or of n if m > n)
+display(Markdown(markdown_table(
+    ("repetitions m", "accuracy, mean ± 2 std over subsets", "log p̂ correct class [nats]", "log p̂ best wrong class [nats]",
+     "SEM of one image's estimate, correct class [nats]"),
+    [(ms[i], f"{100 * acc.mean[i]:.1f} % ± {200 * acc.std[i]:.1f}", f"{ll.correct_mean[i]:.1f}", f"{ll.wrong_mean[i]:.1f}",
+      f"{ll.correct_sem[i]:.2f}") for i in sorted({at(1), at(10), at(P.ode.n_probes)})],
 ) + f"""
 
-With all {P.n_probes} repetitions: {hits} of {P.n_images} images correct, {100 * hits / P.n_images:.1f} % (95 %
+With all {P.ode.n_probes} repetitions: {hits} of {P.n_images} images correct, {100 * hits / P.n_images:.1f} % (95 %
 Clopper–Pearson interval over images {100 * ci_lo:.1f} – {100 * ci_hi:.1f} %). Run time {shared.seconds:.0f} s
 (compilation included), {shared.result.nfe.mean():.0f} score evaluations per solve. **Paper** (Fig. 3, 67M
 network, CIFAR-10 test set): accuracy rises monotonically, nearly asymptotic at n = 10, above 95 % at n = 30.
@@ -208,7 +193,7 @@ fig = conv.plot_comparison(solve_variants, x="passes")
 # %%
 display(Markdown(
     f"Same probes, solved both ways: |Δ L_j| = {solve_gap.mean():.3g} nats on average, {solve_gap.max():.3g} at most "
-    f"(rtol = {P.rtol:g}, atol = {P.atol:g}); per-probe spread of the same values: "
+    f"(rtol = {P.ode.rtol:g}, atol = {P.ode.atol:g}); per-probe spread of the same values: "
     f"{np.mean(crn_subset.result.log_p_probes.std(axis=-1, ddof=1)):.3g} nats.\n\n"
     + conv.equal_compute_table(solve_variants)
     + f"\n\nWall time of the separate solves: {separate.seconds:.0f} s for {P.n_compare_images} image(s) "

@@ -35,19 +35,9 @@
 
 # %% tags=["parameters"]
 profile = "ci"
-seed = None
-checkpoint = None
-n_images = None
-ode_probes = None
-ode_rtols = None
-ode_chunk = None
-bound_times = None
-pruning = None
-sampling = None
-bound_chunk = None
-eps = None
+overrides = {}  # e.g. {"n_images": 20, "ode.rtol": 1e-3}; knobs: sbgc.book.profiles
 
-# %%
+# %% tags=["hide-cell"]
 from sbgc.book.provenance import setup_jax
 
 setup_jax()  # persistent compilation cache shared by the chapters
@@ -56,18 +46,14 @@ import jax
 import numpy as np
 from IPython.display import Markdown, display
 
-from sbgc.book.profiles import resolve_params
+from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
 from sbgc.data.cifar10 import load_exact_test_head
 from sbgc.experiments import compute
 from sbgc.stats import mean_interval
 from sbgc.train.pretrained import load_model
 
-P = resolve_params(
-    "07_compute", profile, seed=seed, checkpoint=checkpoint, n_images=n_images, ode_probes=ode_probes,
-    ode_rtols=ode_rtols, ode_chunk=ode_chunk, bound_times=bound_times, pruning=pruning, sampling=sampling,
-    bound_chunk=bound_chunk, eps=eps,
-)  # fmt: skip
+P = chapter_params("07_compute", profile, overrides)
 key = jax.random.key(P.seed)
 display(Markdown(P.to_markdown()))
 
@@ -142,13 +128,13 @@ display(Markdown(f"Score model: {model.describe()}. Device: {device}.\n\n" + pro
 common = dict(eps=P.eps)
 ode_kw = dict(chunk_size=P.ode_chunk, **common)
 ode_points = [compute.ode_point(model.score_fn, model.sde, x, y, key, n_probes=n, rtol=rtol, **ode_kw)
-              for rtol in compute.parse_list(P.ode_rtols, float) for n in compute.parse_list(P.ode_probes)]  # fmt: skip
+              for rtol in P.ode_rtols for n in P.ode_probes]  # fmt: skip
 bound_kw = dict(sampling=P.sampling, chunk_size=P.bound_chunk, **common)
 bound_points = [compute.bound_point(model.score_fn, model.sde, x, y, key, n_times=k, **bound_kw)
-                for k in compute.parse_list(P.bound_times)]  # fmt: skip
+                for k in P.bound_times]  # fmt: skip
 pruned_points = [compute.pruned_point(model.score_fn, model.sde, x, y, key, first_times=k1, keep=m, second_times=k2,
                                    **bound_kw)
-                 for k1, m, k2 in compute.parse_pruning(P.pruning)]  # fmt: skip
+                 for k1, m, k2 in P.pruning]  # fmt: skip
 points = ode_points + bound_points + pruned_points
 reference = compute.reference_point(points)  # the ODE setting closest to the paper's: most probes, tightest rtol
 fig = compute.plot_frontier(points, reference, f"{len(chosen)} CIFAR-10 test images, {model.path.name}, {device}")

@@ -8,7 +8,7 @@ The folder tree is the architecture, from the bottom layer up:
 - ``sbgc.experiments``: one module per book chapter (computation, tables, figures).
 - ``sbgc.book``: notebook runner, profiles, provenance.
 - ``sbgc.checks``: closed forms and the scipy reference, for tests and comparisons.
-- ``sbgc.stats``: intervals shared by every layer.
+- ``sbgc.stats``, ``sbgc.report``: intervals and markdown tables shared by every layer.
 """
 
 __version__ = "0.1.0"

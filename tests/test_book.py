@@ -20,7 +20,7 @@ FIXTURE_HEADER = textwrap.dedent(
     """\
     # %% tags=["parameters"]
     profile = "ci"
-    seed = None
+    overrides = {}
     """
 )
 
@@ -33,41 +33,82 @@ def write_source(path: Path, body: str, header: str = FIXTURE_HEADER) -> Path:
 
 # --- profiles -------------------------------------------------------------------------------------
 def test_profile_defaults_and_typed_overrides():
-    ci = profiles.resolve_params("01_method", "ci")
-    paper = profiles.resolve_params("01_method", "paper")
+    ci = profiles.chapter_params("01_method", "ci")
+    paper = profiles.chapter_params("01_method", "paper")
     assert ci.profile == "ci" and ci.overridden == ()
     assert ci.grid_size < paper.grid_size and ci.n_train_per_class < paper.n_train_per_class
-    # text from `-p key=value` takes the type of the default; None means "profile default"
-    p = profiles.resolve_params("01_method", "ci", grid_size="12", rtol="1e-4", seed=None)
+    # text from `-p key=value` takes the field's type; None means "profile default"
+    p = profiles.chapter_params("01_method", "ci", {"grid_size": "12", "rtol": "1e-4", "seed": None})
     assert p.grid_size == 12 and isinstance(p.grid_size, int)
     assert p.rtol == 1e-4 and p.overridden == ("grid_size", "rtol")
-    assert p.seed == ci.seed and p["n_layers"] == ci.n_layers
+    assert p.seed == ci.seed and p.n_layers == ci.n_layers
+
+
+def test_nested_list_and_model_knobs_are_typed():
+    p = profiles.chapter_params("07_compute", "ci", {"ode_rtols": "1e-2, 1e-3", "pruning": "10/2/50,20/3/100",
+                                                   "bound_times": [5, 7], "checkpoint": "mnist"})
+    assert p.ode_rtols == (1e-2, 1e-3) and p.pruning == ((10, 2, 50), (20, 3, 100)) and p.bound_times == (5, 7)
+    assert p.checkpoint == "mnist" and p.values["checkpoint"] == "mnist"
+    q = profiles.chapter_params("04_adversarial", "ci", {"ode.rtol": "1e-3", "ode.n_steps": "none"})
+    assert q.ode.rtol == 1e-3 and q.ode.n_steps is None and q.ode.atol == 1e-2  # the rest of the group stays
+    assert q.ode.solver_settings().rtol == 1e-3 and q.values["ode.rtol"] == 1e-3
+    assert profiles.chapter_params("04_adversarial", "ci").ode.n_steps == 4  # the profile itself is unchanged
+    assert "| `ode.rtol` | 0.001 (set explicitly) |" in q.to_markdown()
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    "notebook, overrides, message",
     [
-        (dict(profile="laptop"), "ci, workstation, paper"),
-        (dict(profile="ci", grid_siz=3), "no knob(s) grid_siz"),
-        (dict(profile="ci", grid_size="1.5"), "expects int"),
-        (dict(profile="ci", rtol="tight"), "expects float"),
+        ("01_method", dict(profile="laptop"), "ci, workstation, paper"),
+        ("01_method", dict(grid_siz=3), "no knob 'grid_siz'"),
+        ("01_method", dict(grid_size="1.5"), "expects int"),
+        ("01_method", dict(rtol="tight"), "expects float"),
+        ("02_table1", dict(ode="loose"), "is a group"),
+        ("02_table1", {"ode.rtoll": 1e-3}, "no knob 'ode.rtoll'"),
+        ("07_compute", dict(pruning="10/2"), "expects"),
+        ("05_interpolation", dict(baseline="ci"), "no knob 'baseline'"),  # the chapter loads no baseline
     ],
 )
-def test_bad_parameters_raise_naming_what_was_expected(kwargs, message):
-    profile = kwargs.pop("profile")
+def test_bad_parameters_raise_naming_what_was_expected(notebook, overrides, message):
+    profile = overrides.pop("profile", "ci")
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        profiles.resolve_params("01_method", profile, **kwargs)
+        profiles.chapter_params(notebook, profile, overrides)
 
 
 def test_registry_matches_toc_and_parameter_cells():
     toc = [e.split("/", 1)[1] for e in book.toc_files() if e.startswith("notebooks/")]
     assert toc == list(profiles.NOTEBOOKS), "book/_toc.yml and sbgc.book.profiles.NOTEBOOKS disagree"
-    for name, knobs in profiles.NOTEBOOKS.items():
+    for name in profiles.NOTEBOOKS:
         nb = jupytext.read(book.NOTEBOOK_SOURCES / f"{name}.py")
         cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(cells) == 1, f"{name} needs exactly one parameters cell"
         assigned = {line.split("=")[0].strip() for line in cells[0].source.splitlines() if "=" in line}
-        assert assigned == {"profile", *knobs}, f"{name}: parameters cell and registry disagree"
+        assert assigned == {"profile", "overrides"}, f"{name}: the parameters cell holds profile and overrides only"
+        assert f'chapter_params("{name}", profile, overrides)' in nb_text(name), f"{name} must resolve its own knobs"
+
+
+def nb_text(name: str) -> str:
+    return (book.NOTEBOOK_SOURCES / f"{name}.py").read_text()
+
+
+def test_every_model_a_profile_uses_is_shipped_or_producible():
+    from sbgc.train import baseline, pretrained, score
+
+    for prof in profiles.PROFILES.values():
+        for spec in (prof.sbgc, prof.baseline):
+            shipped = pretrained.SHIPPED if spec.kind == "sbgc" else baseline.SHIPPED
+            path = spec.path()
+            assert path.suffix == ".msgpack", f"{prof.name}: {spec.name} does not resolve to an exported file"
+            if spec.name in shipped:
+                assert path.is_file(), f"{prof.name}: shipped model {spec.name} is missing at {path}"
+                continue
+            # producible: its training profile exists, trains on the profile's dataset, and the
+            # export command writes exactly the file the chapters load
+            trainer = score.get_train_config if spec.kind == "sbgc" else baseline.get_baseline_train_config
+            assert trainer(spec.train_profile).data == prof.dataset, f"{prof.name}: {spec.name} trains on other data"
+            train_cmd, export_cmd = spec.commands()
+            assert f"--profile {spec.train_profile}" in train_cmd and f"--steps {spec.steps}" in train_cmd
+            assert profiles.REPO / export_cmd.split("--out ")[1] == path
 
 
 # --- provenance -----------------------------------------------------------------------------------
@@ -75,7 +116,7 @@ def test_results_record_provenance_and_reject_non_finite(tmp_path):
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     (ckpt / "a.bin").write_bytes(b"weights")
-    params = profiles.resolve_params("01_method", "workstation", seed=3)
+    params = profiles.chapter_params("01_method", "workstation", {"seed": 3})
     prov = provenance.collect_provenance(params, data_source="fixture", sample_sizes={"test": 5}, checkpoint=ckpt)
     path = provenance.write_results({"acc": np.float32(0.5), "curve": np.arange(3)}, prov, directory=tmp_path)
     record = json.loads(path.read_text())
@@ -99,9 +140,9 @@ def test_override_reaches_the_notebook_and_its_results(tmp_path):
         tmp_path / "src" / "01_method.py",
         """\
         # %%
-        from sbgc.book.profiles import resolve_params
+        from sbgc.book.profiles import chapter_params
         from sbgc.book.provenance import collect_provenance, write_results
-        P = resolve_params("01_method", profile, seed=seed)
+        P = chapter_params("01_method", profile, overrides)
         write_results({"seed_seen": P.seed}, collect_provenance(P, data_source="fixture"))
         """,
     )
@@ -113,7 +154,7 @@ def test_override_reaches_the_notebook_and_its_results(tmp_path):
     assert record["provenance"]["profile"] == "workstation"
     assert record["provenance"]["overridden"] == ["seed"]
     executed = json.loads((tmp_path / "book" / "notebooks" / "01_method.ipynb").read_text())
-    assert executed["metadata"]["papermill"]["parameters"] == {"profile": "workstation", "seed": 7}
+    assert executed["metadata"]["papermill"]["parameters"] == {"profile": "workstation", "overrides": {"seed": 7}}
     assert seconds["01_method"] > 0
 
 
@@ -157,10 +198,30 @@ ax.set_title("third")
 """
 
 
+TABLES = """\
+# %% [markdown]
+# # Tables
+
+# %%
+from IPython.display import Markdown, display
+from sbgc.report import markdown_table
+display(Markdown(markdown_table(("set", "bits/dim of p(x | y)"), [("a", 1.0)])))
+
+# %% [markdown]
+# A formula, $\\log p(x)$, and a hand-written table:
+#
+# | a | b |
+# | --- | --- |
+# | 1 | 2 |
+"""
+
+
 def make_fixture_book(root: Path, chapters: list[str]) -> Path:
     root.mkdir(parents=True)
     (root / "_config.yml").write_text(
         'title: "fixture"\nonly_build_toc_files: true\nexecute:\n  execute_notebooks: "off"\n'
+        "sphinx:\n  extra_extensions:\n    - sphinx-mathjax-offline\n"
+        "  config:\n    nb_render_markdown_format: myst\n"  # as the book: markdown outputs may hold tables
     )
     toc = "format: jb-book\nroot: intro\nchapters:\n" + "".join(f"  - file: notebooks/{c}\n" for c in chapters)
     (root / "_toc.yml").write_text(toc)
@@ -186,6 +247,30 @@ def test_build_shows_every_figure_of_every_notebook(tmp_path):
     executed.write_text(json.dumps(nb))
     with pytest.raises(RuntimeError, match=r"1 of 4 figure\(s\) of figs"):
         book.check_figures(root, [executed])
+
+
+def test_build_checks_tables_and_offline_math(tmp_path):
+    root = make_fixture_book(tmp_path / "book", ["tables"])
+    source = write_source(tmp_path / "tables.py", TABLES)
+    executed = root / "notebooks" / "tables.ipynb"
+    book.execute_notebook(source, executed, {"profile": "ci"})
+    book.build(root, results=tmp_path)  # runs both checks
+    html = root / "_build" / "html"
+    assert book.check_tables(root, [executed]) == {"tables": 2}
+    assert book.check_offline_math(html) >= 2
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    # a table whose cell holds an unescaped "|" is a paragraph in the HTML: the check names it
+    nb = json.loads(executed.read_text())
+    broken = {"output_type": "display_data", "metadata": {},
+              "data": {"text/markdown": "| a | p(x | y) |\n| --- | --- |\n| 1 | 2 |", "text/plain": "x"}}
+    [c for c in nb["cells"] if c["cell_type"] == "code"][-1]["outputs"].append(broken)
+    executed.write_text(json.dumps(nb))
+    with pytest.raises(RuntimeError, match=r"tables: 3 markdown table\(s\) but only 2 HTML table"):
+        book.check_tables(root, [executed])
+    # a page that loads MathJax from a CDN is named
+    (html / "cdn.html").write_text('<script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"></script>')
+    with pytest.raises(RuntimeError, match="cdn.html loads MathJax from https://"):
+        book.check_offline_math(html)
 
 
 def test_build_refuses_a_toc_notebook_not_executed(tmp_path):

@@ -308,16 +308,9 @@ def test_bad_arguments_raise():
         elbo.log_bound(mix.score, mix.sde, POINTS, np.array([0, 1]), jax.random.key(0), **UNIT)
     with pytest.raises(ValueError, match="keep must be an int in"):
         elbo.pruned_class_bounds(mix.score, mix.sde, POINTS, jax.random.key(0), n_classes=2, keep=3, **UNIT)
-    with pytest.raises(ValueError, match="K1/keep/K2"):
-        compute.parse_pruning("10/2")
-    with pytest.raises(ValueError, match="comma-separated list of int"):
-        compute.parse_list("1,x")
 
 
 def test_frontier_helpers():
-    assert compute.parse_list("1, 3,10") == [1, 3, 10] and compute.parse_list("1e-2,1e-5", float) == [0.01, 1e-5]
-    assert compute.parse_pruning("10/2/50, 20/3/100") == [(10, 2, 50), (20, 3, 100)]
-
     def point(method, settings, hits, passes):
         correct = np.arange(20) < hits
         return compute.FrontierPoint(method, str(settings), settings, correct, np.full(20, passes), np.full(20, passes),

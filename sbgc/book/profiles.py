@@ -1,297 +1,519 @@
-"""Run profiles and the registry of the book's notebooks.
+"""Book profiles: one typed object per way of running the book, each chapter's knobs written once.
 
-Every notebook of the book is a jupytext percent file ``notebooks/<name>.py`` whose papermill
-``parameters`` cell sets ``profile = "ci"`` and one knob per entry of :data:`NOTEBOOKS` (default
-``None``). The next cell resolves them::
+A :class:`Profile` names its dataset, the two models its chapters load (:class:`ModelSpec`: a
+shipped file, or the commands that produce it) and, per chapter, a frozen dataclass of knobs with
+the shared groups (:class:`Ode`, the probability-flow ODE settings) as nested dataclasses. Every
+notebook of the book is a jupytext percent file ``notebooks/<name>.py`` whose papermill
+``parameters`` cell holds two names::
 
-    P = resolve_params("01_method", profile, n_train_per_class=n_train_per_class, ...)
+    profile = "ci"
+    overrides = {}  # e.g. {"n_images": 20, "ode.rtol": 1e-3}
 
-A profile gives every knob a default; a knob passed as non-``None`` overrides it. Profiles:
+and whose next cell resolves them: ``P = chapter_params("02_table1", profile, overrides)``. ``P``
+reads like the chapter's dataclass (``P.n_images``, ``P.ode.rtol``, ``P.ode.solver_settings()``)
+and knows its profile (``P.profile``, ``P.spec``: dataset and models). Overrides name a field (``"n_images"``) or a
+nested field (``"ode.rtol"``); strings (from the command line) are converted to the field's type,
+lists as ``"1,3,10"``.
+
+Profiles (:data:`PROFILES`):
 
 ``ci``           minutes on 2 CPU cores: coarse grids, few samples, loose ODE tolerances. Numbers
                  check that the pipeline works, not what the method achieves.
-``workstation``  an hour or so on one GPU (or a long CPU run): finer grids, more samples.
+``workstation``  an hour or so on one GPU: finer grids, more samples, CIFAR-10 models trained there.
 ``paper``        the paper's settings wherever they are affordable at all.
 
-Adding a notebook: write ``notebooks/<name>.py``, add ``<name>`` with its knobs to
-:data:`NOTEBOOKS` (reading order is the order of the dict) and ``notebooks/<name>`` to
+Adding a notebook: write ``notebooks/<name>.py``, its knobs dataclass here and an entry in every
+profile's ``chapters`` (reading order is :data:`NOTEBOOKS`), and ``notebooks/<name>`` in
 ``book/_toc.yml``. ``tests/test_book.py`` checks that the registry and the table of contents agree.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
-PROFILES: tuple[str, ...] = ("ci", "workstation", "paper")
+from sbgc.data.corruptions import CORRUPTIONS
+from sbgc.method.likelihood import SolverSettings
+from sbgc.report import markdown_table
 
-PROFILE_DESCRIPTIONS: Mapping[str, str] = {
-    "ci": "minutes on 2 CPU cores; checks the pipeline, not the method's numbers",
-    "workstation": "about an hour on one GPU; finer grids, more samples",
-    "paper": "the paper's settings wherever affordable",
+REPO = Path(__file__).resolve().parents[2]
+
+
+# --- shared knob groups -----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Ode:
+    """How a chapter solves the probability-flow ODE (paper: 30 Rademacher probes, dopri5,
+    rtol = atol = 1e-5, ε = 1e-5). ``n_steps``: fixed equal steps instead of the adaptive
+    controller (rtol/atol then unused). ``chunk_size``: rows (image, class) per jitted call."""
+
+    n_probes: int = 30
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    eps: float = 1e-5
+    solver: str = "dopri5"
+    n_steps: int | None = None
+    chunk_size: int = 250
+
+    def __post_init__(self):
+        if not (isinstance(self.n_probes, int) and self.n_probes >= 1):
+            raise ValueError(f"ode.n_probes must be a positive int, got {self.n_probes!r}")
+        if not (isinstance(self.chunk_size, int) and self.chunk_size >= 1):
+            raise ValueError(f"ode.chunk_size must be a positive int, got {self.chunk_size!r}")
+        self.solver_settings()  # validates the solver fields
+
+    def solver_settings(self) -> SolverSettings:
+        """The :class:`~sbgc.method.likelihood.SolverSettings` of every solve."""
+        return SolverSettings(solver=self.solver, rtol=self.rtol, atol=self.atol, eps=self.eps, n_steps=self.n_steps)
+
+    def likelihood_kwargs(self, **extra: Any) -> dict[str, Any]:
+        """Keyword arguments of :func:`sbgc.method.classify.class_log_likelihoods` and friends
+        (solver, n_probes, chunk_size), plus ``extra`` (e.g. ``progress=False``)."""
+        return {"solver": self.solver_settings(), "n_probes": self.n_probes, "chunk_size": self.chunk_size, **extra}
+
+    def describe(self) -> str:
+        """e.g. 'dopri5, rtol = atol = 1e-05, ε = 1e-05, 30 Rademacher probes'."""
+        tol = (f"{self.n_steps} fixed steps" if self.n_steps else
+               f"rtol = atol = {self.rtol:g}" if self.rtol == self.atol else f"rtol = {self.rtol:g}, atol = {self.atol:g}")
+        return f"{self.solver}, {tol}, ε = {self.eps:g}, {self.n_probes} Rademacher probe{'s' if self.n_probes > 1 else ''}"
+
+
+# --- the models a profile loads -------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A model the chapters load: ``name`` is a shipped name (:data:`sbgc.train.pretrained.SHIPPED`,
+    :data:`sbgc.train.baseline.SHIPPED`) or a path under the repository; ``train_profile`` and
+    ``steps`` say how :meth:`commands` produce it (``sbgc.train`` or ``sbgc.train.baseline``)."""
+
+    name: str
+    kind: str  # "sbgc" (score model) or "baseline" (discriminative Wide-ResNet)
+    dataset: str  # "cifar10" or "mnist"
+    train_profile: str
+    steps: int
+
+    def __post_init__(self):
+        if self.kind not in ("sbgc", "baseline"):
+            raise ValueError(f"ModelSpec.kind must be 'sbgc' or 'baseline', got {self.kind!r}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"ModelSpec.dataset must be one of {DATASETS}, got {self.dataset!r}")
+
+    def path(self) -> Path:
+        """The file the loaders read for :attr:`name`."""
+        from sbgc.train import baseline, pretrained
+
+        return pretrained.resolve_path(self.name, pretrained.SHIPPED if self.kind == "sbgc" else baseline.SHIPPED)
+
+    def commands(self, workdir: str | None = None) -> list[str]:
+        """Shell commands that train the model from scratch (resumable) and export it to :meth:`path`."""
+        module = "sbgc.train" if self.kind == "sbgc" else "sbgc.train.baseline"
+        workdir = workdir or f"runs/{Path(self.name).stem}"
+        out = self.path().relative_to(REPO) if self.path().is_relative_to(REPO) else self.path()
+        return [f"python -m {module} --profile {self.train_profile} --steps {self.steps} --workdir {workdir}",
+                f"python -m {module} export --workdir {workdir} --out {out}"]
+
+
+DATASETS = ("cifar10", "mnist")
+
+CI_SBGC = ModelSpec("ci", "sbgc", "cifar10", "ci", 3_600)
+CI_BASELINE = ModelSpec("ci", "baseline", "cifar10", "ci", 6_000)
+# Trained on a GPU workstation (nothing here has produced them yet: see `commands()`).
+SMALL_GPU = ModelSpec("checkpoints/sbgc_small_gpu.msgpack", "sbgc", "cifar10", "small", 200_000)
+PAPER_GPU = ModelSpec("checkpoints/sbgc_paper_gpu.msgpack", "sbgc", "cifar10", "paper", 950_000)  # paper: 950k steps
+WRN28_10_GPU = ModelSpec("checkpoints/wrn28_10_gpu.msgpack", "baseline", "cifar10", "wrn28_10", 78_200)
+
+
+# --- one knobs dataclass per chapter --------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class MethodKnobs:
+    """01_method: the worked 2-D example (class-conditional Gaussian mixture, a toy score network)."""
+
+    seed: int
+    n_train_per_class: int
+    n_test_per_class: int
+    hidden: int  # the toy score network and its maximum-likelihood training
+    n_layers: int
+    train_steps: int
+    batch_size: int
+    learning_rate: float
+    rtol: float  # probability-flow ODE with the exact trace on 2-D data
+    atol: float
+    eps: float
+    grid_size: int  # density heatmaps and decision regions: grid_size × grid_size points
+    n_t_draws: int  # importance-sampling histogram
+
+
+@dataclasses.dataclass(frozen=True)
+class Table1Knobs:
+    """02_table1: SBGC accuracy and bits/dim, the baseline's accuracy."""
+
+    seed: int
+    n_images: int  # random images of the test split found on the machine
+    n_exact_images: int  # random images of the 846 exact CIFAR-10 test images
+    n_baseline_images: int  # the baseline needs one forward pass per image
+    ode: Ode
+
+
+@dataclasses.dataclass(frozen=True)
+class CorruptionKnobs:
+    """03_cifar10c: Table 2 and Fig. 4 (paper, CIFAR-10-C: 10 probes, rtol = atol = 1e-5, 1,000 images)."""
+
+    seed: int
+    data: str  # clean images: "exact_head" (846 exact test images) or "test"
+    n_images: int  # the SBGC's random images; the baseline's first n_images are the same
+    n_baseline_images: int
+    severities: tuple[int, ...]
+    corruptions: tuple[str, ...]
+    ode: Ode
+
+
+@dataclasses.dataclass(frozen=True)
+class AdversarialKnobs:
+    """04_adversarial: Table 3 (paper: N = 216 images, 10 probes)."""
+
+    seed: int
+    data: str  # "exact_head" or "test"
+    n_images: int  # images attacked; the baseline is attacked on these and more
+    n_baseline_images: int
+    ode: Ode  # the SBGC's logits (fixed steps make the attacked function cheap on a CPU)
+    pgd_steps: int  # the paper does not state PGD's steps or step size
+    rel_stepsize: float  # step size / epsilon
+    n_fd_directions: int  # finite-difference check of the gradient: random directions and step h
+    fd_h: float
+    n_show: int
+
+
+@dataclasses.dataclass(frozen=True)
+class InterpolationKnobs:
+    """05_interpolation: Fig. 2 (paper: 500 pairs, 24 values of t, 30 probes)."""
+
+    seed: int
+    n_pairs: int
+    n_t: int
+    ode: Ode
+    n_strips: int  # interpolation strips shown as images
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvergenceKnobs:
+    """06_convergence: Fig. 3, accuracy and log p versus the number of probes (ode.n_probes, all computed once)."""
+
+    seed: int
+    data: str  # "exact_head" or "test"
+    n_images: int
+    n_subsamples: int
+    n_compare_images: int  # images (the first of the sample) for the CRN and shared-trajectory comparisons
+    ode: Ode
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputeKnobs:
+    """07_compute: what a classification costs (random exact test images, the same for every setting)."""
+
+    seed: int
+    n_images: int
+    ode_probes: tuple[int, ...]  # exact ODE: probes n × tolerances (rtol = atol)
+    ode_rtols: tuple[float, ...]
+    ode_chunk: int
+    bound_times: tuple[int, ...]  # variational bound: times K per image and class
+    pruning: tuple[tuple[int, int, int], ...]  # bound + pruning: (K1, keep, K2)
+    sampling: str
+    bound_chunk: int
+    eps: float
+
+
+# --- the profiles ---------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """One way of running the book: its dataset, its models and every chapter's knobs."""
+
+    name: str
+    description: str
+    dataset: str
+    sbgc: ModelSpec
+    baseline: ModelSpec
+    chapters: Mapping[str, Any]  # notebook name -> its knobs dataclass
+
+    def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise ValueError(f"profile {self.name}: dataset must be one of {DATASETS}, got {self.dataset!r}")
+        for spec in (self.sbgc, self.baseline):
+            if spec.dataset != self.dataset:
+                raise ValueError(f"profile {self.name}: model {spec.name} is a {spec.dataset} model, "
+                                 f"the profile's dataset is {self.dataset}")
+        if list(self.chapters) != list(NOTEBOOKS):
+            raise ValueError(f"profile {self.name}: chapters {list(self.chapters)} must be {list(NOTEBOOKS)}")
+        for name, knobs in self.chapters.items():
+            if not isinstance(knobs, NOTEBOOKS[name]):
+                raise ValueError(f"profile {self.name}, {name}: expected {NOTEBOOKS[name].__name__}, got {knobs!r}")
+
+
+# Which of the profile's models each chapter loads (overridable as the knobs "checkpoint", "baseline").
+MODELS_USED: dict[str, tuple[str, ...]] = {
+    "01_method": (), "02_table1": ("checkpoint", "baseline"), "03_cifar10c": ("checkpoint", "baseline"),
+    "04_adversarial": ("checkpoint", "baseline"), "05_interpolation": ("checkpoint",),
+    "06_convergence": ("checkpoint",), "07_compute": ("checkpoint",),
 }
 
-# Knob -> (ci, workstation, paper) default, in the order of PROFILES.
-Knobs = Mapping[str, tuple[Any, Any, Any]]
+# Reading order of the book = the order of this dict; the knobs class of each chapter.
+NOTEBOOKS: dict[str, type] = {
+    "01_method": MethodKnobs,
+    "02_table1": Table1Knobs,
+    "03_cifar10c": CorruptionKnobs,
+    "04_adversarial": AdversarialKnobs,
+    "05_interpolation": InterpolationKnobs,
+    "06_convergence": ConvergenceKnobs,
+    "07_compute": ComputeKnobs,
+}
 
-NOTEBOOKS: dict[str, Knobs] = {
-    "01_method": {
-        "seed": (0, 0, 0),
-        # the 2-D class-conditional Gaussian mixture of the worked example
-        "n_train_per_class": (2_000, 10_000, 50_000),
-        "n_test_per_class": (300, 2_000, 10_000),
-        # the toy score network and its maximum-likelihood training
-        "hidden": (64, 128, 256),
-        "n_layers": (3, 3, 4),
-        "train_steps": (4_000, 20_000, 60_000),
-        "batch_size": (128, 256, 512),
-        "learning_rate": (2e-3, 1e-3, 1e-3),
-        # probability-flow ODE likelihood
-        "eps": (1e-5, 1e-5, 1e-5),
-        "rtol": (1e-3, 1e-5, 1e-5),
-        "atol": (1e-3, 1e-5, 1e-5),
-        # density heatmaps and decision regions: grid_size x grid_size points
-        "grid_size": (40, 100, 200),
-        # importance-sampling histogram
-        "n_t_draws": (20_000, 200_000, 1_000_000),
-    },
-    "02_table1": {
-        "seed": (0, 0, 0),
-        # score model and discriminative baseline: shipped names or paths to exported .msgpack files
-        "checkpoint": ("ci", "small_gpu", "paper_gpu"),
-        "baseline": ("ci", "wrn28_10_gpu", "wrn28_10_gpu"),
-        # SBGC: random images of the test split found on the machine, and of the 846 exact images
-        "n_images": (5, 500, 10_000),
-        "n_exact_images": (5, 846, 846),
-        # the baseline: a random sample of the test split (it needs one forward pass per image)
-        "n_baseline_images": (2_000, 10_000, 10_000),
-        # probability-flow ODE (paper: 30 probes, rtol = atol = 1e-5, eps = 1e-5)
-        "n_probes": (1, 10, 30),
-        "rtol": (1e-2, 1e-4, 1e-5),
-        "atol": (1e-2, 1e-4, 1e-5),
-        "eps": (1e-5, 1e-5, 1e-5),
-        "chunk_size": (10, 250, 250),
-    },
-    "03_cifar10c": {
-        "seed": (0, 0, 0),
-        # score model and discriminative baseline: shipped names or paths to exported .msgpack files
-        "checkpoint": ("ci", "small_gpu", "paper_gpu"),
-        "baseline": ("ci", "wrn28_10_gpu", "wrn28_10_gpu"),
-        # clean images: "exact_head" (846 exact test images) or "test" (the test split found on the machine)
-        "data": ("exact_head", "test", "test"),
-        # random images (one fixed permutation; paper: a 10 % subset, 1,000 images) for the SBGC, and
-        # for the baseline (its first n_images are the SBGC's)
-        "n_images": (1, 40, 1_000),
-        "n_baseline_images": (200, 10_000, 10_000),
-        # CIFAR-10-C settings: comma-separated severities in 1..5, "all" or comma-separated corruptions
-        "severities": ("3", "1,2,3,4,5", "1,2,3,4,5"),
-        "corruptions": ("all", "all", "all"),
-        # probability-flow ODE (paper, for CIFAR-10-C: 10 probes, rtol = atol = 1e-5, eps = 1e-5)
-        "n_probes": (1, 10, 10),
-        "rtol": (1e-2, 1e-4, 1e-5),
-        "atol": (1e-2, 1e-4, 1e-5),
-        "eps": (1e-5, 1e-5, 1e-5),
-        "chunk_size": (10, 250, 250),
-    },
-    "04_adversarial": {
-        "seed": (0, 0, 0),
-        # score model and discriminative baseline: shipped names or paths to exported .msgpack files
-        "checkpoint": ("ci", "small_gpu", "paper_gpu"),
-        "baseline": ("ci", "wrn28_10_gpu", "wrn28_10_gpu"),
-        # "exact_head" (846 exact test images) or "test" (the test split found on the machine)
-        "data": ("exact_head", "exact_head", "test"),
-        # images attacked (paper: N = 216); the baseline is attacked on these and more
-        "n_images": (1, 16, 216),
-        "n_baseline_images": (100, 1_000, 1_000),
-        # the SBGC's logits: probes (paper: 10), solver, fixed steps (0: adaptive with rtol/atol)
-        "n_probes": (1, 10, 10),
-        "solver": ("heun", "dopri5", "dopri5"),
-        "n_steps": (4, 0, 0),
-        "rtol": (1e-2, 1e-4, 1e-5),
-        "atol": (1e-2, 1e-4, 1e-5),
-        "eps": (1e-5, 1e-5, 1e-5),
-        # PGD (the paper does not state steps or step size): steps, step size / epsilon
-        "pgd_steps": (1, 10, 10),
-        "rel_stepsize": (1.0, 0.25, 0.25),
-        # finite-difference check of the gradient: random directions and step h
-        "n_fd_directions": (2, 4, 4),
-        "fd_h": (5e-2, 5e-2, 5e-2),
-        "n_show": (1, 3, 4),
-    },
-    "05_interpolation": {
-        "seed": (0, 0, 0),
-        # score model: a shipped name (sbgc.train.pretrained.SHIPPED) or a path to an exported .msgpack
-        "checkpoint": ("ci", "small_gpu", "paper_gpu"),
-        # random pairs of exact test images, values of t in [0, 1] (paper: 500 pairs, 24 values)
-        "n_pairs": (2, 100, 500),
-        "n_t": (5, 24, 24),
-        # probability-flow ODE likelihood (paper: 30 probes, rtol = atol = 1e-5, eps = 1e-5)
-        "n_probes": (1, 10, 30),
-        "rtol": (1e-2, 1e-4, 1e-5),
-        "atol": (1e-2, 1e-4, 1e-5),
-        "eps": (1e-5, 1e-5, 1e-5),
-        "chunk_size": (10, 250, 250),
-        # interpolation strips shown as images
-        "n_strips": (2, 4, 4),
-    },
-    "06_convergence": {
-        "seed": (0, 0, 0),
-        # score model: a shipped name (sbgc.train.pretrained.SHIPPED) or a path to an exported .msgpack
-        "checkpoint": ("ci", "small_gpu", "paper_gpu"),
-        # "exact_head" (846 exact test images) or "test" (the whole test split found on the machine)
-        "data": ("exact_head", "exact_head", "test"),
-        "n_images": (2, 200, 1000),
-        # repetitions of the trace estimator, all computed once (paper: up to 30)
-        "n_probes": (4, 30, 30),
-        "n_subsamples": (20, 100, 200),
-        # images (the first of the sample) for the CRN and shared-trajectory comparisons
-        "n_compare_images": (1, 50, 100),
-        # probability-flow ODE (paper: rtol = atol = 1e-5, eps = 1e-5)
-        "rtol": (1e-2, 1e-4, 1e-5),
-        "atol": (1e-2, 1e-4, 1e-5),
-        "eps": (1e-5, 1e-5, 1e-5),
-        "chunk_size": (10, 250, 250),
-    },
-    "07_compute": {
-        "seed": (0, 0, 0),
-        # score model: a shipped name (sbgc.train.pretrained.SHIPPED) or a path to an exported .msgpack
-        "checkpoint": ("ci", "small_gpu", "paper_gpu"),
-        # random exact CIFAR-10 test images (at most 846), the same for every classifier setting
-        "n_images": (2, 200, 500),
-        # exact ODE: probes n and tolerances (rtol = atol), comma-separated (paper: 30 probes, 1e-5)
-        "ode_probes": ("1,3", "1,3,10,30", "1,3,10,30"),
-        "ode_rtols": ("1e-2", "1e-3,1e-5", "1e-3,1e-5"),
-        "ode_chunk": (10, 50, 100),
-        # variational bound: times K per image and class; pruning settings K1/keep/K2
-        "bound_times": ("10,30,100", "10,30,100,300,1000", "10,30,100,300,1000"),
-        "pruning": ("10/2/50", "10/2/100,20/2/300,20/3/1000", "10/2/100,20/2/300,20/3/1000"),
-        "sampling": ("stratified", "stratified", "stratified"),
-        "bound_chunk": (256, 4096, 4096),
-        "eps": (1e-5, 1e-5, 1e-5),
-    },
+_CI_ODE = Ode(n_probes=1, rtol=1e-2, atol=1e-2, chunk_size=10)
+_WS_ODE = Ode(n_probes=10, rtol=1e-4, atol=1e-4, chunk_size=250)
+_PAPER_ODE = Ode(n_probes=30, rtol=1e-5, atol=1e-5, chunk_size=250)
+_ALL_SEVERITIES = (1, 2, 3, 4, 5)
+
+PROFILES: dict[str, Profile] = {
+    "ci": Profile(
+        "ci", "minutes on 2 CPU cores; checks the pipeline, not the method's numbers", "cifar10", CI_SBGC, CI_BASELINE, {
+            "01_method": MethodKnobs(seed=0, n_train_per_class=2_000, n_test_per_class=300, hidden=64, n_layers=3,
+                                     train_steps=4_000, batch_size=128, learning_rate=2e-3,
+                                     rtol=1e-3, atol=1e-3, eps=1e-5, grid_size=40, n_t_draws=20_000),
+            "02_table1": Table1Knobs(seed=0, n_images=5, n_exact_images=5, n_baseline_images=2_000, ode=_CI_ODE),
+            "03_cifar10c": CorruptionKnobs(seed=0, data="exact_head", n_images=1, n_baseline_images=200, severities=(3,),
+                                           corruptions=CORRUPTIONS, ode=_CI_ODE),
+            "04_adversarial": AdversarialKnobs(seed=0, data="exact_head", n_images=1, n_baseline_images=100,
+                                               ode=Ode(n_probes=1, rtol=1e-2, atol=1e-2, solver="heun", n_steps=4),
+                                               pgd_steps=1, rel_stepsize=1.0, n_fd_directions=2, fd_h=5e-2, n_show=1),
+            "05_interpolation": InterpolationKnobs(seed=0, n_pairs=2, n_t=5, ode=_CI_ODE, n_strips=2),
+            "06_convergence": ConvergenceKnobs(seed=0, data="exact_head", n_images=2, n_subsamples=20,
+                                               n_compare_images=1, ode=Ode(n_probes=4, rtol=1e-2, atol=1e-2, chunk_size=10)),
+            "07_compute": ComputeKnobs(seed=0, n_images=2, ode_probes=(1, 3), ode_rtols=(1e-2,), ode_chunk=10,
+                                       bound_times=(10, 30, 100), pruning=((10, 2, 50),), sampling="stratified",
+                                       bound_chunk=256, eps=1e-5),
+        }),
+    "workstation": Profile(
+        "workstation", "about an hour on one GPU; finer grids, more samples", "cifar10", SMALL_GPU, WRN28_10_GPU, {
+            "01_method": MethodKnobs(seed=0, n_train_per_class=10_000, n_test_per_class=2_000, hidden=128, n_layers=3,
+                                     train_steps=20_000, batch_size=256, learning_rate=1e-3,
+                                     rtol=1e-5, atol=1e-5, eps=1e-5, grid_size=100, n_t_draws=200_000),
+            "02_table1": Table1Knobs(seed=0, n_images=500, n_exact_images=846, n_baseline_images=10_000, ode=_WS_ODE),
+            "03_cifar10c": CorruptionKnobs(seed=0, data="test", n_images=40, n_baseline_images=10_000,
+                                           severities=_ALL_SEVERITIES, corruptions=CORRUPTIONS, ode=_WS_ODE),
+            "04_adversarial": AdversarialKnobs(seed=0, data="exact_head", n_images=16, n_baseline_images=1_000,
+                                               ode=Ode(n_probes=10, rtol=1e-4, atol=1e-4), pgd_steps=10,
+                                               rel_stepsize=0.25, n_fd_directions=4, fd_h=5e-2, n_show=3),
+            "05_interpolation": InterpolationKnobs(seed=0, n_pairs=100, n_t=24, ode=_WS_ODE, n_strips=4),
+            "06_convergence": ConvergenceKnobs(seed=0, data="exact_head", n_images=200, n_subsamples=100,
+                                               n_compare_images=50, ode=Ode(n_probes=30, rtol=1e-4, atol=1e-4)),
+            "07_compute": ComputeKnobs(seed=0, n_images=200, ode_probes=(1, 3, 10, 30), ode_rtols=(1e-3, 1e-5),
+                                       ode_chunk=50, bound_times=(10, 30, 100, 300, 1000),
+                                       pruning=((10, 2, 100), (20, 2, 300), (20, 3, 1000)), sampling="stratified",
+                                       bound_chunk=4096, eps=1e-5),
+        }),
+    "paper": Profile(
+        "paper", "the paper's settings wherever affordable", "cifar10", PAPER_GPU, WRN28_10_GPU, {
+            "01_method": MethodKnobs(seed=0, n_train_per_class=50_000, n_test_per_class=10_000, hidden=256, n_layers=4,
+                                     train_steps=60_000, batch_size=512, learning_rate=1e-3,
+                                     rtol=1e-5, atol=1e-5, eps=1e-5, grid_size=200, n_t_draws=1_000_000),
+            "02_table1": Table1Knobs(seed=0, n_images=10_000, n_exact_images=846, n_baseline_images=10_000,
+                                     ode=_PAPER_ODE),
+            "03_cifar10c": CorruptionKnobs(seed=0, data="test", n_images=1_000, n_baseline_images=10_000,
+                                           severities=_ALL_SEVERITIES, corruptions=CORRUPTIONS,
+                                           ode=Ode(n_probes=10, rtol=1e-5, atol=1e-5)),
+            "04_adversarial": AdversarialKnobs(seed=0, data="test", n_images=216, n_baseline_images=1_000,
+                                               ode=Ode(n_probes=10, rtol=1e-5, atol=1e-5), pgd_steps=10,
+                                               rel_stepsize=0.25, n_fd_directions=4, fd_h=5e-2, n_show=4),
+            "05_interpolation": InterpolationKnobs(seed=0, n_pairs=500, n_t=24, ode=_PAPER_ODE, n_strips=4),
+            "06_convergence": ConvergenceKnobs(seed=0, data="test", n_images=1_000, n_subsamples=200,
+                                               n_compare_images=100, ode=_PAPER_ODE),
+            "07_compute": ComputeKnobs(seed=0, n_images=500, ode_probes=(1, 3, 10, 30), ode_rtols=(1e-3, 1e-5),
+                                       ode_chunk=100, bound_times=(10, 30, 100, 300, 1000),
+                                       pruning=((10, 2, 100), (20, 2, 300), (20, 3, 1000)), sampling="stratified",
+                                       bound_chunk=4096, eps=1e-5),
+        }),
 }
 
 
-def _check_registry(notebooks: Mapping[str, Knobs]) -> None:
-    """Every knob has one default per profile, and no knob shadows a reserved name."""
-    for name, knobs in notebooks.items():
-        for knob, defaults in knobs.items():
-            if knob == "profile":
-                raise ValueError(f"notebook {name}: 'profile' is reserved, not a knob")
-            if not isinstance(defaults, tuple) or len(defaults) != len(PROFILES):
-                raise ValueError(
-                    f"notebook {name}, knob {knob}: expected a tuple of {len(PROFILES)} defaults "
-                    f"{PROFILES}, got {defaults!r}"
-                )
-
-
-_check_registry(NOTEBOOKS)
+def get_profile(profile: str) -> Profile:
+    """The profile named ``profile``; a ValueError lists the profiles otherwise."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
+    return PROFILES[profile]
 
 
 def check_profile(profile: str) -> str:
     """Return ``profile`` if it is one of :data:`PROFILES`, else raise a ValueError listing them."""
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
+    get_profile(profile)
     return profile
 
 
-def knobs(notebook: str) -> Knobs:
-    """The knobs of a registered notebook."""
-    if notebook not in NOTEBOOKS:
-        raise ValueError(f"unknown notebook {notebook!r}; registered: {', '.join(NOTEBOOKS)}")
-    return NOTEBOOKS[notebook]
+# --- flattening, overrides and their types ----------------------------------------------------------
+def flat_fields(knobs: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"n_images": 5, "ode.rtol": 0.01, ...}``: the leaves of a knobs dataclass, nested ones dotted."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(knobs):
+        value = getattr(knobs, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(flat_fields(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = value
+    return out
 
 
-def coerce(knob: str, value: Any, default: Any) -> Any:
-    """Convert ``value`` (e.g. the string of a ``-p key=value`` option) to the type of ``default``."""
-    expected = type(default)
+def _field_type(cls: type, path: str) -> Any:
+    head, _, rest = path.partition(".")
+    hints = typing.get_type_hints(cls)
+    if head not in hints:
+        raise KeyError(path)
+    return _field_type(hints[head], rest) if rest else hints[head]
+
+
+def coerce(knob: str, value: Any, annotation: Any) -> Any:
+    """Convert ``value`` (e.g. the text of ``-p knob=value``) to the field type ``annotation``:
+    int, float, str, bool, ``X | None`` (``"none"``), ``tuple[X, ...]`` (``"1,3,10"``) and tuples of
+    int triples (``"10/2/50,20/2/300"``)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    fail = ValueError(f"knob {knob} expects {getattr(annotation, '__name__', annotation)}, got {value!r}")
+    if args and type(None) in args and origin is not tuple:  # X | None
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "")):
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return coerce(knob, value, inner)
+    if origin is tuple:
+        items = [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else list(value)
+        inner = args[0]
+        if typing.get_origin(inner) is tuple:  # a tuple of fixed-length int tuples, "a/b/c" each
+            rows = [tuple(p.split("/")) if isinstance(p, str) else tuple(p) for p in items]
+            if any(len(r) != len(typing.get_args(inner)) for r in rows):
+                raise fail
+            return tuple(tuple(coerce(knob, v, int) for v in r) for r in rows)
+        if not items:
+            raise fail
+        return tuple(coerce(knob, v, inner) for v in items)
     try:
-        if expected is bool:
-            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
-                return value.lower() in ("true", "1")
+        if annotation is bool:
             if isinstance(value, bool):
                 return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+                return value.lower() in ("true", "1")
             raise TypeError
-        if expected is int:
+        if annotation is int:
             as_float = float(value)
             if isinstance(value, bool) or as_float != int(as_float):
                 raise TypeError
             return int(as_float)
-        if expected is float:
+        if annotation is float:
             if isinstance(value, bool):
                 raise TypeError
             return float(value)
-        return expected(value)
+        if annotation is str:
+            if not isinstance(value, str):
+                raise TypeError
+            return value
     except (TypeError, ValueError, OverflowError):
-        raise ValueError(
-            f"knob {knob} expects {expected.__name__} (like its default {default!r}), got {value!r}"
-        ) from None
+        raise fail from None
+    raise fail
 
 
+def _replace(knobs: Any, path: str, value: Any) -> Any:
+    head, _, rest = path.partition(".")
+    if rest:
+        return dataclasses.replace(knobs, **{head: _replace(getattr(knobs, head), rest, value)})
+    return dataclasses.replace(knobs, **{head: value})
+
+
+def apply_overrides(notebook: str, knobs: Any, overrides: Mapping[str, Any]) -> Any:
+    """``knobs`` with each ``overrides`` entry (``"field"`` or ``"group.field"`` → value) set, typed."""
+    cls = NOTEBOOKS[notebook]
+    for path, value in overrides.items():
+        try:
+            annotation = _field_type(cls, path)
+        except (KeyError, TypeError):
+            raise ValueError(f"notebook {notebook} has no knob {path!r}; knobs: {', '.join(flat_fields(knobs))}") from None
+        if dataclasses.is_dataclass(annotation):
+            raise ValueError(f"knob {path!r} is a group; set its fields, e.g. {path}.{dataclasses.fields(annotation)[0].name}")
+        knobs = _replace(knobs, path, coerce(path, value, annotation))
+    return knobs
+
+
+# --- what a notebook reads ----------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class Params(Mapping[str, Any]):
-    """Resolved knobs of one notebook run; read them as ``P.n_train_per_class`` or ``P["seed"]``."""
+class Params:
+    """The resolved knobs of one notebook run: read them as ``P.n_images`` or ``P.ode.rtol``.
+
+    ``P.profile`` is the profile's name, ``P.spec`` its :class:`Profile` (dataset and models),
+    ``P.knobs`` the chapter's dataclass, ``P.overridden`` the knobs set explicitly.
+    """
 
     notebook: str
     profile: str
-    values: Mapping[str, Any]
-    overridden: tuple[str, ...] = ()  # knobs set explicitly rather than by the profile
+    knobs: Any
+    checkpoint: str = ""  # the score model the chapter loads (a shipped name or a path)
+    baseline: str = ""  # the discriminative baseline it loads
+    overridden: tuple[str, ...] = ()
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name in ("notebook", "profile", "values", "overridden"):
+        if name.startswith("_") or name in ("notebook", "profile", "knobs", "checkpoint", "baseline", "overridden"):
             raise AttributeError(name)
         try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(
-                f"notebook {self.notebook} has no knob {name!r}; knobs: {', '.join(self.values)}"
-            ) from None
+            return getattr(self.knobs, name)
+        except AttributeError:
+            raise AttributeError(f"notebook {self.notebook} has no knob {name!r}; knobs: "
+                                 f"{', '.join(f.name for f in dataclasses.fields(self.knobs))}") from None
 
-    def __getitem__(self, name: str) -> Any:
-        return self.values[name]
+    @property
+    def spec(self) -> Profile:
+        """The profile: its dataset and models."""
+        return PROFILES[self.profile]
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.values)
-
-    def __len__(self) -> int:
-        return len(self.values)
+    @property
+    def values(self) -> dict[str, Any]:
+        """Every knob, nested ones dotted (``ode.rtol``), then the models the chapter loads."""
+        return {**flat_fields(self.knobs), **{m: getattr(self, m) for m in MODELS_USED[self.notebook]}}
 
     def to_markdown(self) -> str:
         """A markdown table of the knobs, marking those set explicitly rather than by the profile."""
-        rows = [f"| knob | value (profile `{self.profile}`) |", "| --- | --- |"]
-        for knob, value in self.values.items():
-            mark = " (set explicitly)" if knob in self.overridden else ""
-            rows.append(f"| `{knob}` | {value!r}{mark} |")
-        return "\n".join(rows)
+        rows = [(f"`{knob}`", f"{value!r}" + (" (set explicitly)" if knob in self.overridden else ""))
+                for knob, value in self.values.items()]
+        return markdown_table(("knob", f"value (profile `{self.profile}`)"), rows)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready record: notebook, profile, the resolved knobs and which were overridden."""
-        return {
-            "notebook": self.notebook,
-            "profile": self.profile,
-            "values": dict(self.values),
-            "overridden": list(self.overridden),
-        }
+        return {"notebook": self.notebook, "profile": self.profile, "values": self.values,
+                "overridden": list(self.overridden)}
 
 
-def resolve_params(notebook: str, profile: str, **overrides: Any) -> Params:
-    """The knobs of ``notebook`` under ``profile``, with the non-``None`` ``overrides`` applied.
+def chapter_params(notebook: str, profile: str, overrides: Mapping[str, Any] | None = None) -> Params:
+    """The knobs of ``notebook`` under ``profile`` with ``overrides`` applied (``None`` values skipped).
 
     Raises ValueError for an unknown notebook, profile or knob, or a value of the wrong type.
     """
-    check_profile(profile)
-    table = knobs(notebook)
-    unknown = sorted(set(overrides) - set(table))
-    if unknown:
-        raise ValueError(
-            f"notebook {notebook} has no knob(s) {', '.join(unknown)}; knobs: {', '.join(table)}"
-        )
-    column = PROFILES.index(profile)
-    values = {knob: defaults[column] for knob, defaults in table.items()}
-    overridden = []
-    for knob, value in overrides.items():
-        if value is not None:
-            values[knob] = coerce(knob, value, values[knob])
-            overridden.append(knob)
-    return Params(notebook, profile, values, tuple(overridden))
+    prof = get_profile(profile)
+    if notebook not in NOTEBOOKS:
+        raise ValueError(f"unknown notebook {notebook!r}; registered: {', '.join(NOTEBOOKS)}")
+    given = {k: v for k, v in dict(overrides or {}).items() if v is not None}
+    models = {"checkpoint": prof.sbgc.name, "baseline": prof.baseline.name}
+    for m in MODELS_USED[notebook]:
+        if m in given:
+            models[m] = coerce(m, given.pop(m), str)
+    knobs = apply_overrides(notebook, prof.chapters[notebook], given)
+    overridden = tuple(k for k in dict(overrides or {}) if (overrides or {})[k] is not None)
+    return Params(notebook, profile, knobs, models["checkpoint"], models["baseline"], overridden)
+
+
+def knob_names(notebook: str) -> tuple[str, ...]:
+    """The dotted knob names of ``notebook`` (the same in every profile)."""
+    if notebook not in NOTEBOOKS:
+        raise ValueError(f"unknown notebook {notebook!r}; registered: {', '.join(NOTEBOOKS)}")
+    return tuple(flat_fields(PROFILES["ci"].chapters[notebook])) + MODELS_USED[notebook]
+
+
+def describe() -> Iterator[str]:
+    """Lines listing every profile's dataset, models and every chapter's knobs (``python -m sbgc.book list``)."""
+    for prof in PROFILES.values():
+        yield f"{prof.name}: {prof.description}; dataset {prof.dataset}; models {prof.sbgc.name}, {prof.baseline.name}"
+    for name in NOTEBOOKS:
+        yield name
+        columns = [flat_fields(p.chapters[name]) for p in PROFILES.values()]
+        for knob in columns[0]:
+            yield f"  {knob}: " + ", ".join(f"{p}={c[knob]}" for p, c in zip(PROFILES, columns))

@@ -153,7 +153,7 @@ def collect_provenance(
     ``checkpoint`` (a file or an orbax folder) is hashed with :func:`sha256_of`.
     """
     if not isinstance(params, Params):
-        raise ValueError(f"expected the Params of resolve_params(...), got {type(params).__name__}")
+        raise ValueError(f"expected the Params of chapter_params(...), got {type(params).__name__}")
     if not data_source:
         raise ValueError("data_source must name the data, e.g. 'CIFAR-10 (JPEG copy), test split'")
     sizes = {str(k): int(v) for k, v in (sample_sizes or {}).items()}

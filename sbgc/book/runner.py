@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import html.parser
 import json
+import re
 import os
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from typing import Any
 
 from sbgc.book import profiles
 from sbgc.book import provenance
+from sbgc.report import markdown_table
 
 REPO = provenance.repo_root()
 NOTEBOOK_SOURCES = REPO / "notebooks"
@@ -116,7 +118,20 @@ def execute_notebook(
             raise NotebookError(
                 f"notebook {source.stem} ({source}) did not finish: {type(err).__name__}: {err}"
             ) from err
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    remove_parameter_cells(output)
+    return seconds
+
+
+def remove_parameter_cells(notebook: Path) -> None:
+    """Tag the ``parameters`` cell and papermill's ``injected-parameters`` cell ``remove-cell``, so a
+    page opens with its question, not with the run's settings (the runs table names them)."""
+    nb = json.loads(Path(notebook).read_text())
+    for cell in nb["cells"]:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if {"parameters", "injected-parameters"} & set(tags) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    Path(notebook).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
 def select_notebooks(only: Sequence[str] | None) -> list[str]:
@@ -124,15 +139,21 @@ def select_notebooks(only: Sequence[str] | None) -> list[str]:
     if not only:
         return list(profiles.NOTEBOOKS)
     for name in only:
-        profiles.knobs(name)  # raises for an unknown name
+        profiles.knob_names(name)  # raises for an unknown name
     return [name for name in profiles.NOTEBOOKS if name in only]
 
 
 def notebook_parameters(name: str, profile: str, overrides: Mapping[str, str]) -> dict[str, Any]:
-    """Papermill parameters for one notebook: the profile and the overrides it has knobs for, typed."""
-    own = {k: v for k, v in overrides.items() if k in profiles.knobs(name)}
-    params = profiles.resolve_params(name, profile, **own)
-    return {"profile": profile, **{k: params[k] for k in params.overridden}}
+    """Papermill parameters for one notebook: the profile and, typed, the overrides it has knobs for."""
+    own = {k: v for k, v in overrides.items() if k in profiles.knob_names(name)}
+    params = profiles.chapter_params(name, profile, own)
+    values = params.values
+    return {"profile": profile, "overrides": {k: _plain(values[k]) for k in params.overridden}}
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists (papermill writes parameters as Python literals; JSON metadata has no tuples)."""
+    return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
 def run(
@@ -154,7 +175,7 @@ def run(
     profiles.check_profile(profile)
     names = select_notebooks(only)
     overrides = dict(overrides or {})
-    known = {k for name in names for k in profiles.knobs(name)}
+    known = {k for name in names for k in profiles.knob_names(name)}
     if set(overrides) - known:
         raise ValueError(
             f"no selected notebook has knob(s) {', '.join(sorted(set(overrides) - known))}; "
@@ -234,13 +255,13 @@ def executed_notebooks(book: Path = BOOK) -> list[Path]:
 def runs_table(notebooks: Sequence[Path], results: Path | None = None) -> str:
     """Markdown table of which run produced each page: papermill metadata + results/<name>.json."""
     results = results or provenance.results_dir()
-    rows = ["| page | profile | overrides | run time | finished (UTC) | device | commit |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
+    rows = []
     for path in notebooks:
         meta = json.loads(path.read_text()).get("metadata", {}).get("papermill", {})
         parameters = dict(meta.get("parameters", {}))
-        profile = parameters.pop("profile", "?")
-        overrides = ", ".join(f"{k}={v}" for k, v in parameters.items()) or "none"
+        profile = parameters.get("profile", "?")
+        given = parameters.get("overrides") or {}
+        overrides = ", ".join(f"{k}={v}" for k, v in given.items()) or "none"
         duration = f"{meta['duration']:.0f} s" if meta.get("duration") is not None else "?"
         finished = str(meta.get("end_time", "?"))[:19].replace("T", " ")
         device, commit = "?", "?"
@@ -250,8 +271,8 @@ def runs_table(notebooks: Sequence[Path], results: Path | None = None) -> str:
             if prov.get("profile") == profile:
                 device = f"{prov['device']['device_kind']} ({prov['device']['platform']})"
                 commit = prov["commit"][:8] + (" + changes" if prov.get("dirty") else "")
-        rows.append(f"| {path.stem} | `{profile}` | {overrides} | {duration} | {finished} | {device} | {commit} |")
-    return "\n".join(rows) + "\n"
+        rows.append((path.stem, f"`{profile}`", overrides, duration, finished, device, commit))
+    return markdown_table(("page", "profile", "overrides", "run time", "finished (UTC)", "device", "commit"), rows) + "\n"
 
 
 class _ImageSources(html.parser.HTMLParser):
@@ -322,6 +343,61 @@ def check_figures(book: Path, notebooks: Sequence[Path], html_dir: Path | None =
     return counts
 
 
+def markdown_table_count(notebook: Path) -> int:
+    """Markdown tables an executed notebook shows: in its markdown cells and its text/markdown outputs
+    (a table = a line starting with ``|`` followed by an alignment row ``| --- |``)."""
+    texts = []
+    for cell in json.loads(notebook.read_text())["cells"]:
+        if cell.get("cell_type") == "markdown":
+            texts.append("".join(cell.get("source", "")))
+        for output in cell.get("outputs", []):
+            md = output.get("data", {}).get("text/markdown")
+            if md is not None:
+                texts.append("".join(md) if isinstance(md, list) else md)
+    count = 0
+    for text in texts:
+        lines = [line.strip() for line in text.splitlines()]
+        count += sum(1 for a, b in zip(lines, lines[1:]) if a.startswith("|") and _ALIGN_ROW.fullmatch(b))
+    return count
+
+
+_ALIGN_ROW = re.compile(r"\|(\s*:?-{3,}:?\s*\|)+")
+
+
+def check_tables(book: Path, notebooks: Sequence[Path], html_dir: Path | None = None) -> dict[str, int]:
+    """Check that every markdown table of every executed notebook became an HTML ``<table>``.
+
+    A cell holding an unescaped ``|`` turns a whole table into a paragraph of raw text without any
+    warning from the build; this catches it. Returns tables per notebook; raises RuntimeError naming
+    the notebook and both counts.
+    """
+    html_dir = html_dir or book / "_build" / "html"
+    counts = {}
+    for notebook in notebooks:
+        page = html_dir / notebook.relative_to(book).with_suffix(".html")
+        wanted, shown = markdown_table_count(notebook), page.read_text().count("<table")
+        if shown < wanted:
+            raise RuntimeError(f"{notebook.stem}: {wanted} markdown table(s) but only {shown} HTML table(s) in {page}; "
+                               "a cell probably holds an unescaped '|' (build tables with sbgc.report.markdown_table)")
+        counts[notebook.stem] = wanted
+    return counts
+
+
+def check_offline_math(html_dir: Path) -> int:
+    """Check that every page loads MathJax from the built book itself (formulas render offline).
+
+    Returns the number of pages checked; raises RuntimeError naming a page that loads it elsewhere.
+    """
+    pages = sorted(html_dir.rglob("*.html"))
+    for page in pages:
+        sources = re.findall(r'<script[^>]+src="([^"]*mathjax[^"]*)"', page.read_text(), flags=re.IGNORECASE)
+        for src in sources:
+            local = (page.parent / src.split("?")[0]).resolve()
+            if "://" in src or not local.is_file():
+                raise RuntimeError(f"{page} loads MathJax from {src}, not from the book (no formulas offline)")
+    return len(pages)
+
+
 def jb_command() -> list[str]:
     """The jupyter-book executable of this interpreter's environment (or the one on PATH)."""
     local = Path(sys.executable).parent / "jb"
@@ -345,6 +421,8 @@ def build(book: Path = BOOK, *, results: Path | None = None) -> dict[str, int]:
         raise RuntimeError(f"`{' '.join(command)}` failed with exit status {done.returncode}")
     counts = check_figures(book, notebooks)
     print(f"[sbgc.book.runner] figures in the HTML: {counts}", flush=True)
+    print(f"[sbgc.book.runner] tables in the HTML: {check_tables(book, notebooks)}", flush=True)
+    print(f"[sbgc.book.runner] MathJax served locally on {check_offline_math(book / '_build' / 'html')} pages", flush=True)
     return counts
 
 
@@ -356,10 +434,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_cmd.add_argument("--profile", default="ci", help=f"one of {', '.join(profiles.PROFILES)}")
     run_cmd.add_argument("--only", action="append", metavar="NAME", help="run only this notebook (repeatable)")
     run_cmd.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a knob of the profile (repeatable)")
+                         help="override a knob of the profile, e.g. n_images=20 or ode.rtol=1e-3 (repeatable)")
     run_cmd.add_argument("--keep-going", action="store_true", help="run the rest after a failure")
     commands.add_parser("build", help="build the HTML book (jb build book -W -n --keep-going)")
-    commands.add_parser("list", help="list the registered notebooks and their knobs")
+    commands.add_parser("list", help="list the profiles (dataset, models) and every notebook's knobs")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
@@ -369,10 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "build":
             build()
         else:
-            for name, knobs in profiles.NOTEBOOKS.items():
-                print(name)
-                for knob, defaults in knobs.items():
-                    print(f"  {knob}: " + ", ".join(f"{p}={d}" for p, d in zip(profiles.PROFILES, defaults)))
+            print("\n".join(profiles.describe()))
     except (NotebookError, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"[sbgc.book.runner] error: {err}", file=sys.stderr)
         return 1

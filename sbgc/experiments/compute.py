@@ -16,6 +16,7 @@ import numpy as np
 
 from sbgc.method.bound import class_log_bounds, pruned_class_bounds
 from sbgc.method.likelihood import SolverSettings, bits_per_dim
+from sbgc.report import markdown_table
 
 # --- the accuracy–compute frontier (used by the book chapter "What a classification costs") --------
 @dataclasses.dataclass(frozen=True)
@@ -122,28 +123,6 @@ def pruned_point(score_fn, sde, x, y, key, *, first_times: int, keep: int, secon
                          res.first.dim)  # fmt: skip
 
 
-def parse_list(text: str, kind: type = int) -> list:
-    """``"1,3,10"`` → ``[1, 3, 10]`` (a notebook knob holding a list)."""
-    items = [item.strip() for item in str(text).split(",") if item.strip()]
-    if not items:
-        raise ValueError(f"expected a comma-separated list of {kind.__name__}, got {text!r}")
-    try:
-        return [kind(float(item)) if kind is int else kind(item) for item in items]
-    except ValueError:
-        raise ValueError(f"expected a comma-separated list of {kind.__name__}, got {text!r}") from None
-
-
-def parse_pruning(text: str) -> list[tuple[int, int, int]]:
-    """``"10/2/50,20/3/100"`` → ``[(K₁, keep, K₂), ...]``."""
-    out = []
-    for item in parse_list(text, str):
-        parts = item.split("/")
-        if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
-            raise ValueError(f"a pruning setting is K1/keep/K2 with three positive ints, got {item!r} in {text!r}")
-        out.append(tuple(int(p) for p in parts))
-    return out
-
-
 def reference_point(points: list[FrontierPoint]) -> FrontierPoint:
     """The exact-ODE point closest to the paper's protocol: most probes, then tightest tolerance."""
     odes = [p for p in points if p.method == "ODE"]
@@ -164,27 +143,27 @@ def cheapest_match(
 
 def frontier_table(points: list[FrontierPoint]) -> str:
     """Markdown table: accuracy with its interval, passes and evaluations per image, wall time per image."""
-    rows = ["| method | setting | accuracy (95 % interval) | network passes / image | score evaluations / image "
-            "| wall time / image |", "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    rows = []
     for p in points:
         lo, hi = p.accuracy_interval()
-        rows.append(f"| {p.method} | {p.label} | {p.accuracy:.1%} ({lo:.1%} – {hi:.1%}) | {p.passes.mean():,.0f} "
-                    f"| {p.evaluations.mean():,.0f} | {p.seconds / p.n_images:.2f} s |")  # fmt: skip
-    return "\n".join(rows)
+        rows.append((p.method, p.label, f"{p.accuracy:.1%} ({lo:.1%} – {hi:.1%})", f"{p.passes.mean():,.0f}",
+                     f"{p.evaluations.mean():,.0f}", f"{p.seconds / p.n_images:.2f} s"))
+    return markdown_table(("method", "setting", "accuracy (95 % interval)", "network passes / image",
+                           "score evaluations / image", "wall time / image"), rows)
 
 
 def comparison_table(rows: list[tuple[str, FrontierPoint | None]]) -> str:
     """Markdown table of named points (role, point or None): setting, accuracy, passes, wall time."""
-    lines = ["| | method | setting | accuracy (95 % interval) | network passes / image | wall time / image |",
-             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    cells = []
     for role, p in rows:
         if p is None:
-            lines.append(f"| {role} | none | – | – | – | – |")
+            cells.append((role, "none", "–", "–", "–", "–"))
             continue
         lo, hi = p.accuracy_interval()
-        lines.append(f"| {role} | {p.method} | {p.label} | {p.accuracy:.1%} ({lo:.1%} – {hi:.1%}) "
-                     f"| {p.passes.mean():,.0f} | {p.seconds / p.n_images:.2f} s |")  # fmt: skip
-    return "\n".join(lines)
+        cells.append((role, p.method, p.label, f"{p.accuracy:.1%} ({lo:.1%} – {hi:.1%})", f"{p.passes.mean():,.0f}",
+                      f"{p.seconds / p.n_images:.2f} s"))
+    return markdown_table(("", "method", "setting", "accuracy (95 % interval)", "network passes / image",
+                           "wall time / image"), cells)
 
 
 _METHOD_STYLE = {"ODE": ("C0", "o"), "bound": ("C3", "s"), "bound + pruning": ("C2", "^")}

@@ -39,6 +39,7 @@ import numpy as np
 from sbgc.method.classify import ClassLikelihoods
 from sbgc.method.likelihood import log_likelihood
 from sbgc.method.sde import SDE
+from sbgc.report import markdown_table
 
 Array = jax.Array
 ScoreFn = Callable[[Array, Array, Array], Array]
@@ -320,19 +321,14 @@ def variant_curves(
 def equal_compute_table(variants: list[VariantCurves]) -> str:
     """Markdown: each variant at the largest m whose cost fits the smallest full budget of them all."""
     budget = min(v.passes[-1] for v in variants)
-    rows = [
-        f"| variant (budget {budget:,.0f} network passes per image) | m | passes per image | accuracy "
-        "(mean ± 2 std over subsets) | SE of the class margin [nats] | wall time of the run [s] |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
+    header = (f"variant (budget {budget:,.0f} network passes per image)", "m", "passes per image",
+              "accuracy (mean ± 2 std over subsets)", "SE of the class margin [nats]", "wall time of the run [s]")
+    rows = []
     for v in variants:
-        i = int(np.searchsorted(v.passes, budget * (1 + 1e-9), side="right")) - 1
-        i = max(i, 0)
-        rows.append(
-            f"| {v.label} | {v.ms[i]} | {v.passes[i]:,.0f} | {100 * v.accuracy.mean[i]:.1f} % ± "
-            f"{200 * v.accuracy.std[i]:.1f} | {v.margin_se[i]:.3g} | {v.seconds:.0f} |"
-        )
-    return "\n".join(rows)
+        i = max(int(np.searchsorted(v.passes, budget * (1 + 1e-9), side="right")) - 1, 0)
+        rows.append((v.label, v.ms[i], f"{v.passes[i]:,.0f}", f"{100 * v.accuracy.mean[i]:.1f} % ± "
+                     f"{200 * v.accuracy.std[i]:.1f}", f"{v.margin_se[i]:.3g}", f"{v.seconds:.0f}"))
+    return markdown_table(header, rows)
 
 
 # --- figures ----------------------------------------------------------------------------------------

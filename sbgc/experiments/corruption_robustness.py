@@ -52,6 +52,7 @@ import numpy as np
 from sbgc.data.corruptions import CORRUPTIONS, NOISE_CORRUPTIONS, SEVERITIES, corrupt
 from sbgc.method.classify import log_marginal
 from sbgc.method.likelihood import bits_per_dim
+from sbgc.report import markdown_table
 from sbgc.stats import binomial_interval
 
 CLEAN = "clean"
@@ -73,43 +74,28 @@ PAPER_TABLE2: tuple[tuple[str, str, float, float, float], ...] = (
 
 
 # --- what to evaluate -------------------------------------------------------------------------------
-def parse_severities(text: str | int | Sequence[int]) -> tuple[int, ...]:
-    """``"1,3,5"`` (or ``3``, or ``"all"``) → sorted distinct severities in 1..5."""
-    if isinstance(text, str):
-        if text.strip().lower() == "all":
-            return SEVERITIES
-        parts = [p.strip() for p in text.split(",") if p.strip()]
-    elif isinstance(text, (int, np.integer)) and not isinstance(text, bool):
-        parts = [text]
-    else:
-        parts = list(text)
-    try:
-        values = [int(p) for p in parts if float(p) == int(float(p))]
-    except (TypeError, ValueError):
-        values = []
-    if not parts or len(values) != len(parts) or any(v not in SEVERITIES for v in values):
-        raise ValueError(f"severities must be a comma-separated list of integers in 1..5 (or 'all'), got {text!r}")
-    return tuple(sorted(set(values)))
+def check_severities(severities: Sequence[int]) -> tuple[int, ...]:
+    """Sorted distinct severities, each an int in 1..5 (a ValueError otherwise)."""
+    values = list(severities) if not isinstance(severities, (str, bytes)) else None
+    if not values or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v not in SEVERITIES
+                         for v in values):
+        raise ValueError(f"severities must be a non-empty sequence of ints in 1..5, got {severities!r}")
+    return tuple(sorted({int(v) for v in values}))
 
 
-def parse_corruptions(text: str | Sequence[str]) -> tuple[str, ...]:
-    """``"all"`` or a comma-separated list of names of :data:`CORRUPTIONS` → names in the benchmark's order."""
-    if isinstance(text, str):
-        if text.strip().lower() == "all":
-            return CORRUPTIONS
-        names = [p.strip() for p in text.split(",") if p.strip()]
-    else:
-        names = list(text)
-    unknown = [n for n in names if n not in CORRUPTIONS]
+def check_corruptions(corruptions: Sequence[str]) -> tuple[str, ...]:
+    """Names of :data:`CORRUPTIONS`, in the benchmark's order (a ValueError naming unknown ones)."""
+    names = list(corruptions) if not isinstance(corruptions, (str, bytes)) else None
+    unknown = [n for n in names or () if n not in CORRUPTIONS]
     if not names or unknown:
-        raise ValueError(f"corruptions must be 'all' or a comma-separated list of {', '.join(CORRUPTIONS)}; "
-                         f"got {text!r}" + (f" (unknown: {', '.join(map(str, unknown))})" if unknown else ""))
+        raise ValueError(f"corruptions must be a non-empty sequence of {', '.join(CORRUPTIONS)}; got {corruptions!r}"
+                         + (f" (unknown: {', '.join(map(str, unknown))})" if unknown else ""))
     return tuple(n for n in CORRUPTIONS if n in set(names))
 
 
 def settings(corruptions: Sequence[str], severities: Sequence[int], *, clean: bool = True) -> tuple[Setting, ...]:
     """The clean setting (first, if ``clean``) then every (corruption, severity), corruption-major."""
-    corruptions, severities = parse_corruptions(corruptions), parse_severities(severities)
+    corruptions, severities = check_corruptions(corruptions), check_severities(severities)
     grid = tuple((c, int(s)) for c in corruptions for s in severities)
     return (((CLEAN, 0),) if clean else ()) + grid
 
@@ -452,7 +438,7 @@ def paper_rows() -> list[TableRow]:
 def table2_markdown(rows: Sequence[TableRow], *, bootstrap: bool = False) -> str:
     """Table 2 as markdown: accuracy in %, ours with their 95 % intervals, the paper's as printed."""
     head = ["model", "numbers", "images", *(GROUP_TITLES[g] for g in GROUPS)]
-    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(["---"] * 3 + ["---:"] * len(GROUPS)) + " |"]
+    lines = []
     for row in rows:
         cells = []
         for g in GROUPS:
@@ -464,8 +450,8 @@ def table2_markdown(rows: Sequence[TableRow], *, bootstrap: bool = False) -> str
             else:
                 cells.append(f"{v:.2f}")
         source = "**paper**" if row.source == "paper" else row.source
-        lines.append("| " + " | ".join([row.model, source, row.images, *cells]) + " |")
-    return "\n".join(lines)
+        lines.append([row.model, source, row.images, *cells])
+    return markdown_table(head, lines, align=["left"] * 3 + ["right"] * len(GROUPS))
 
 
 # --- per setting (Fig. 4) --------------------------------------------------------------------------

@@ -41,6 +41,7 @@ import numpy as np
 
 from sbgc.method.classify import class_log_likelihoods, log_marginal
 from sbgc.method.sde import SDE
+from sbgc.report import markdown_table
 from sbgc.stats import MeanInterval, ProportionSummary, mean_interval, proportion_summary
 
 Array = jax.Array
@@ -262,18 +263,16 @@ class ConvexityStatistics:
 
     def to_markdown(self) -> str:
         """The summaries over pairs as a markdown table (nats; intervals at their level)."""
-        pct = lambda s: (f"{100 * s.fraction:.0f} % ({s.successes} of {s.n}) | {100 * s.lo:.0f} – {100 * s.hi:.0f} % "
-                         f"| p = {s.sign_test_p:.2g}")  # fmt: skip
-        num = lambda s: f"{s.mean:.4g} ± {s.sem:.2g} | {s.lo:.4g} – {s.hi:.4g} | –"
+        pct = lambda s: (f"{100 * s.fraction:.0f} % ({s.successes} of {s.n})", f"{100 * s.lo:.0f} – {100 * s.hi:.0f} %",
+                         f"p = {s.sign_test_p:.2g}")  # fmt: skip
+        num = lambda s: (f"{s.mean:.4g} ± {s.sem:.2g}", f"{s.lo:.4g} – {s.hi:.4g}", "–")
         level = f"{100 * self.midpoint.level:.0f} %"
-        return "\n".join([
-            f"| measure (over {self.n_pairs} pairs) | value | {level} interval | sign test vs ½ |",
-            "| --- | --- | --- | --- |",
-            f"| pairs whose midpoint lies below the chord | {pct(self.below_chord)} |",
-            f"| chord − f at t = ½, mean ± SEM [nats] | {num(self.midpoint)} |",
-            f"| chord − f averaged over t, mean ± SEM [nats] | {num(self.gap)} |",
-            f"| mean second difference of f, mean ± SEM [nats / t²] | {num(self.curvature)} |",
-            f"| pairs with positive mean second difference | {pct(self.positive_curvature)} |",
+        return markdown_table((f"measure (over {self.n_pairs} pairs)", "value", f"{level} interval", "sign test vs ½"), [
+            ("pairs whose midpoint lies below the chord", *pct(self.below_chord)),
+            ("chord − f at t = ½, mean ± SEM [nats]", *num(self.midpoint)),
+            ("chord − f averaged over t, mean ± SEM [nats]", *num(self.gap)),
+            ("mean second difference of f, mean ± SEM [nats / t²]", *num(self.curvature)),
+            ("pairs with positive mean second difference", *pct(self.positive_curvature)),
         ])  # fmt: skip
 
     def as_dict(self) -> dict:

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from sbgc.stats import binomial_interval, mean_interval
+from sbgc.report import markdown_table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,16 +111,11 @@ def summarize_generative(log_p: np.ndarray, bpd: np.ndarray, marginal_bpd: np.nd
 
 def table_markdown(ours: Sequence[tuple[str, Estimate | None, Estimate | None, str]]) -> str:
     """Table 1: the paper's rows (marked "paper") and ours ((name, accuracy, bpd, where measured))."""
-    lines = ["| model | source | accuracy [%] ↑ | NLL [bits/dim] ↓ |", "| --- | --- | --- | --- |"]
-    for r in PAPER_TABLE1:
-        acc = "N/A" if r.accuracy is None else f"{r.accuracy:.2f}"
-        nll = "N/A" if r.bpd is None else f"{r.bpd:.2f}"
-        lines.append(f"| {r.model} | paper | {acc} | {nll} |")
-    for name, acc, nll, where in ours:
-        acc_s = "not measured" if acc is None else acc.fmt(1, 100.0)
-        nll_s = "N/A" if nll is None else nll.fmt(3)
-        lines.append(f"| **{name}** | ours: {where} | {acc_s} | {nll_s} |")
-    return "\n".join(lines)
+    rows = [(r.model, "paper", "N/A" if r.accuracy is None else f"{r.accuracy:.2f}",
+             "N/A" if r.bpd is None else f"{r.bpd:.2f}") for r in PAPER_TABLE1]
+    rows += [(f"**{name}**", f"ours: {where}", "not measured" if acc is None else acc.fmt(1, 100.0),
+              "N/A" if nll is None else nll.fmt(3)) for name, acc, nll, where in ours]
+    return markdown_table(("model", "source", "accuracy [%] ↑", "NLL [bits/dim] ↓"), rows)
 
 
 def plot_fig1(ours: Sequence[tuple[str, Estimate, Estimate]], ax=None):

@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from sbgc.experiments.adversarial import PGDResult
+from sbgc.report import markdown_table
 from sbgc.stats import binomial_interval
 
 
@@ -44,30 +45,21 @@ def accuracy_cell(correct: np.ndarray) -> str:
 def table3_markdown(ours: Sequence[tuple[str, PGDResult, PGDResult]]) -> str:
     """Table 3 with the paper's rows (marked "paper") and ours: (name, L∞ result, L2 result) on the
     same images (the clean accuracy is the L∞ result's clean forward pass)."""
-    lines = ["| model | source | clean [%] | L∞ PGD, ε = 8/255 [%] | L2 PGD, ε = 0.5 [%] |",
-             "| --- | --- | --- | --- | --- |"]  # fmt: skip
-    for r in PAPER_TABLE3:
-        lines.append(f"| {r.model} | paper (N = 216) | {r.clean:.2f} | {r.linf:.2f} | {r.l2:.2f} |")
+    rows = [(r.model, "paper (N = 216)", f"{r.clean:.2f}", f"{r.linf:.2f}", f"{r.l2:.2f}") for r in PAPER_TABLE3]
     for name, linf, l2 in ours:
         if not np.array_equal(linf.labels, l2.labels):
             raise ValueError(f"{name}: the L∞ and L2 attacks ran on different images")
-        lines.append(
-            f"| **{name}** | ours | {accuracy_cell(linf.clean_pred == linf.labels)} | "
-            f"{accuracy_cell(linf.adv_pred == linf.labels)} | {accuracy_cell(l2.adv_pred == l2.labels)} |"
-        )
-    return "\n".join(lines)
+        rows.append((f"**{name}**", "ours", accuracy_cell(linf.clean_pred == linf.labels),
+                     accuracy_cell(linf.adv_pred == linf.labels), accuracy_cell(l2.adv_pred == l2.labels)))
+    return markdown_table(("model", "source", "clean [%]", "L∞ PGD, ε = 8/255 [%]", "L2 PGD, ε = 0.5 [%]"), rows)
 
 
 def settings_markdown(results: Sequence[tuple[str, PGDResult]]) -> str:
     """One row per attack: norm, loss, ε, steps, step size, random start, seconds, measured ‖δ‖."""
-    lines = ["| attack on | norm | loss | ε | steps | step size | random start | max ‖δ‖∞ | max ‖δ‖₂ | seconds |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-    for name, r in results:
-        lines.append(
-            f"| {name} | {r.norm} | {r.loss} | {r.epsilon:.4g} | {r.steps} | {r.stepsize:.4g} | {r.random_start} | "
-            f"{r.linf.max():.4g} | {r.l2.max():.4g} | {r.seconds:.1f} |"
-        )
-    return "\n".join(lines)
+    rows = [(name, r.norm, r.loss, f"{r.epsilon:.4g}", r.steps, f"{r.stepsize:.4g}", r.random_start,
+             f"{r.linf.max():.4g}", f"{r.l2.max():.4g}", f"{r.seconds:.1f}") for name, r in results]
+    return markdown_table(("attack on", "norm", "loss", "ε", "steps", "step size", "random start", "max ‖δ‖∞",
+                           "max ‖δ‖₂", "seconds"), rows)
 
 
 def plot_pairs(clean: np.ndarray, results: Sequence[tuple[str, PGDResult]], class_names: Sequence[str],

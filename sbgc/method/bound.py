@@ -91,7 +91,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
 from sbgc.method.classify import log_marginal, predict
 from sbgc.method.likelihood import (
@@ -100,6 +99,7 @@ from sbgc.method.likelihood import (
     ScoreFn,
     bits_per_dim,
     log_det_model_to_unit,
+    padded_chunks,
     to_model_space,
     to_unit_interval,
 )
@@ -250,9 +250,7 @@ def _evaluate_rows(
     chunk = min(chunk_size, 1 << (n_rows - 1).bit_length())  # powers of two below chunk_size: few shapes
     out = np.empty((3, n_rows), np.float64)
     passes = np.zeros(n_slots, np.int64)
-    for start in tqdm(range(0, n_rows, chunk), desc=desc, disable=not progress):
-        idx = np.arange(start, min(start + chunk, n_rows))
-        pad = np.concatenate([idx, np.full(chunk - idx.size, idx[-1])])
+    for idx, pad in padded_chunks(n_rows, chunk, desc=desc, progress=progress):
         img = rows.image[pad]
         terms = _chunk_terms(
             score_fn, sde, x_model[img], jnp.asarray(rows.label[pad]), jnp.asarray(rows.t[pad]), key,

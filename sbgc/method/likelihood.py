@@ -57,7 +57,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Callable, Literal, NamedTuple
+from typing import Callable, Iterator, Literal, NamedTuple
 
 import diffrax
 import equinox as eqx
@@ -387,6 +387,15 @@ def solve_rows(
 _solve_rows_jit = eqx.filter_jit(solve_rows)
 
 
+def padded_chunks(n_rows: int, chunk: int, *, desc: str, progress: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(rows, padded)`` per chunk of ``chunk`` rows, with a tqdm bar over chunks: ``rows`` [≤ chunk]
+    the real row indices, ``padded`` [chunk] the same with its last row repeated, so every chunk has
+    one shape and compiles once. Results of the padding rows are to be dropped."""
+    for start in tqdm(range(0, n_rows, chunk), desc=desc, disable=not progress):
+        rows = np.arange(start, min(start + chunk, n_rows))
+        yield rows, np.concatenate([rows, np.full(chunk - rows.size, rows[-1])])
+
+
 def change_of_variables(prior_logp, delta_logp, log_det):
     """Paper eq. 2: log p₀(x(0)) = log p_T(x(T)) + ∫₀ᵀ ∇·f̃(x(t), t) dt, plus log|det ∂x̃/∂x| of the
     map from the [0, 1] data into model space (D log 2 for the centred [−1, 1] space).
@@ -469,6 +478,20 @@ def prepare_batch(
     return PreparedBatch(x_model, k_probe, n, probe, log_det_model_to_unit(dim, data_scaling), dim)
 
 
+def _failed_rows(out: RowSolution, images: np.ndarray, labels: np.ndarray) -> list[tuple[int, int, str]]:
+    """(image, class, why) of every row of a solved chunk (numpy ``out``, rows [r]) that did not reach
+    T or gave a non-finite log-likelihood."""
+    finite = np.isfinite(out.prior_logp).all(axis=1) & np.isfinite(out.delta_logp).all(axis=1)
+    failed = []
+    for j, (i, c) in enumerate(zip(images, labels)):
+        if not out.successful[j]:
+            why = "max_steps reached" if out.max_steps_reached[j] else "solver did not succeed"
+            failed.append((int(i), int(c), f"{why} ({int(out.num_steps[j].max())} steps)"))
+        elif not finite[j]:
+            failed.append((int(i), int(c), "non-finite log-likelihood"))
+    return failed
+
+
 def _failure_message(
     failed: list[tuple[int, int, str]], settings: SolverSettings, n_rows: int
 ) -> str:
@@ -547,9 +570,7 @@ def log_likelihood_table(
     prior = np.empty((n_rows, n), np.float64)
     delta = np.empty((n_rows, n), np.float64)
     nfe = np.empty((n_rows,), np.int64)
-    for start in tqdm(range(0, n_rows, chunk), desc="log-likelihood", disable=not progress):
-        rows = np.arange(start, min(start + chunk, n_rows))
-        padded = np.concatenate([rows, np.full(chunk - rows.size, rows[-1])])  # one shape per chunk
+    for rows, padded in padded_chunks(n_rows, chunk, desc="log-likelihood", progress=progress):
         img = image_of_row[padded]
         out = _solve_rows_jit(
             score_fn,
@@ -561,14 +582,7 @@ def log_likelihood_table(
             prior_logp_fn,
         )
         out = jax.tree_util.tree_map(lambda a: np.asarray(a)[: rows.size], out)
-        finite = np.isfinite(out.prior_logp).all(axis=1) & np.isfinite(out.delta_logp).all(axis=1)
-        failed = []
-        for j, r in enumerate(rows):
-            if not out.successful[j]:
-                why = "max_steps reached" if out.max_steps_reached[j] else "solver did not succeed"
-                failed.append((int(image_of_row[r]), int(label_of_row[r]), f"{why} ({int(out.num_steps[j].max())} steps)"))
-            elif not finite[j]:
-                failed.append((int(image_of_row[r]), int(label_of_row[r]), "non-finite log-likelihood"))
+        failed = _failed_rows(out, image_of_row[rows], label_of_row[rows])
         if failed:
             raise LikelihoodSolveError(
                 _failure_message(failed, settings, n_rows), [(i, c) for i, c, _ in failed]

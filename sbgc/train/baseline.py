@@ -43,7 +43,7 @@ from sbgc.data.datasets import test_set, training_set
 from sbgc.data.transforms import dequantize, random_flip
 from sbgc.method.networks import count_params
 from sbgc.train.checkpoint import CheckpointStore, export_params, load_params
-from sbgc.train.loop import batch_indices, device_name, log_rows, resume, run_loop
+from sbgc.train.loop import batch_indices, device_name, log_rows, restore_checkpoint, resume, run_loop
 from sbgc.train.pretrained import resolve_path
 
 Array = jax.Array
@@ -353,20 +353,17 @@ def _config_from_meta(meta: dict) -> WRNConfig:
     return WRNConfig(**meta["config"]["model"])
 
 
+def _abstract_state(meta: dict) -> Any:
+    model_cfg, cfg = _config_from_meta(meta), BaselineTrainConfig(**meta["config"]["train"])
+    return jax.eval_shape(lambda: init_state(jax.random.PRNGKey(0), model_cfg, make_optimizer(cfg)))
+
+
 def export_ema(workdir: str | Path, out: str | Path, step: int | None = None, *, data_dir: str | None = None,
                evaluate: bool = True) -> dict:
     """Write the EMA parameters (+ BatchNorm statistics) of a baseline checkpoint as a shipped file,
     with its test accuracy (on the test split found on this machine) in the metadata."""
-    store = CheckpointStore(Path(workdir) / "checkpoints")
-    steps = store.steps()
-    if not steps:
-        raise FileNotFoundError(f"no committed checkpoint in {store.dir}")
-    step = steps[-1] if step is None else step
-    meta = store.metadata(step)
-    model_cfg = _config_from_meta(meta)
-    cfg = BaselineTrainConfig(**meta["config"]["train"])
-    abstract = jax.eval_shape(lambda: init_state(jax.random.PRNGKey(0), model_cfg, make_optimizer(cfg)))
-    state, meta = store.restore(step, abstract)
+    state, meta = restore_checkpoint(workdir, _abstract_state, step)
+    model_cfg, cfg = _config_from_meta(meta), BaselineTrainConfig(**meta["config"]["train"])
     variables = {"params": state["ema"], "batch_stats": state["batch_stats"]}
     keep = {k: meta[k] for k in ("kind", "architecture", "profile", "config", "data_source", "n_params",
                                  "train_seconds", "device", "step")}

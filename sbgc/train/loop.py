@@ -122,6 +122,18 @@ def run_loop(chunk: Callable, state: Any, data: tuple, *, store: CheckpointStore
     return state, step, elapsed
 
 
+def restore_checkpoint(workdir: str | Path, abstract_state: Callable[[dict], Any], step: int | None = None
+                       ) -> tuple[Any, dict]:
+    """State and metadata of checkpoint ``step`` (default: the newest intact one) of the run in
+    ``workdir``, verified by sha256; ``abstract_state(metadata)`` gives the state's shapes and dtypes."""
+    store = CheckpointStore(Path(workdir) / "checkpoints")
+    steps = store.steps()
+    if not steps:
+        raise FileNotFoundError(f"no committed checkpoint in {store.dir}")
+    step = steps[-1] if step is None else step
+    return store.restore(step, abstract_state(store.metadata(step)))
+
+
 def device_name() -> str:
     """e.g. '8x NVIDIA H100 80GB HBM3' or '1x cpu (2 cores)'."""
     d = jax.devices()[0]

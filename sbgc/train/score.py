@@ -53,7 +53,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from sbgc.data.datasets import training_set
 from sbgc.data.transforms import dequantize, random_flip, to_model_space
 from sbgc.train.checkpoint import CheckpointStore, export_params, load_params
-from sbgc.train.loop import (batch_indices, device_name, interval_reduction, log_rows,
+from sbgc.train.loop import (batch_indices, device_name, interval_reduction, log_rows, restore_checkpoint,
                              resume, run_loop, write_log)
 from sbgc.method.losses import WEIGHTINGS, dsm_loss
 from sbgc.method.networks import ModelConfig, count_params, get_config, init_params, make_noise_fn
@@ -278,18 +278,10 @@ def train(cfg: TrainConfig, steps: int, workdir: str | Path, *, data: str | None
 
 def export_ema(workdir: str | Path, out: str | Path, step: int | None = None) -> dict:
     """Write the EMA parameters of a training checkpoint as a shipped, sha256-checked file."""
-    store = CheckpointStore(Path(workdir) / "checkpoints")
-    steps = store.steps()
-    if not steps:
-        raise FileNotFoundError(f"no committed checkpoint in {store.dir}")
-    step = steps[-1] if step is None else step
-    meta = store.metadata(step)
-    model_cfg = model_config_from_meta(meta)
-    train_cfg = TrainConfig(**meta["config"]["train"])
-    abstract = jax.eval_shape(lambda: init_state(jax.random.PRNGKey(0), model_cfg, make_optimizer(train_cfg)))
-    state, meta = store.restore(step, abstract)
+    state, meta = restore_checkpoint(workdir, _abstract_state, step)
     keep = {k: meta[k] for k in ("profile", "config", "data_source", "n_params", "train_seconds", "device", "step")}
-    return export_params(state["ema"], out, dict(keep, weights="ema", ema_decay=train_cfg.ema_decay))
+    ema_decay = TrainConfig(**meta["config"]["train"]).ema_decay
+    return export_params(state["ema"], out, dict(keep, weights="ema", ema_decay=ema_decay))
 
 
 # --- carrying a run across machines and sessions --------------------------------------------------------
@@ -310,12 +302,7 @@ def pack_state(workdir: str | Path, out: str | Path) -> dict:
     from flax import serialization
 
     workdir, out = Path(workdir), Path(out)
-    store = CheckpointStore(workdir / "checkpoints")
-    steps = store.steps()
-    if not steps:
-        raise FileNotFoundError(f"no committed checkpoint in {store.dir}")
-    meta = store.metadata(steps[-1])
-    state, meta = store.restore(steps[-1], _abstract_state(meta))
+    state, meta = restore_checkpoint(workdir, _abstract_state)
     keep = {k: v for k, v in meta.items() if k not in ("sha256", "files")}
     packed = export_params(serialization.to_state_dict(jax.device_get(state)), out,
                            dict(keep, kind="training state", packed_from=str(workdir)))
