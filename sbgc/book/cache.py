@@ -1,0 +1,161 @@
+"""A results cache for the book's expensive computations, verified on load and shipped in the repository.
+
+An entry is one computation's arrays (class log-likelihood tables, bound tables, attack results):
+``<directory>/<name>-<key>.npz`` (numpy, no pickle) with ``<name>-<key>.json`` beside it. The key is
+the sha256 of everything that determines the arrays, written out in the JSON so a reader sees it:
+
+* ``name`` and ``code_version`` — the computation, and a version its author bumps by hand whenever
+  the computing code changes what it returns;
+* ``settings`` — the knobs (JSON: dataclasses, tuples and numbers);
+* ``checkpoint_sha256`` — the model's file;
+* ``data_source`` and the sha256 of the evaluated ``image_indices``.
+
+The JSON also records the sha256 of the ``.npz`` file and when, where (device, commit) and in how many
+seconds the entry was computed. :meth:`ResultCache.get` never replaces a damaged entry silently: one
+whose bytes do not match the recorded sha256, or whose JSON describes other inputs, is an error
+naming the file (a broken shipped cache must fail CI). A missing entry is computed and written
+atomically, unless the cache is ``read_only`` (CI rendering a shipped run), where it is an error
+listing the key's inputs. ``recompute=True`` recomputes and overwrites.
+
+Why not ``joblib.Memory``: it keys entries by the hash of the function's source text, so any edit (a
+docstring, a renamed local) discards every shipped result, while a change in a function the cached one
+calls is missed; it stores outputs as pickles (not safe to load from a repository, and tied to class
+paths that the package layout changes); it does not verify stored bytes on load; and it has no
+"never compute" mode. The inputs here are explicit and few, so the key is written out instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sbgc.data.files import atomic_savez, file_digest
+
+FORMAT = "sbgc-result-cache/1"
+
+
+class CacheError(RuntimeError):
+    """A cache entry is damaged, or missing from a read-only cache."""
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready form of settings: dataclasses as dicts, tuples as lists, numpy scalars as numbers."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cache key: {type(value).__name__} {value!r} is not a setting (numbers, strings, tuples, dataclasses)")
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheKey:
+    """Everything that determines a cached computation's arrays."""
+
+    name: str
+    code_version: int
+    settings: Any
+    checkpoint_sha256: str
+    data_source: str
+    image_indices: np.ndarray  # int [N], the evaluated images' positions in their split
+
+    def inputs(self) -> dict[str, Any]:
+        indices = np.ascontiguousarray(np.asarray(self.image_indices, np.int64))
+        return {"name": self.name, "code_version": int(self.code_version), "settings": _plain(self.settings),
+                "checkpoint_sha256": self.checkpoint_sha256, "data_source": self.data_source,
+                "n_images": int(indices.size), "image_indices_sha256": hashlib.sha256(indices.tobytes()).hexdigest()}
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.inputs(), sort_keys=True).encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class CachedResult:
+    """Arrays of an entry and how they came to be: ``computed_now`` or loaded, with the record
+    (when, where, in how many seconds they were computed)."""
+
+    arrays: dict[str, np.ndarray]
+    computed_now: bool
+    record: dict[str, Any]
+    path: Path
+
+    def provenance_line(self) -> str:
+        """e.g. 'loaded from results-cache/x-1a2b….npz (computed 2026-11-30T15:00:00+00:00 on 1x cpu in 812 s)'."""
+        r = self.record
+        how = "computed now" if self.computed_now else f"loaded from {self.path.name}"
+        return f"{how} (computed {r['computed_at']} on {r['device']} in {r['seconds']:.0f} s, commit {r['commit'][:8]})"
+
+
+class ResultCache:
+    """Entries under ``directory``; ``read_only``: a missing entry is an error, never computed."""
+
+    def __init__(self, directory: str | os.PathLike, *, read_only: bool = False):
+        self.directory = Path(directory)
+        self.read_only = read_only
+
+    def paths(self, key: CacheKey) -> tuple[Path, Path]:
+        stem = f"{key.name}-{key.digest()[:16]}"
+        return self.directory / f"{stem}.npz", self.directory / f"{stem}.json"
+
+    def load(self, key: CacheKey) -> CachedResult | None:
+        """The verified entry for ``key``, or None if there is none. Raises CacheError if it is damaged."""
+        data, meta = self.paths(key)
+        if not meta.exists() and not data.exists():
+            return None
+        if not (meta.is_file() and data.is_file()):
+            raise CacheError(f"cache entry {data.stem}: one of {data.name} and {meta.name} is missing")
+        record = json.loads(meta.read_text())
+        if record.get("format") != FORMAT or record.get("key") != key.digest() or record.get("inputs") != key.inputs():
+            raise CacheError(f"{meta}: does not describe this computation (format or key differs); delete it "
+                             "or recompute")
+        got = file_digest(data)
+        if got != record.get("npz_sha256"):
+            raise CacheError(f"{data}: sha256 {got} does not match {record.get('npz_sha256')} in {meta.name}; the "
+                             "entry is damaged — recompute it (--recompute) rather than trust it")
+        with np.load(data, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        return CachedResult(arrays, False, record, data)
+
+    def get(self, key: CacheKey, compute: Callable[[], Mapping[str, np.ndarray]], *, recompute: bool = False,
+            device: str = "", commit: str = "") -> CachedResult:
+        """The entry for ``key``: loaded (verified) if present and not ``recompute``, else computed by
+        ``compute() -> {name: array}`` and written (``.npz`` first, then its ``.json``, each atomically)."""
+        if not recompute:
+            found = self.load(key)
+            if found is not None:
+                return found
+        if self.read_only:
+            raise CacheError(f"no cached result for {key.name} (key {key.digest()[:16]}) in {self.directory} and "
+                             f"the cache is read-only; its inputs: {json.dumps(key.inputs(), sort_keys=True)}")
+        start = time.perf_counter()
+        arrays = {k: np.asarray(v) for k, v in dict(compute()).items()}
+        seconds = time.perf_counter() - start
+        if any(a.dtype == object for a in arrays.values()):
+            raise TypeError(f"cache {key.name}: object arrays cannot be stored without pickle")
+        data, meta = self.paths(key)
+        atomic_savez(data, **arrays)
+        record = {"format": FORMAT, "key": key.digest(), "inputs": key.inputs(), "npz_sha256": file_digest(data),
+                  "arrays": {k: [str(a.dtype), list(a.shape)] for k, a in arrays.items()},
+                  "computed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "seconds": seconds, "device": device, "commit": commit}
+        fd, tmp = tempfile.mkstemp(prefix=meta.name + ".", suffix=".tmp", dir=meta.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=2, sort_keys=True)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, meta)
+        return CachedResult(arrays, True, record, data)
