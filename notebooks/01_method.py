@@ -47,8 +47,8 @@ from sbgc.data import cifar10 as cifar
 from sbgc.method.classify import class_log_likelihoods, predict
 from sbgc.method.likelihood import SolverSettings, log_likelihood
 from sbgc.method.sde import SDE
-from sbgc.stats import binomial_interval
 from sbgc.report import markdown_table
+from sbgc.stats import binomial_interval
 
 P = chapter_params("01_method", profile, overrides)
 sde = SDE("subvp")  # the paper's SDE: beta_min = 0.1, beta_max = 20, T = 1

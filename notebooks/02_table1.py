@@ -46,9 +46,9 @@ from sbgc.book.provenance import collect_provenance, write_results
 from sbgc.data.cifar10 import load_cifar10, load_exact_test_head
 from sbgc.experiments import table1
 from sbgc.method.classify import class_log_likelihoods
+from sbgc.report import cpu_trained_note, markdown_table
 from sbgc.train.baseline import load_classifier
 from sbgc.train.pretrained import load_model
-from sbgc.report import markdown_table
 
 P = chapter_params("02_table1", profile, overrides)
 key = jax.random.key(P.seed)
@@ -116,7 +116,7 @@ sum_exact = table1.summarize_generative(res_exact.log_p, res_exact.bpd, res_exac
 sizes = {"probes": P.ode.n_probes}
 prov_full = collect_provenance(P, data_source=full_source, checkpoint=model.path, sample_sizes=dict(sizes, images=len(idx_full)))
 prov_exact = collect_provenance(P, data_source=exact_source, checkpoint=model.path, sample_sizes=dict(sizes, images=len(idx_exact)))
-model_note = "Tiny CPU-trained network" if "cpu" in str(model.meta.get("device")).lower() else None
+model_note = cpu_trained_note(model.meta)
 
 rows = [(name, f"{s.accuracy.n:,}", s.accuracy.fmt(1, 100.0), s.bpd_marginal.fmt(3), s.bpd_true_class.fmt(3),
          f"{s.mean_nfe:.0f}") for name, s in (("test split (" + test.source + ")", sum_full), ("exact test head", sum_exact))]
@@ -142,7 +142,7 @@ acc_base_exact = table1.accuracy_estimate(clf.predict(exact.images[idx_exact]), 
 acc_base_many = table1.accuracy_estimate(clf.predict(test.images[idx_base]), test.labels[idx_base])
 prov_base = collect_provenance(P, data_source=f"CIFAR-10 test split ({test.source}) and exact test head ({exact.source})",
                                checkpoint=clf.path, sample_sizes={"images (large sample)": len(idx_base)})  # fmt: skip
-base_note = "Tiny CPU-trained baseline" if "cpu" in str(clf.meta.get("device")).lower() else None
+base_note = cpu_trained_note(clf.meta)
 display(Markdown(markdown_table(("images", "baseline accuracy [%] (95 % CI)", "SBGC accuracy [%] on the same images"), [
     ("the SBGC's test-split images", acc_base_same.fmt(1, 100.0), sum_full.accuracy.fmt(1, 100.0)),
     ("the SBGC's exact images", acc_base_exact.fmt(1, 100.0), sum_exact.accuracy.fmt(1, 100.0)),

@@ -52,12 +52,14 @@ from IPython.display import Markdown, display
 
 from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
-from sbgc.data.cifar10 import CLASS_NAMES, load_cifar10, load_exact_test_head
+from sbgc.data.cifar10 import CLASS_NAMES
 from sbgc.data.corruptions import CORRUPTIONS, NOISE_CORRUPTIONS, corruption_grid
+from sbgc.data.datasets import describe as describe_split
+from sbgc.data.datasets import evaluation_split
 from sbgc.experiments import corruption_robustness as rb
+from sbgc.report import cpu_trained_note, markdown_table
 from sbgc.train.baseline import load_classifier
 from sbgc.train.pretrained import load_model
-from sbgc.report import markdown_table
 
 P = chapter_params("03_cifar10c", profile, overrides)
 key = jax.random.key(P.seed)
@@ -106,15 +108,8 @@ display(Markdown(P.to_markdown()))
 t_start = time.perf_counter()
 model = load_model(P.checkpoint)
 clf = load_classifier(P.baseline)
-if P.data == "exact_head":
-    split = load_exact_test_head()
-    data_text = f"CIFAR-10 exact test head ({split.source}: the first {len(split)} test images, exact pixels)"
-elif P.data == "test":
-    split = load_cifar10("test")
-    copy = ", JPEG-recompressed copy" if split.source == "jpeg-copy" else ""
-    data_text = f"CIFAR-10 test split ({split.source}{copy}, {len(split):,} images)"
-else:
-    raise ValueError(f"knob data must be 'exact_head' or 'test', got {P.data!r}")
+split = evaluation_split(P.data)
+data_text = describe_split(split)
 if P.n_baseline_images < P.n_images:
     raise ValueError(f"n_baseline_images ({P.n_baseline_images}) must be at least n_images ({P.n_images}): "
                      "the baseline's sample contains the SBGC's")  # fmt: skip
@@ -128,8 +123,8 @@ sample_sizes = {"SBGC images": len(sbgc_set), "settings": len(grid), "SBGC cases
                 "baseline images": len(baseline_set), "baseline cases": len(baseline_set) * len(grid),
                 "probes": P.ode.n_probes}  # fmt: skip
 prov = collect_provenance(P, data_source=data_source, checkpoint=model.path, sample_sizes=sample_sizes)
-tiny = "cpu" in str(model.meta.get("device")).lower() or "cpu" in str(clf.meta.get("device")).lower()
-note = ("Tiny CPU-trained networks; " if tiny else "") + f"baseline {clf.path.name} sha256 `{clf.sha256[:12]}`"
+tiny = cpu_trained_note(model.meta, clf.meta)
+note = (f"{tiny}; " if tiny else "") + f"baseline {clf.path.name} sha256 `{clf.sha256[:12]}`"
 display(Markdown(
     f"Score model: {model.describe()}, {model.meta.get('n_params', 0):,} parameters.\n\n"
     f"Baseline: {clf.describe()}, {clf.meta.get('n_params', 0):,} parameters.\n\n"

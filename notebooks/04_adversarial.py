@@ -51,13 +51,15 @@ from IPython.display import Markdown, display
 
 from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
-from sbgc.data.cifar10 import CLASS_NAMES, load_cifar10, load_exact_test_head
+from sbgc.data.cifar10 import CLASS_NAMES
+from sbgc.data.datasets import describe as describe_split
+from sbgc.data.datasets import evaluation_split
 from sbgc.experiments import adversarial as attacks
 from sbgc.experiments import table3
 from sbgc.method.likelihood import to_unit_interval
+from sbgc.report import cpu_trained_note, markdown_table
 from sbgc.train.baseline import load_classifier
 from sbgc.train.pretrained import load_model
-from sbgc.report import markdown_table
 
 P = chapter_params("04_adversarial", profile, overrides)
 key = jax.random.key(P.seed)
@@ -83,7 +85,7 @@ display(Markdown(P.to_markdown()))
 # %%
 model = load_model(P.checkpoint)
 clf = load_classifier(P.baseline)
-dataset = load_exact_test_head() if P.data == "exact_head" else load_cifar10("test")
+dataset = evaluation_split(P.data)
 rng = np.random.default_rng(P.seed)
 order = rng.permutation(len(dataset))
 idx = np.sort(order[: P.n_images])  # the SBGC's images
@@ -95,12 +97,12 @@ cfg = attacks.SBGCLogitsConfig(n_probes=P.ode.n_probes, solver=P.ode.solver_sett
 probes = attacks.draw_attack_probes(jax.random.fold_in(key, 1), len(idx), P.ode.n_probes)
 f_sbgc = attacks.sbgc_logits_fn(model, probes, cfg)
 f_base = attacks.baseline_logits_fn(clf)
-source = f"CIFAR-10 {'exact test head' if P.data == 'exact_head' else 'test split'} ({dataset.source}), random images, dequantized once"
+source = f"{describe_split(dataset)}, random images, dequantized once"
 prov = collect_provenance(P, data_source=source, checkpoint=model.path,
                           sample_sizes={"images (SBGC)": len(idx), "probes": P.ode.n_probes, "PGD steps": P.pgd_steps})  # fmt: skip
 prov_base = collect_provenance(P, data_source=source, checkpoint=clf.path,
                                sample_sizes={"images (baseline)": len(idx_base), "PGD steps": P.pgd_steps})  # fmt: skip
-note = "Tiny CPU-trained networks" if "cpu" in str(model.meta.get("device")).lower() else None
+note = cpu_trained_note(model.meta, clf.meta)
 display(Markdown(
     f"Score model: {model.describe()}.\n\nBaseline: {clf.describe()}.\n\nSBGC logits: {cfg.describe()}.\n\n"
     + prov.line(note) + "\n\n" + prov_base.line(note)

@@ -52,6 +52,7 @@ from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
 from sbgc.data.cifar10 import CLASS_NAMES, load_exact_test_head
 from sbgc.experiments import interpolation as interp
+from sbgc.report import cpu_trained_note
 from sbgc.train.pretrained import load_model
 
 P = chapter_params("05_interpolation", profile, overrides)
@@ -107,7 +108,7 @@ paths = interp.interpolate(x_a, x_b, ts)  # [P, T, 32, 32, 3] in [0, 1]
 data_source = f"CIFAR-10 exact test head ({data.source}, first {len(data)} test images), random pairs"
 prov = collect_provenance(P, data_source=data_source, checkpoint=model.path,
                           sample_sizes={"pairs": P.n_pairs, "t values": P.n_t, "probes": P.ode.n_probes})  # fmt: skip
-model_note = "Tiny CPU-trained network" if "cpu" in str(model.meta.get("device")).lower() else None
+model_note = cpu_trained_note(model.meta)
 display(Markdown(f"Score model: {model.describe()}, {model.meta.get('n_params', 0):,} parameters.\n\n" + prov.line(model_note)))
 
 # %% [markdown]

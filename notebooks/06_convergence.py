@@ -51,12 +51,13 @@ from IPython.display import Markdown, display
 
 from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
-from sbgc.data.cifar10 import load_cifar10, load_exact_test_head
+from sbgc.data.datasets import describe as describe_split
+from sbgc.data.datasets import evaluation_split
 from sbgc.experiments import convergence as conv
 from sbgc.method.classify import class_log_likelihoods
+from sbgc.report import cpu_trained_note, markdown_table
 from sbgc.stats import binomial_interval
 from sbgc.train.pretrained import load_model
-from sbgc.report import markdown_table
 
 P = chapter_params("06_convergence", profile, overrides)
 key = jax.random.key(P.seed)
@@ -87,12 +88,12 @@ display(Markdown(P.to_markdown()))
 
 # %%
 model = load_model(P.checkpoint)
-split = load_exact_test_head() if P.data == "exact_head" else load_cifar10(P.data)
+split = evaluation_split(P.data)
 images = split.subset(np.sort(rng.choice(len(split), P.n_images, replace=False)))
-data_source = f"CIFAR-10 {split.split} ({split.source}), {P.n_images} random images of {len(split)}"
+data_source = f"{describe_split(split)}, {P.n_images} random images"
 prov = collect_provenance(P, data_source=data_source, checkpoint=model.path, sample_sizes={
     "images": P.n_images, "probes": P.ode.n_probes, "comparison images": P.n_compare_images})  # fmt: skip
-model_note = "Tiny CPU-trained network" if "cpu" in str(model.meta.get("device")).lower() else None
+model_note = cpu_trained_note(model.meta)
 ode = P.ode.solver_settings()
 solver = P.ode.likelihood_kwargs(progress=False)
 likelihoods = functools.partial(class_log_likelihoods, model.score_fn, model.sde, key=jax.random.fold_in(key, 0))

@@ -50,6 +50,7 @@ from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
 from sbgc.data.cifar10 import load_exact_test_head
 from sbgc.experiments import compute
+from sbgc.report import cpu_trained_note
 from sbgc.stats import mean_interval
 from sbgc.train.pretrained import load_model
 
@@ -113,7 +114,7 @@ chosen = np.sort(np.random.default_rng(P.seed).choice(len(data), size=min(P.n_im
 x, y = data.images[chosen], data.labels[chosen].astype(np.int32)
 data_source = f"CIFAR-10 exact test head ({data.source}, first {len(data)} test images), {len(chosen)} drawn at random"
 prov = collect_provenance(P, data_source=data_source, checkpoint=model.path, sample_sizes={"images": len(chosen)})
-model_note = "Tiny CPU-trained network" if "cpu" in str(model.meta.get("device")).lower() else None
+model_note = cpu_trained_note(model.meta)
 device = f"{jax.devices()[0].device_kind} ({jax.devices()[0].platform})"
 display(Markdown(f"Score model: {model.describe()}. Device: {device}.\n\n" + prov.line(model_note)))
 

@@ -7,7 +7,7 @@ escapes every cell, checks that every row has the header's width and writes the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 ALIGNMENTS = {"left": "---", "right": "---:", "center": ":---:"}
@@ -37,3 +37,12 @@ def markdown_table(header: Sequence[Any], rows: Iterable[Sequence[Any]], align: 
             raise ValueError(f"markdown_table: row {i} has {len(row)} cells, the header {len(header)}: {row!r}")
         lines.append("| " + " | ".join(cell(v) for v in row) + " |")
     return "\n".join(lines)
+
+
+def cpu_trained_note(*metas: Mapping[str, Any]) -> str | None:
+    """The note a provenance line carries when any of the models (their metadata ``meta["device"]``)
+    was trained on a CPU: such a network is tiny next to the paper's, whatever its numbers."""
+    cpu = [m for m in metas if "cpu" in str(m.get("device", "")).lower()]
+    if not cpu:
+        return None
+    return "Tiny CPU-trained network" + ("s" if len(metas) > 1 else "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 import textwrap
@@ -89,6 +90,14 @@ def test_registry_matches_toc_and_parameter_cells():
 
 def nb_text(name: str) -> str:
     return (book.NOTEBOOK_SOURCES / f"{name}.py").read_text()
+
+
+def test_a_chapter_cannot_evaluate_another_dataset_than_its_profile():
+    ci = profiles.PROFILES["ci"]
+    chapters = dict(ci.chapters)
+    chapters["06_convergence"] = dataclasses.replace(chapters["06_convergence"], data="mnist")
+    with pytest.raises(ValueError, match="data 'mnist' is not an evaluation split of cifar10"):
+        dataclasses.replace(ci, chapters=chapters)
 
 
 def test_every_model_a_profile_uses_is_shipped_or_producible():

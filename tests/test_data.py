@@ -421,3 +421,12 @@ def test_download_checks_md5_and_writes_atomically(monkeypatch, tmp_path):
     path = D.download_cifar10(dest, url=fake.as_uri())
     assert path == dest / D.OFFICIAL_ARCHIVE and path.read_bytes() == fake.read_bytes()
     assert D.locate("train", dest).kind == "official"
+
+
+def test_describe_names_dataset_split_and_pixel_fidelity():
+    from sbgc.data.datasets import describe
+
+    images, labels, idx = np.zeros((3, 4, 4, 1), np.uint8), np.zeros(3, np.int32), np.arange(3, dtype=np.int64)
+    assert describe(F.ImageSet(images, labels, "mnist-official", idx, "test")) == "MNIST test split (official files, exact pixels, 3 images)"
+    assert "exact pixels" in describe(F.ImageSet(images, labels, "exact-head", idx, "exact_head"))
+    assert "JPEG-recompressed copy" in describe(F.ImageSet(images, labels, "jpeg-copy", idx, "test"))

@@ -27,3 +27,11 @@ def test_cells_are_one_line_and_rows_must_match_the_header():
         markdown_table(("a", "b"), [(1, 2), (3,)])
     with pytest.raises(ValueError, match="align must be 2 of"):
         markdown_table(("a", "b"), [], align=["left"])
+
+
+def test_cpu_trained_note_names_cpu_models_only():
+    from sbgc.report import cpu_trained_note
+
+    assert cpu_trained_note({"device": "1x cpu (2 cores)"}) == "Tiny CPU-trained network"
+    assert cpu_trained_note({"device": "8x NVIDIA H100"}, {"device": "1x cpu"}) == "Tiny CPU-trained networks"
+    assert cpu_trained_note({"device": "1x NVIDIA H200"}) is None and cpu_trained_note({}) is None

@@ -115,6 +115,7 @@ class ModelSpec:
 
 
 DATASETS = ("cifar10", "mnist")
+SPLIT_DATASET = {"exact_head": "cifar10", "cifar10": "cifar10", "mnist": "mnist"}  # evaluation split -> dataset
 
 CI_SBGC = ModelSpec("ci", "sbgc", "cifar10", "ci", 3_600)
 CI_BASELINE = ModelSpec("ci", "baseline", "cifar10", "ci", 6_000)
@@ -160,7 +161,7 @@ class CorruptionKnobs:
     """03_cifar10c: Table 2 and Fig. 4 (paper, CIFAR-10-C: 10 probes, rtol = atol = 1e-5, 1,000 images)."""
 
     seed: int
-    data: str  # clean images: "exact_head" (846 exact test images) or "test"
+    data: str  # clean images: an evaluation split of sbgc.data.datasets ("exact_head", "cifar10", "mnist")
     n_images: int  # the SBGC's random images; the baseline's first n_images are the same
     n_baseline_images: int
     severities: tuple[int, ...]
@@ -173,7 +174,7 @@ class AdversarialKnobs:
     """04_adversarial: Table 3 (paper: N = 216 images, 10 probes)."""
 
     seed: int
-    data: str  # "exact_head" or "test"
+    data: str  # an evaluation split of sbgc.data.datasets ("exact_head", "cifar10", "mnist")
     n_images: int  # images attacked; the baseline is attacked on these and more
     n_baseline_images: int
     ode: Ode  # the SBGC's logits (fixed steps make the attacked function cheap on a CPU)
@@ -200,7 +201,7 @@ class ConvergenceKnobs:
     """06_convergence: Fig. 3, accuracy and log p versus the number of probes (ode.n_probes, all computed once)."""
 
     seed: int
-    data: str  # "exact_head" or "test"
+    data: str  # an evaluation split of sbgc.data.datasets ("exact_head", "cifar10", "mnist")
     n_images: int
     n_subsamples: int
     n_compare_images: int  # images (the first of the sample) for the CRN and shared-trajectory comparisons
@@ -247,6 +248,10 @@ class Profile:
         for name, knobs in self.chapters.items():
             if not isinstance(knobs, NOTEBOOKS[name]):
                 raise ValueError(f"profile {self.name}, {name}: expected {NOTEBOOKS[name].__name__}, got {knobs!r}")
+            data = getattr(knobs, "data", None)
+            if data is not None and SPLIT_DATASET.get(data) != self.dataset:
+                raise ValueError(f"profile {self.name}, {name}: data {data!r} is not an evaluation split of "
+                                 f"{self.dataset} (one of {[s for s, d in SPLIT_DATASET.items() if d == self.dataset]})")
 
 
 # Which of the profile's models each chapter loads (overridable as the knobs "checkpoint", "baseline").
@@ -297,7 +302,7 @@ PROFILES: dict[str, Profile] = {
                                      train_steps=20_000, batch_size=256, learning_rate=1e-3,
                                      rtol=1e-5, atol=1e-5, eps=1e-5, grid_size=100, n_t_draws=200_000),
             "02_table1": Table1Knobs(seed=0, n_images=500, n_exact_images=846, n_baseline_images=10_000, ode=_WS_ODE),
-            "03_cifar10c": CorruptionKnobs(seed=0, data="test", n_images=40, n_baseline_images=10_000,
+            "03_cifar10c": CorruptionKnobs(seed=0, data="cifar10", n_images=40, n_baseline_images=10_000,
                                            severities=_ALL_SEVERITIES, corruptions=CORRUPTIONS, ode=_WS_ODE),
             "04_adversarial": AdversarialKnobs(seed=0, data="exact_head", n_images=16, n_baseline_images=1_000,
                                                ode=Ode(n_probes=10, rtol=1e-4, atol=1e-4), pgd_steps=10,
@@ -317,14 +322,14 @@ PROFILES: dict[str, Profile] = {
                                      rtol=1e-5, atol=1e-5, eps=1e-5, grid_size=200, n_t_draws=1_000_000),
             "02_table1": Table1Knobs(seed=0, n_images=10_000, n_exact_images=846, n_baseline_images=10_000,
                                      ode=_PAPER_ODE),
-            "03_cifar10c": CorruptionKnobs(seed=0, data="test", n_images=1_000, n_baseline_images=10_000,
+            "03_cifar10c": CorruptionKnobs(seed=0, data="cifar10", n_images=1_000, n_baseline_images=10_000,
                                            severities=_ALL_SEVERITIES, corruptions=CORRUPTIONS,
                                            ode=Ode(n_probes=10, rtol=1e-5, atol=1e-5)),
-            "04_adversarial": AdversarialKnobs(seed=0, data="test", n_images=216, n_baseline_images=1_000,
+            "04_adversarial": AdversarialKnobs(seed=0, data="cifar10", n_images=216, n_baseline_images=1_000,
                                                ode=Ode(n_probes=10, rtol=1e-5, atol=1e-5), pgd_steps=10,
                                                rel_stepsize=0.25, n_fd_directions=4, fd_h=5e-2, n_show=4),
             "05_interpolation": InterpolationKnobs(seed=0, n_pairs=500, n_t=24, ode=_PAPER_ODE, n_strips=4),
-            "06_convergence": ConvergenceKnobs(seed=0, data="test", n_images=1_000, n_subsamples=200,
+            "06_convergence": ConvergenceKnobs(seed=0, data="cifar10", n_images=1_000, n_subsamples=200,
                                                n_compare_images=100, ode=_PAPER_ODE),
             "07_compute": ComputeKnobs(seed=0, n_images=500, ode_probes=(1, 3, 10, 30), ode_rtols=(1e-3, 1e-5),
                                        ode_chunk=100, bound_times=(10, 30, 100, 300, 1000),

@@ -29,6 +29,7 @@ from sbgc.method.likelihood import (
     bits_per_dim,
     change_of_variables,
     hutchinson_divergence,
+    labels_per_image,
     prepare_batch,
 )
 from sbgc.method.numerics import highest_precision
@@ -141,10 +142,7 @@ def reference_log_likelihood_table(
 
 def log_likelihood(score_fn: ScoreFn, sde: SDE, x, y, key, **kwargs) -> LikelihoodResult:
     """log p(x | y) by the scipy reference: leading axis [B] (kwargs of the table function)."""
-    y = np.asarray(y)
-    b = np.shape(x)[0] if np.ndim(x) else 0
-    if y.shape != (b,) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"y must be an int array of shape ({b},) matching x, got {y.dtype} {y.shape}")
+    y = labels_per_image(y, x)
     res = reference_log_likelihood_table(score_fn, sde, x, y[:, None], key, **kwargs)
     return LikelihoodResult(*(a[:, 0] if isinstance(a, np.ndarray) else a for a in res))
 

@@ -1,8 +1,9 @@
 """The datasets by name, as the training and evaluation command lines ask for them.
 
 Training sets: ``"mnist"`` (official MNIST train), ``"cifar10"`` (CIFAR-10 train) and ``"toy"``
-(synthetic CIFAR-shaped images for tests). Test sets: ``"mnist"``, ``"cifar10"`` (the JPEG copy
-or the official archive) and ``"exact_head"`` (the 846 CIFAR-10 test images with exact pixels).
+(synthetic CIFAR-shaped images for tests). Evaluation splits: ``"mnist"`` (MNIST test),
+``"cifar10"`` (CIFAR-10 test: the JPEG copy or the official archive) and ``"exact_head"`` (the 846
+CIFAR-10 test images with exact pixels); :func:`describe` names them in provenance lines.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from sbgc.data import cifar10
 from sbgc.data.files import ImageSet
 from sbgc.data.mnist import load_mnist
 
-TEST_SETS = ("mnist", "cifar10", "exact_head")
+EVALUATION_SPLITS = ("mnist", "cifar10", "exact_head")
 
 
 def training_set(name: str, data_dir: str | None, toy_size: int) -> tuple[np.ndarray, np.ndarray, str]:
@@ -28,7 +29,7 @@ def training_set(name: str, data_dir: str | None, toy_size: int) -> tuple[np.nda
     raise ValueError(f"--data must be 'cifar10', 'mnist' or 'toy', got {name!r}")
 
 
-def test_set(data: str, data_dir: str | None = None) -> ImageSet:
+def evaluation_split(data: str, data_dir: str | None = None) -> ImageSet:
     """The split evaluated for ``data``: MNIST test, CIFAR-10 test (JPEG copy or official) or the
     846 exact CIFAR-10 test images."""
     if data == "mnist":
@@ -37,4 +38,14 @@ def test_set(data: str, data_dir: str | None = None) -> ImageSet:
         return cifar10.load_cifar10("test", data_dir)
     if data == "exact_head":
         return cifar10.load_exact_test_head(data_dir)
-    raise ValueError(f"data must be one of {TEST_SETS}, got {data!r}")
+    raise ValueError(f"data must be one of {EVALUATION_SPLITS}, got {data!r}")
+
+
+def describe(split: ImageSet) -> str:
+    """Which images these are, for provenance lines: dataset, split, source, pixel fidelity, size."""
+    if split.source == "mnist-official":
+        return f"MNIST {split.split} split (official files, exact pixels, {len(split):,} images)"
+    if split.source == "exact-head":
+        return f"CIFAR-10 exact test head (the first {len(split):,} test images, exact pixels)"
+    fidelity = {"jpeg-copy": "JPEG-recompressed copy", "official": "official archive, exact pixels"}.get(split.source, split.source)
+    return f"CIFAR-10 {split.split} split ({fidelity}, {len(split):,} images)"

@@ -32,7 +32,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from sbgc.data.datasets import TEST_SETS, test_set
+from sbgc.data.datasets import EVALUATION_SPLITS, evaluation_split
 from sbgc.data.files import atomic_savez
 from sbgc.stats import binomial_interval, mean_interval
 from sbgc.train.checkpoint import write_json_atomic
@@ -58,8 +58,8 @@ class EvalSettings:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.data not in TEST_SETS:
-            raise ValueError(f"data must be one of {TEST_SETS}, got {self.data!r}")
+        if self.data not in EVALUATION_SPLITS:
+            raise ValueError(f"data must be one of {EVALUATION_SPLITS}, got {self.data!r}")
         if self.n_images < 1 or self.batch < 1:
             raise ValueError(f"n_images and batch must be positive, got {self.n_images}, {self.batch}")
 
@@ -106,7 +106,7 @@ def evaluate(model, settings: EvalSettings, *, out: str | Path | None = None, da
     from sbgc.method.classify import log_marginal
     from sbgc.method.likelihood import bits_per_dim
 
-    split = test_set(settings.data, data_dir)
+    split = evaluation_split(settings.data, data_dir)
     shape = (model.config.image_size, model.config.image_size, model.config.channels)
     if split.images.shape[1:] != shape:
         raise ValueError(f"{settings.data} images are {split.images.shape[1:]}, the model expects {shape}")
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--steps", type=int, nargs="+", required=True)
     else:
         p.add_argument("--model", required=True, help="a shipped name (sbgc.train.pretrained.SHIPPED) or a .msgpack path")
-    p.add_argument("--data", default="mnist", choices=TEST_SETS)
+    p.add_argument("--data", default="mnist", choices=EVALUATION_SPLITS)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--method", default="bound", choices=METHODS)
     p.add_argument("--images", type=int, default=1000)

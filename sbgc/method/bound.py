@@ -98,6 +98,7 @@ from sbgc.method.likelihood import (
     DataScaling,
     ScoreFn,
     bits_per_dim,
+    labels_per_image,
     log_det_model_to_unit,
     padded_chunks,
     to_model_space,
@@ -476,10 +477,7 @@ def log_bound(
     Raises:
         ValueError: malformed input or settings.
     """
-    y = np.asarray(y)
-    b = np.shape(x)[0] if np.ndim(x) else 0
-    if y.shape != (b,) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"y must be an int array of shape ({b},) matching x, got {y.dtype} {y.shape}")
+    y = labels_per_image(y, x)
     res = log_bound_table(score_fn, sde, x, y[:, None], key, **kwargs)
     first = lambda a: a[:, 0]
     per_row = ("log_p", "log_p_se", "bpd", "bpd_se", "decoder_term", "decoder_se", "diffusion_term", "diffusion_se",

@@ -387,6 +387,15 @@ def solve_rows(
 _solve_rows_jit = eqx.filter_jit(solve_rows)
 
 
+def labels_per_image(y: Array | np.ndarray, x: Array | np.ndarray) -> np.ndarray:
+    """``y`` as an int array [B] of one label per image of ``x`` [B, ...] (a ValueError otherwise)."""
+    y = np.asarray(y)
+    b = np.shape(x)[0] if np.ndim(x) else 0
+    if y.shape != (b,) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"y must be an int array of shape ({b},) matching x, got {y.dtype} {y.shape}")
+    return y
+
+
 def padded_chunks(n_rows: int, chunk: int, *, desc: str, progress: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(rows, padded)`` per chunk of ``chunk`` rows, with a tqdm bar over chunks: ``rows`` [≤ chunk]
     the real row indices, ``padded`` [chunk] the same with its last row repeated, so every chunk has
@@ -614,10 +623,7 @@ def log_likelihood(
     ``probe``, ``dequantize``, ``data_scaling``, ``chunk_size``, ``progress``, ``prior_logp_fn``).
     Returns a :class:`LikelihoodResult` with leading axis [B].
     """
-    y = np.asarray(y)
-    b = np.shape(x)[0] if np.ndim(x) else 0
-    if y.shape != (b,) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"y must be an int array of shape ({b},) matching x, got {y.dtype} {y.shape}")
+    y = labels_per_image(y, x)
     res = log_likelihood_table(score_fn, sde, x, y[:, None], key, **kwargs)
     squeeze = lambda a: a[:, 0]
     return res._replace(

@@ -39,7 +39,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from sbgc.data.datasets import test_set, training_set
+from sbgc.data.datasets import evaluation_split, training_set
 from sbgc.data.transforms import dequantize, random_flip
 from sbgc.method.networks import count_params
 from sbgc.train.checkpoint import CheckpointStore, export_params, load_params
@@ -371,7 +371,7 @@ def export_ema(workdir: str | Path, out: str | Path, step: int | None = None, *,
     if evaluate:
         if cfg.data not in ("mnist", "cifar10"):
             raise ValueError(f"no test split to evaluate a baseline trained on {cfg.data!r}; export with --no-eval")
-        test = test_set(cfg.data, data_dir)
+        test = evaluation_split(cfg.data, data_dir)
         clf = LoadedClassifier(variables, model_cfg, {"sha256": ""}, Path(out))
         keep.update(test_accuracy=float(np.mean(clf.predict(test.images) == test.labels)),
                     test_source=test.source, test_images=len(test))
