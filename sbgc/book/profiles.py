@@ -109,7 +109,8 @@ class ModelSpec:
         """Shell commands that train the model from scratch (resumable) and export it to :meth:`path`."""
         module = "sbgc.train" if self.kind == "sbgc" else "sbgc.train.baseline"
         workdir = workdir or f"runs/{Path(self.name).stem}"
-        out = self.path().relative_to(REPO) if self.path().is_relative_to(REPO) else self.path()
+        path = self.path()
+        out = path.relative_to(REPO) if path.is_relative_to(REPO) else path
         return [f"python -m {module} --profile {self.train_profile} --steps {self.steps} --workdir {workdir}",
                 f"python -m {module} export --workdir {workdir} --out {out}"]
 
@@ -488,28 +489,31 @@ class Params:
                 "overridden": list(self.overridden)}
 
 
+def _check_notebook(notebook: str) -> None:
+    if notebook not in NOTEBOOKS:
+        raise ValueError(f"unknown notebook {notebook!r}; registered: {', '.join(NOTEBOOKS)}")
+
+
 def chapter_params(notebook: str, profile: str, overrides: Mapping[str, Any] | None = None) -> Params:
     """The knobs of ``notebook`` under ``profile`` with ``overrides`` applied (``None`` values skipped).
 
     Raises ValueError for an unknown notebook, profile or knob, or a value of the wrong type.
     """
     prof = get_profile(profile)
-    if notebook not in NOTEBOOKS:
-        raise ValueError(f"unknown notebook {notebook!r}; registered: {', '.join(NOTEBOOKS)}")
+    _check_notebook(notebook)
     given = {k: v for k, v in dict(overrides or {}).items() if v is not None}
+    overridden = tuple(given)
     models = {"checkpoint": prof.sbgc.name, "baseline": prof.baseline.name}
     for m in MODELS_USED[notebook]:
         if m in given:
             models[m] = coerce(m, given.pop(m), str)
     knobs = apply_overrides(notebook, prof.chapters[notebook], given)
-    overridden = tuple(k for k in dict(overrides or {}) if (overrides or {})[k] is not None)
     return Params(notebook, profile, knobs, models["checkpoint"], models["baseline"], overridden)
 
 
 def knob_names(notebook: str) -> tuple[str, ...]:
     """The dotted knob names of ``notebook`` (the same in every profile)."""
-    if notebook not in NOTEBOOKS:
-        raise ValueError(f"unknown notebook {notebook!r}; registered: {', '.join(NOTEBOOKS)}")
+    _check_notebook(notebook)
     return tuple(flat_fields(PROFILES["ci"].chapters[notebook])) + MODELS_USED[notebook]
 
 

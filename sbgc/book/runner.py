@@ -321,6 +321,14 @@ def html_image_hashes(page: Path) -> list[str]:
     return hashes
 
 
+def html_page(book: Path, notebook: Path, html_dir: Path) -> Path:
+    """The built HTML page of an executed notebook; RuntimeError if the build did not write it."""
+    page = html_dir / notebook.relative_to(book).with_suffix(".html")
+    if not page.is_file():
+        raise RuntimeError(f"no HTML page {page} for executed notebook {notebook}")
+    return page
+
+
 def check_figures(book: Path, notebooks: Sequence[Path], html_dir: Path | None = None) -> dict[str, int]:
     """Check that every image output of every executed notebook is shown in the built HTML.
 
@@ -329,9 +337,7 @@ def check_figures(book: Path, notebooks: Sequence[Path], html_dir: Path | None =
     html_dir = html_dir or book / "_build" / "html"
     counts = {}
     for notebook in notebooks:
-        page = html_dir / notebook.relative_to(book).with_suffix(".html")
-        if not page.is_file():
-            raise RuntimeError(f"no HTML page {page} for executed notebook {notebook}")
+        page = html_page(book, notebook, html_dir)
         wanted = notebook_image_hashes(notebook)
         shown = set(html_image_hashes(page))
         missing = [h for h in wanted if h not in shown]
@@ -374,7 +380,7 @@ def check_tables(book: Path, notebooks: Sequence[Path], html_dir: Path | None = 
     html_dir = html_dir or book / "_build" / "html"
     counts = {}
     for notebook in notebooks:
-        page = html_dir / notebook.relative_to(book).with_suffix(".html")
+        page = html_page(book, notebook, html_dir)
         wanted, shown = markdown_table_count(notebook), page.read_text().count("<table")
         if shown < wanted:
             raise RuntimeError(f"{notebook.stem}: {wanted} markdown table(s) but only {shown} HTML table(s) in {page}; "
