@@ -24,20 +24,11 @@
 # score-based model (**paper**, Fig. 2: mean ± std over pairs). This chapter measures the same
 # curve and then *tests* convexity pair by pair, with confidence intervals, instead of reading it
 # off the mean curve.
-#
-# :::{warning}
-# **The network behind the `ci` profile is tiny**: a 0.78M-parameter score model trained on
-# 2 CPU cores (its sha256 and training record are in the provenance lines). It proves
-# that the pipeline runs end to end; it is *not* the paper's 67M-parameter model and its numbers
-# say nothing about the paper's claim. At the `ci` profile the sample is also far too small
-# (a couple of pairs, a handful of values of $t$, one probe, loose tolerances) for any number on
-# this page to mean anything. Run the `workstation` or `paper` profile with a GPU-trained model for
-# numbers worth reading.
-# :::
 
 # %% tags=["parameters"]
 profile = "ci"
 overrides = {}  # e.g. {"n_images": 20, "ode.rtol": 1e-3}; knobs: sbgc.book.profiles
+cache = "use"  # results-cache/: "use", "read-only" or "recompute" (sbgc.book.cache.MODES)
 
 # %% tags=["hide-cell"]
 from sbgc.book.provenance import setup_jax
@@ -50,12 +41,14 @@ from IPython.display import Markdown, display
 
 from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
-from sbgc.data.cifar10 import CLASS_NAMES, load_exact_test_head
+from sbgc.book.cache import CacheKey, cached_tuple, chapter_cache
+from sbgc.data.datasets import class_names, describe, evaluation_split
 from sbgc.experiments import interpolation as interp
 from sbgc.report import cpu_trained_note
 from sbgc.train.pretrained import load_model
 
 P = chapter_params("05_interpolation", profile, overrides)
+C = chapter_cache(cache)
 key = jax.random.key(P.seed)
 display(Markdown(P.to_markdown()))
 
@@ -77,10 +70,10 @@ display(Markdown(P.to_markdown()))
 #   gets the *same* probes at every $t$ (`path_log_likelihoods` solves $t$ by $t$ with one key).
 #   The probe noise of $f$ is then correlated along the path and largely cancels in the
 #   differences that measure curvature.
-# * **The images** are pairs drawn at random, without repetition, from the first 846 CIFAR-10 test
-#   images, the only ones available here with their exact pixels (`load_exact_test_head`; the
-#   full test set on this machine is a JPEG-recompressed copy, whose smoothed pixels would shift
-#   every likelihood).
+# * **The images** are pairs drawn at random, without repetition, from a test split with exact
+#   pixels (the profile's `data`: the MNIST test split, or the first 846 CIFAR-10 test images — the
+#   full CIFAR-10 test set on this machine is a JPEG-recompressed copy, whose smoothed pixels would
+#   shift every likelihood).
 #
 # **Convexity, measured.** For each pair the chord is the straight line between $f(0)$ and $f(1)$.
 # A convex $f$ lies below its chord; a concave one above it. Per pair we record
@@ -100,16 +93,18 @@ display(Markdown(P.to_markdown()))
 
 # %%
 model = load_model(P.checkpoint)
-data = load_exact_test_head()
+data = evaluation_split(P.data)
+names = class_names(P.data)
 pairs = interp.random_pairs(len(data), P.n_pairs, P.seed)  # [P, 2] indices (A, B)
 x_a, x_b = interp.dequantize_pairs(data.images[pairs[:, 0]], data.images[pairs[:, 1]], jax.random.fold_in(key, 0))
 ts = interp.interpolation_times(P.n_t)
-paths = interp.interpolate(x_a, x_b, ts)  # [P, T, 32, 32, 3] in [0, 1]
-data_source = f"CIFAR-10 exact test head ({data.source}, first {len(data)} test images), random pairs"
+paths = interp.interpolate(x_a, x_b, ts)  # [P, T, H, W, C] in [0, 1]
+data_source = f"{describe(data)}, {P.n_pairs} random pairs"
 prov = collect_provenance(P, data_source=data_source, checkpoint=model.path,
                           sample_sizes={"pairs": P.n_pairs, "t values": P.n_t, "probes": P.ode.n_probes})  # fmt: skip
 model_note = cpu_trained_note(model.meta)
-display(Markdown(f"Score model: {model.describe()}, {model.meta.get('n_params', 0):,} parameters.\n\n" + prov.line(model_note)))
+display(Markdown(P.notice(model.meta) + f"\n\nScore model: {model.describe()}, {model.meta.get('n_params', 0):,} "
+                 "parameters.\n\n" + prov.line(model_note)))
 
 # %% [markdown]
 # ## $f(t)$ over the pairs
@@ -120,13 +115,15 @@ display(Markdown(f"Score model: {model.describe()}, {model.meta.get('n_params', 
 
 # %%
 solver = P.ode.likelihood_kwargs()
-curves = interp.path_log_likelihoods(model.score_fn, model.sde, paths, ts, jax.random.fold_in(key, 1), **solver)
+curves_key = CacheKey("interpolation_curves", 1, {"knobs": P.knobs, "stream": 1}, model.sha256, data_source, pairs.ravel())
+curves, entry = cached_tuple(C, curves_key, lambda: interp.path_log_likelihoods(
+    model.score_fn, model.sde, paths, ts, jax.random.fold_in(key, 1), **solver), interp.PathLikelihoods)
 fig = interp.plot_curves(ts, curves.log_p)
 display(Markdown(
     f"{P.n_pairs} pairs × {P.n_t} values of t × 10 classes solved in {curves.seconds:.0f} s "
     f"({curves.nfe.mean():.0f} score evaluations per solve on average; rtol = {P.ode.rtol:g}, atol = {P.ode.atol:g}). "
     f"Mean f at the endpoints: {curves.log_p[:, [0, -1]].mean():.1f} nats "
-    f"({curves.bpd()[:, [0, -1]].mean():.2f} bits/dim).\n\n" + prov.line(model_note)
+    f"({curves.bpd()[:, [0, -1]].mean():.2f} bits/dim).\n\n" + prov.line(model_note, entry)
 ))
 
 # %% [markdown]
@@ -141,7 +138,7 @@ se_text = ("One probe per solve: the Hutchinson standard error of a pair's curva
 fig = interp.plot_convexity(stats)
 display(Markdown(
     stats.to_markdown() + f"\n\n**Verdict at 95 %: {stats.verdict()}** (paper, Fig. 2: convex, over 500 pairs). "
-    f"{se_text}.\n\n" + prov.line(model_note)
+    f"{se_text}.\n\n" + prov.line(model_note, entry)
 ))
 
 # %% [markdown]
@@ -151,7 +148,7 @@ display(Markdown(
 
 # %%
 fig = interp.plot_strips(np.asarray(paths), ts, curves.log_p, n_show=P.n_strips)
-strip_names = [f"pair {i}: {CLASS_NAMES[data.labels[a]]} (x_A, test image {a}) → {CLASS_NAMES[data.labels[b]]} "
+strip_names = [f"pair {i}: {names[data.labels[a]]} (x_A, test image {a}) → {names[data.labels[b]]} "
                f"(x_B, test image {b})" for i, (a, b) in enumerate(pairs[: P.n_strips])]  # fmt: skip
 display(Markdown("\n".join(f"- {s}" for s in strip_names) + "\n\n" + prov.line()))
 
@@ -162,7 +159,7 @@ numbers = {
     "mean_chord_gap_nats": interp.chord_gaps(curves.log_p, ts).mean(axis=0),
     "pairs": pairs, "seconds": curves.seconds, "mean_nfe_per_solve": float(curves.nfe.mean()),
     "curvature_probe_se_rms": None if probe_se is None else float(np.sqrt(np.mean(probe_se**2))),
-    "checkpoint": model.describe(),
+    "checkpoint": model.describe(), "cache": entry.record,
 }  # fmt: skip
 path = write_results(numbers, prov)
 

@@ -22,20 +22,11 @@
 # This chapter redoes Fig. 3, and adds two comparisons the paper did not make, at equal compute:
 # one shared ODE trajectory for all probes against one solve per probe, and common random numbers
 # across classes against independent ones.
-#
-# :::{warning}
-# **The network behind the `ci` profile is tiny**: a 0.78M-parameter score model trained on
-# 2 CPU cores (its sha256 and training record are in the provenance lines). It proves that the
-# pipeline runs end to end; it is *not* the paper's 67M-parameter model. At the `ci` profile the
-# samples are also far too small (two images, one image for the comparisons, four probes, loose
-# tolerances) for any number on this page to mean anything: the accuracies below are fractions of
-# one or two images. Run the `workstation` or `paper` profile with a GPU-trained model for numbers
-# worth reading.
-# :::
 
 # %% tags=["parameters"]
 profile = "ci"
 overrides = {}  # e.g. {"n_images": 20, "ode.rtol": 1e-3}; knobs: sbgc.book.profiles
+cache = "use"  # results-cache/: "use", "read-only" or "recompute" (sbgc.book.cache.MODES)
 
 # %% tags=["hide-cell"]
 from sbgc.book.provenance import setup_jax
@@ -49,17 +40,19 @@ import jax
 import numpy as np
 from IPython.display import Markdown, display
 
+from sbgc.book.cache import CacheKey, cached_tuple, chapter_cache
 from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
 from sbgc.data.datasets import describe as describe_split
 from sbgc.data.datasets import evaluation_split
 from sbgc.experiments import convergence as conv
-from sbgc.method.classify import class_log_likelihoods
+from sbgc.method.classify import ClassLikelihoods, class_log_likelihoods
 from sbgc.report import cpu_trained_note, markdown_table
 from sbgc.stats import binomial_interval
 from sbgc.train.pretrained import load_model
 
 P = chapter_params("06_convergence", profile, overrides)
+C = chapter_cache(cache)
 key = jax.random.key(P.seed)
 rng = np.random.default_rng(P.seed)
 display(Markdown(P.to_markdown()))
@@ -97,10 +90,20 @@ model_note = cpu_trained_note(model.meta)
 ode = P.ode.solver_settings()
 solver = P.ode.likelihood_kwargs(progress=False)
 likelihoods = functools.partial(class_log_likelihoods, model.score_fn, model.sde, key=jax.random.fold_in(key, 0))
-display(Markdown(f"Score model: {model.describe()}, {model.meta.get('n_params', 0):,} parameters.\n\n" + prov.line(model_note)))
+display(Markdown(P.notice(model.meta) + f"\n\nScore model: {model.describe()}, {model.meta.get('n_params', 0):,} "
+                 "parameters.\n\n" + prov.line(model_note)))
+
+
+def cached_run(name: str, label: str, subset, compute, *, shared_trajectory: bool):
+    """A likelihood table through the results cache, as a TimedRun (its wall time the computing run's)."""
+    key_ = CacheKey(name, 1, {"knobs": P.knobs}, model.sha256, data_source, subset.indices)
+    result, entry = cached_tuple(C, key_, compute, ClassLikelihoods)
+    return conv.TimedRun(result, entry.record["seconds"], shared_trajectory, label), entry
+
 
 # %%
-shared = conv.timed("one shared trajectory, CRN", lambda: likelihoods(images.images, **solver), shared_trajectory=True)
+shared, shared_entry = cached_run("convergence_main", "one shared trajectory, CRN", images,
+                                  lambda: likelihoods(images.images, **solver), shared_trajectory=True)
 ms = np.arange(1, P.ode.n_probes + 1)
 acc = conv.accuracy_curve(shared.result.log_p_probes, images.labels, ms, P.n_subsamples, rng)
 ll = conv.likelihood_curves(shared.result.log_p_probes, images.labels, ms, P.n_subsamples, rng)
@@ -119,10 +122,10 @@ display(Markdown(markdown_table(
 
 With all {P.ode.n_probes} repetitions: {hits} of {P.n_images} images correct, {100 * hits / P.n_images:.1f} % (95 %
 Clopper–Pearson interval over images {100 * ci_lo:.1f} – {100 * ci_hi:.1f} %). Run time {shared.seconds:.0f} s
-(compilation included), {shared.result.nfe.mean():.0f} score evaluations per solve. **Paper** (Fig. 3, 67M
+(compilation included, in the run that computed it), {shared.result.nfe.mean():.0f} score evaluations per solve. **Paper** (Fig. 3, 67M
 network, CIFAR-10 test set): accuracy rises monotonically, nearly asymptotic at n = 10, above 95 % at n = 30.
 
-{prov.line(model_note)}
+{prov.line(model_note, shared_entry)}
 """))  # fmt: skip
 
 # %% [markdown]
@@ -147,7 +150,8 @@ network, CIFAR-10 test set): accuracy rises monotonically, nearly asymptotic at 
 # %%
 compare = images.subset(slice(0, P.n_compare_images))
 independent = functools.partial(conv.class_log_likelihoods_independent, model.score_fn, model.sde, key=jax.random.fold_in(key, 1))
-no_crn = conv.timed("independent per class (no CRN)", lambda: independent(compare.images, **solver), shared_trajectory=True)
+no_crn, no_crn_entry = cached_run("convergence_no_crn", "independent per class (no CRN)", compare,
+                                  lambda: independent(compare.images, **solver), shared_trajectory=True)
 crn_subset = shared.head(P.n_compare_images, "CRN (the main run), one shared trajectory")
 sigma_u = conv.dequantization_std(crn_subset.result.log_p_probes, no_crn.result.log_p_probes)
 crn_variants = [conv.variant_curves(crn_subset, compare.labels, P.n_subsamples, rng),
@@ -160,7 +164,7 @@ display(Markdown(
     + "\n\nSpread of one class log-likelihood over dequantization draws: σ_u "
     + ("not resolved above the probe noise (estimate clipped at 0)" if sigma_u == 0 else f"≈ {sigma_u:.3g} nats")
     + f" (pooled over {P.n_compare_images} image(s) × 10 classes). Wall time of the CRN row: its share of the main run.\n\n"
-    + prov.line(model_note)
+    + prov.line(model_note, [shared_entry, no_crn_entry])
 ))
 
 # %% [markdown]
@@ -184,8 +188,10 @@ display(Markdown(
 # two ways of solving the same probes (first line below) shows its size.
 
 # %%
-separate = conv.timed("one solve per probe", lambda: likelihoods(compare.images, **dict(solver, solver=dataclasses.replace(ode, shared_trajectory=False))),
-                      shared_trajectory=False)  # fmt: skip
+separate, separate_entry = cached_run(
+    "convergence_separate", "one solve per probe", compare,
+    lambda: likelihoods(compare.images, **dict(solver, solver=dataclasses.replace(ode, shared_trajectory=False))),
+    shared_trajectory=False)
 solve_gap = np.abs(separate.result.log_p_probes - crn_subset.result.log_p_probes)
 solve_variants = [conv.variant_curves(crn_subset, compare.labels, P.n_subsamples, rng),
                   conv.variant_curves(separate, compare.labels, P.n_subsamples, rng)]  # fmt: skip
@@ -198,7 +204,7 @@ display(Markdown(
     f"{np.mean(crn_subset.result.log_p_probes.std(axis=-1, ddof=1)):.3g} nats.\n\n"
     + conv.equal_compute_table(solve_variants)
     + f"\n\nWall time of the separate solves: {separate.seconds:.0f} s for {P.n_compare_images} image(s) "
-    f"(compilation included).\n\n" + prov.line(model_note)
+    f"(compilation included).\n\n" + prov.line(model_note, [shared_entry, separate_entry])
 ))
 
 # %%
@@ -215,6 +221,7 @@ numbers = {
                            "margin_se_nats": v.margin_se, "seconds": v.seconds}
                  for v in crn_variants + solve_variants[1:]},
     "seconds_main_run": shared.seconds, "checkpoint": model.describe(),
+    "cache": [e.record for e in (shared_entry, no_crn_entry, separate_entry)],
 }  # fmt: skip
 path = write_results(numbers, prov)
 

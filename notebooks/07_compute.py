@@ -23,19 +23,11 @@
 #   $\log p(x \mid y)$ of Song, Durkan, Murray & Ermon (2021), estimated from $K$ plain forward passes
 #   per class, $K$ = 10 … 1000;
 # * the bound with **class pruning**: $K_1$ passes for every class, then $K_2$ more for the best few.
-#
-# :::{warning}
-# **The network behind the `ci` profile is tiny**: a 0.78M-parameter score model trained on
-# 2 CPU cores (sha256 and training record in the provenance lines). It proves that the pipeline
-# runs end to end; it is *not* the paper's 67M-parameter model. At the `ci` profile the sample is
-# also far too small (two images, loose tolerances, few probes) for any accuracy, ratio or
-# recommendation on this page to mean anything: the 95 % intervals span most of $[0, 1]$. Run the
-# `workstation` or `paper` profile with a GPU-trained model for numbers worth reading.
-# :::
 
 # %% tags=["parameters"]
 profile = "ci"
 overrides = {}  # e.g. {"n_images": 20, "ode.rtol": 1e-3}; knobs: sbgc.book.profiles
+cache = "use"  # results-cache/: "use", "read-only" or "recompute" (sbgc.book.cache.MODES)
 
 # %% tags=["hide-cell"]
 from sbgc.book.provenance import setup_jax
@@ -46,15 +38,17 @@ import jax
 import numpy as np
 from IPython.display import Markdown, display
 
+from sbgc.book.cache import CacheKey, chapter_cache
 from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
-from sbgc.data.cifar10 import load_exact_test_head
+from sbgc.data.datasets import describe, evaluation_split
 from sbgc.experiments import compute
 from sbgc.report import cpu_trained_note
 from sbgc.stats import mean_interval
 from sbgc.train.pretrained import load_model
 
 P = chapter_params("07_compute", profile, overrides)
+C = chapter_cache(cache)
 key = jax.random.key(P.seed)
 display(Markdown(P.to_markdown()))
 
@@ -109,14 +103,15 @@ display(Markdown(P.to_markdown()))
 
 # %%
 model = load_model(P.checkpoint)
-data = load_exact_test_head()
+data = evaluation_split(P.data)
 chosen = np.sort(np.random.default_rng(P.seed).choice(len(data), size=min(P.n_images, len(data)), replace=False))
 x, y = data.images[chosen], data.labels[chosen].astype(np.int32)
-data_source = f"CIFAR-10 exact test head ({data.source}, first {len(data)} test images), {len(chosen)} drawn at random"
+data_source = f"{describe(data)}, {len(chosen)} drawn at random"
 prov = collect_provenance(P, data_source=data_source, checkpoint=model.path, sample_sizes={"images": len(chosen)})
 model_note = cpu_trained_note(model.meta)
 device = f"{jax.devices()[0].device_kind} ({jax.devices()[0].platform})"
-display(Markdown(f"Score model: {model.describe()}. Device: {device}.\n\n" + prov.line(model_note)))
+display(Markdown(P.notice(model.meta) + f"\n\nScore model: {model.describe()}. Device: {device}.\n\n"
+                 + prov.line(model_note)))
 
 # %% [markdown]
 # ## The frontier: accuracy against network passes
@@ -126,20 +121,29 @@ display(Markdown(f"Score model: {model.describe()}. Device: {device}.\n\n" + pro
 # images; negligible on hundreds) and depend on the state of the persistent compilation cache.
 
 # %%
+entries = []
+
+
+def point(fn, **setting):
+    """One frontier point through the results cache (keyed by its setting, the seed and the images)."""
+    key_ = CacheKey(f"frontier_{fn.__name__}", 1, {"seed": P.seed, **setting}, model.sha256, data_source, chosen)
+    entry = C.get(key_, lambda: fn(model.score_fn, model.sde, x, y, key, **setting).to_arrays())
+    entries.append(entry)
+    return compute.FrontierPoint.from_arrays(entry.arrays)
+
+
 common = dict(eps=P.eps)
-ode_kw = dict(chunk_size=P.ode_chunk, **common)
-ode_points = [compute.ode_point(model.score_fn, model.sde, x, y, key, n_probes=n, rtol=rtol, **ode_kw)
+ode_points = [point(compute.ode_point, n_probes=n, rtol=rtol, chunk_size=P.ode_chunk, **common)
               for rtol in P.ode_rtols for n in P.ode_probes]  # fmt: skip
 bound_kw = dict(sampling=P.sampling, chunk_size=P.bound_chunk, **common)
-bound_points = [compute.bound_point(model.score_fn, model.sde, x, y, key, n_times=k, **bound_kw)
-                for k in P.bound_times]  # fmt: skip
-pruned_points = [compute.pruned_point(model.score_fn, model.sde, x, y, key, first_times=k1, keep=m, second_times=k2,
-                                   **bound_kw)
+bound_points = [point(compute.bound_point, n_times=k, **bound_kw) for k in P.bound_times]
+pruned_points = [point(compute.pruned_point, first_times=k1, keep=m, second_times=k2, **bound_kw)
                  for k1, m, k2 in P.pruning]  # fmt: skip
 points = ode_points + bound_points + pruned_points
 reference = compute.reference_point(points)  # the ODE setting closest to the paper's: most probes, tightest rtol
-fig = compute.plot_frontier(points, reference, f"{len(chosen)} CIFAR-10 test images, {model.path.name}, {device}")
-display(Markdown(compute.frontier_table(points) + "\n\n" + prov.line(model_note)))
+fig = compute.plot_frontier(points, reference, f"{len(chosen)} {describe(data).split(' (')[0]} images, {model.path.name}")
+display(Markdown(compute.frontier_table(points) + "\n\nWall times are those of the run that computed each point "
+                 "(sbgc.book.cache records them).\n\n" + prov.line(model_note, entries)))
 
 # %% [markdown]
 # ## Bits/dim: the price of the bound
@@ -162,7 +166,7 @@ display(Markdown(
     f"Mean bits/dim of the true class: exact ODE ({reference.label}) {reference.true_bpd.mean():.3f}, bound "
     f"({best_bound.label}) {best_bound.true_bpd.mean():.3f}. Gap, bound minus exact: **{gap_text}**. On "
     f"{below:.0%} of the images the bound lies below the exact value by more than twice its standard error.\n\n"
-    + prov.line(model_note)
+    + prov.line(model_note, entries)
 ))
 
 # %% [markdown]
@@ -185,7 +189,7 @@ ratio_text = (f"Measured cost ratio: {ratio_evals:.3f} of the reference's score 
 display(Markdown(
     f"{table}\n\n**Goal** (match the exact-ODE accuracy within its 95 % interval with at most one tenth of its "
     f"score evaluations per image): **{'met' if goal_met else 'not met'}** in this run. {ratio_text}\n\n"
-    + prov.line(model_note)
+    + prov.line(model_note, entries)
 ))
 
 # %% [markdown]
@@ -218,6 +222,6 @@ numbers = {
     "bound_minus_exact_bpd_mean": float(gap_bpd.mean()),
     "bound_minus_exact_bpd_ci95": [gap.lo, gap.hi] if gap else None,
     "fraction_bound_below_exact": float(below),
-    "images": chosen, "device": device, "checkpoint": model.describe(),
+    "images": chosen, "device": device, "checkpoint": model.describe(), "cache": [e.record for e in entries],
 }  # fmt: skip
 path = write_results(numbers, prov)

@@ -41,8 +41,12 @@ def markdown_table(header: Sequence[Any], rows: Iterable[Sequence[Any]], align: 
 
 def cpu_trained_note(*metas: Mapping[str, Any]) -> str | None:
     """The note a provenance line carries when any of the models (their metadata ``meta["device"]``)
-    was trained on a CPU: such a network is tiny next to the paper's, whatever its numbers."""
+    was trained on a CPU: its size, dataset and training, so no reader takes it for the paper's
+    67M-parameter GPU network. ``None`` when none was CPU-trained."""
     cpu = [m for m in metas if "cpu" in str(m.get("device", "")).lower()]
     if not cpu:
         return None
-    return "Tiny CPU-trained network" + ("s" if len(metas) > 1 else "")
+    dataset = lambda m: "MNIST" if str(m.get("data_source", "")).startswith("mnist") else "CIFAR-10"
+    return "; ".join(f"{m.get('n_params', 0) / 1e6:.2f}M-parameter {dataset(m)} network trained on a CPU "
+                     f"({m.get('step', '?'):,} steps)" if isinstance(m.get("step"), int) else
+                     f"{m.get('n_params', 0) / 1e6:.2f}M-parameter {dataset(m)} network trained on a CPU" for m in cpu)

@@ -22,6 +22,7 @@ FIXTURE_HEADER = textwrap.dedent(
     # %% tags=["parameters"]
     profile = "ci"
     overrides = {}
+    cache = "use"
     """
 )
 
@@ -47,9 +48,9 @@ def test_profile_defaults_and_typed_overrides():
 
 def test_nested_list_and_model_knobs_are_typed():
     p = profiles.chapter_params("07_compute", "ci", {"ode_rtols": "1e-2, 1e-3", "pruning": "10/2/50,20/3/100",
-                                                   "bound_times": [5, 7], "checkpoint": "mnist"})
+                                                   "bound_times": [5, 7], "checkpoint": "runs/x.msgpack"})
     assert p.ode_rtols == (1e-2, 1e-3) and p.pruning == ((10, 2, 50), (20, 3, 100)) and p.bound_times == (5, 7)
-    assert p.checkpoint == "mnist" and p.values["checkpoint"] == "mnist"
+    assert p.checkpoint == "runs/x.msgpack" and p.values["checkpoint"] == "runs/x.msgpack"
     q = profiles.chapter_params("04_adversarial", "ci", {"ode.rtol": "1e-3", "ode.n_steps": "none"})
     assert q.ode.rtol == 1e-3 and q.ode.n_steps is None and q.ode.atol == 1e-2  # the rest of the group stays
     assert q.ode.solver_settings().rtol == 1e-3 and q.values["ode.rtol"] == 1e-3
@@ -60,7 +61,7 @@ def test_nested_list_and_model_knobs_are_typed():
 @pytest.mark.parametrize(
     "notebook, overrides, message",
     [
-        ("01_method", dict(profile="laptop"), "ci, workstation, paper"),
+        ("01_method", dict(profile="laptop"), "ci, mnist, ci_cifar10, workstation, paper"),
         ("01_method", dict(grid_siz=3), "no knob 'grid_siz'"),
         ("01_method", dict(grid_size="1.5"), "expects int"),
         ("01_method", dict(rtol="tight"), "expects float"),
@@ -84,7 +85,8 @@ def test_registry_matches_toc_and_parameter_cells():
         cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(cells) == 1, f"{name} needs exactly one parameters cell"
         assigned = {line.split("=")[0].strip() for line in cells[0].source.splitlines() if "=" in line}
-        assert assigned == {"profile", "overrides"}, f"{name}: the parameters cell holds profile and overrides only"
+        assert assigned == {"profile", "overrides", "cache"}, \
+            f"{name}: the parameters cell holds profile, overrides and the cache mode only"
         assert f'chapter_params("{name}", profile, overrides)' in nb_text(name), f"{name} must resolve its own knobs"
 
 
@@ -93,11 +95,30 @@ def nb_text(name: str) -> str:
 
 
 def test_a_chapter_cannot_evaluate_another_dataset_than_its_profile():
-    ci = profiles.PROFILES["ci"]
+    ci = profiles.PROFILES["ci_cifar10"]
     chapters = dict(ci.chapters)
     chapters["06_convergence"] = dataclasses.replace(chapters["06_convergence"], data="mnist")
     with pytest.raises(ValueError, match="data 'mnist' is not an evaluation split of cifar10"):
         dataclasses.replace(ci, chapters=chapters)
+    mnist = profiles.PROFILES["mnist"]
+    chapters = dict(mnist.chapters)
+    chapters["03_corruptions"] = dataclasses.replace(chapters["03_corruptions"], corruptions=("frost",))
+    with pytest.raises(ValueError, match=r"corruptions \['frost'\] are not mnist's"):
+        dataclasses.replace(mnist, chapters=chapters)
+    chapters = dict(mnist.chapters)
+    chapters["02_table1"] = dataclasses.replace(chapters["02_table1"], exact_data="exact_head")
+    with pytest.raises(ValueError, match="exact_data 'exact_head' is not an evaluation split of mnist"):
+        dataclasses.replace(mnist, chapters=chapters)
+
+
+def test_ci_and_reference_profiles_measure_mnist_with_the_shipped_models():
+    for name in ("ci", "mnist"):
+        prof = profiles.PROFILES[name]
+        assert prof.dataset == "mnist" and prof.sbgc.name == "mnist" and prof.baseline.name == "mnist"
+    # the ci run's Table 1 images are the reference run's first ones, with the same keys (a subset check)
+    ci, ref = (profiles.chapter_params("02_table1", p) for p in ("ci", "mnist"))
+    assert ci.ode == ref.ode and ci.seed == ref.seed and ci.n_images < ref.n_images
+    assert ref.n_images >= 1_000 and ref.n_baseline_images == 10_000
 
 
 def test_every_model_a_profile_uses_is_shipped_or_producible():
@@ -163,8 +184,44 @@ def test_override_reaches_the_notebook_and_its_results(tmp_path):
     assert record["provenance"]["profile"] == "workstation"
     assert record["provenance"]["overridden"] == ["seed"]
     executed = json.loads((tmp_path / "book" / "notebooks" / "01_method.ipynb").read_text())
-    assert executed["metadata"]["papermill"]["parameters"] == {"profile": "workstation", "overrides": {"seed": 7}}
+    assert executed["metadata"]["papermill"]["parameters"] == {"profile": "workstation", "overrides": {"seed": 7},
+                                                               "cache": "use"}
     assert seconds["01_method"] > 0
+
+
+CACHED_CHAPTER = """\
+# %%
+import numpy as np
+from sbgc.book.cache import CacheKey, chapter_cache
+from sbgc.book.profiles import chapter_params
+from sbgc.book.provenance import collect_provenance, write_results
+P = chapter_params("01_method", profile, overrides)
+entry = chapter_cache(cache).get(CacheKey("fixture", 1, P.knobs, "0" * 64, "fixture data", np.arange(3)),
+                                 lambda: {"x": np.full(3, float(P.seed))})
+write_results({"x": entry.arrays["x"], "computed_now": entry.computed_now},
+              collect_provenance(P, data_source="fixture"))
+"""
+
+
+def test_cache_modes_reach_the_notebooks(tmp_path):
+    """use: compute once, then load; read-only: a missing entry fails the notebook; --out keeps the book alone."""
+    write_source(tmp_path / "src" / "01_method.py", CACHED_CHAPTER)
+    kw = dict(only=["01_method"], sources=tmp_path / "src", book=tmp_path / "out", results=tmp_path / "out" / "results",
+              cache_dir=tmp_path / "out" / "cache")
+
+    def numbers():
+        return json.loads((tmp_path / "out" / "results" / "01_method.json").read_text())["numbers"]
+
+    book.run("ci", **kw)
+    assert numbers() == {"x": [0.0, 0.0, 0.0], "computed_now": True}
+    book.run("ci", **kw)
+    assert numbers()["computed_now"] is False  # loaded, verified
+    book.run("ci", cache="recompute", **kw)
+    assert numbers()["computed_now"] is True
+    with pytest.raises(book.NotebookError, match="read-only"):  # another seed: not in the cache
+        book.run("ci", overrides={"seed": "5"}, cache="read-only", **kw)
+    with pytest.raises(ValueError, match="cache mode"):
+        book.run("ci", cache="sometimes", **kw)
 
 
 def test_failing_cell_names_the_notebook_and_keeps_the_executed_copy(tmp_path):
@@ -180,7 +237,7 @@ def test_failing_cell_names_the_notebook_and_keeps_the_executed_copy(tmp_path):
 
 def test_cli_rejects_bad_input_with_exit_status_1(capsys):
     assert book.main(["run", "--profile", "laptop"]) == 1
-    assert "ci, workstation, paper" in capsys.readouterr().err
+    assert "ci, mnist, ci_cifar10, workstation, paper" in capsys.readouterr().err
     assert book.main(["run", "--only", "01_method", "-p", "no_such_knob=1"]) == 1
     assert "no_such_knob" in capsys.readouterr().err
     with pytest.raises(ValueError, match="key=value"):

@@ -32,7 +32,8 @@ def test_computes_once_then_loads_verified(tmp_path):
     second = cache.get(key(), compute)
     assert calls == [1] and first.computed_now and not second.computed_now
     np.testing.assert_array_equal(second.arrays["log_p"], first.arrays["log_p"])
-    assert second.record["device"] == "1x cpu" and "loaded from table1_ode-" in second.provenance_line()
+    assert second.record["device"] == "1x cpu" and "/table1_ode-" in second.provenance_line()
+    assert second.provenance_line().startswith("loaded from")
     record = json.loads(cache.paths(key())[1].read_text())
     assert record["inputs"]["settings"] == {"n_probes": 1, "rtols": [0.01, 0.001]}  # the key, written out
     cache.get(key(), compute, recompute=True)
@@ -66,3 +67,40 @@ def test_read_only_cache_never_computes(tmp_path):
     assert not list(tmp_path.iterdir())
     with pytest.raises(TypeError, match="not a setting"):
         key(settings={"f": object()}).digest()
+
+
+def test_modes_put_and_imported_entries(tmp_path):
+    from sbgc.book.cache import chapter_cache
+
+    with pytest.raises(ValueError, match="cache mode"):
+        chapter_cache("sometimes", tmp_path)
+    ro = chapter_cache("read-only", tmp_path)
+    with pytest.raises(CacheError, match="read-only"):
+        ro.put(key(), {"a": np.zeros(2)}, seconds=1.0)
+    use = chapter_cache("use", tmp_path)
+    entry = use.put(key(), {"a": np.arange(2.0)}, seconds=12.0, device="1x cpu (2 cores)", commit="c6f6b724",
+                    computed_at="2026-11-30", origin="bench/results/x.json (first 10 images recomputed)")
+    assert entry.record["seconds"] == 12.0
+    loaded = ro.get(key(), lambda: pytest.fail("a read-only cache must not compute"))
+    line = loaded.provenance_line()
+    assert "loaded from" in line and "in 12 s" in line and "imported from bench/results/x.json" in line
+    again = chapter_cache("recompute", tmp_path).get(key(), lambda: {"a": np.ones(2)})
+    assert again.computed_now and again.record["device"] and "origin" not in again.record
+
+
+def test_cached_tuple_rebuilds_named_tuples(tmp_path):
+    from typing import NamedTuple
+
+    from sbgc.book.cache import cached_tuple
+
+    class Result(NamedTuple):
+        log_p: np.ndarray
+        dim: int
+        seconds: float
+
+    cache = ResultCache(tmp_path)
+    first, e1 = cached_tuple(cache, key(), lambda: Result(np.arange(4.0).reshape(2, 2), 784, 1.5), Result)
+    second, e2 = cached_tuple(cache, key(), lambda: pytest.fail("loaded, not computed"), Result)
+    assert e1.computed_now and not e2.computed_now
+    assert isinstance(second.dim, int) and second.dim == 784 and second.seconds == 1.5
+    np.testing.assert_array_equal(second.log_p, first.log_p)

@@ -32,6 +32,8 @@ def test_cells_are_one_line_and_rows_must_match_the_header():
 def test_cpu_trained_note_names_cpu_models_only():
     from sbgc.report import cpu_trained_note
 
-    assert cpu_trained_note({"device": "1x cpu (2 cores)"}) == "Tiny CPU-trained network"
-    assert cpu_trained_note({"device": "8x NVIDIA H100"}, {"device": "1x cpu"}) == "Tiny CPU-trained networks"
+    mnist = {"device": "1x cpu (2 cores)", "n_params": 348_609, "data_source": "mnist-official", "step": 15_000}
+    assert cpu_trained_note(mnist) == "0.35M-parameter MNIST network trained on a CPU (15,000 steps)"
+    assert cpu_trained_note({"device": "8x NVIDIA H100"}, {"device": "1x cpu", "n_params": 781_251}) == \
+        "0.78M-parameter CIFAR-10 network trained on a CPU"
     assert cpu_trained_note({"device": "1x NVIDIA H200"}) is None and cpu_trained_note({}) is None

@@ -11,11 +11,16 @@ the sha256 of everything that determines the arrays, written out in the JSON so 
 * ``data_source`` and the sha256 of the evaluated ``image_indices``.
 
 The JSON also records the sha256 of the ``.npz`` file and when, where (device, commit) and in how many
-seconds the entry was computed. :meth:`ResultCache.get` never replaces a damaged entry silently: one
+seconds the entry was computed (and, for an entry imported from an earlier run of the same code, from
+where: ``origin``). :meth:`ResultCache.get` never replaces a damaged entry silently: one
 whose bytes do not match the recorded sha256, or whose JSON describes other inputs, is an error
 naming the file (a broken shipped cache must fail CI). A missing entry is computed and written
 atomically, unless the cache is ``read_only`` (CI rendering a shipped run), where it is an error
 listing the key's inputs. ``recompute=True`` recomputes and overwrites.
+
+The book's chapters open their cache with :func:`chapter_cache` (``<repo>/results-cache``, or
+``$SBGC_CACHE_DIR``) in one of :data:`MODES`, which ``python -m sbgc.book run --cache MODE`` passes
+to every notebook.
 
 Why not ``joblib.Memory``: it keys entries by the hash of the function's source text, so any edit (a
 docstring, a renamed local) discards every shipped result, while a change in a function the cached one
@@ -42,6 +47,8 @@ import numpy as np
 from sbgc.data.files import atomic_savez, file_digest
 
 FORMAT = "sbgc-result-cache/1"
+CACHE_ENV = "SBGC_CACHE_DIR"  # where chapter_cache keeps its entries (default <repo>/results-cache)
+MODES = ("use", "read-only", "recompute")  # load or compute-and-store; load only; compute and overwrite
 
 
 class CacheError(RuntimeError):
@@ -95,18 +102,24 @@ class CachedResult:
     path: Path
 
     def provenance_line(self) -> str:
-        """e.g. 'loaded from results-cache/x-1a2b….npz (computed 2026-11-30T15:00:00+00:00 on 1x cpu in 812 s)'."""
+        """e.g. 'loaded from results-cache/x-1a2b….npz (computed 2026-11-30T15:00:00+00:00 on 1x cpu in 812 s, commit …)'."""
         r = self.record
-        how = "computed now" if self.computed_now else f"loaded from {self.path.name}"
-        return f"{how} (computed {r['computed_at']} on {r['device']} in {r['seconds']:.0f} s, commit {r['commit'][:8]})"
+        how = "computed now" if self.computed_now else f"loaded from {self.path.parent.name}/{self.path.name}"
+        origin = f"; imported from {r['origin']}" if r.get("origin") else ""
+        return (f"{how} (computed {r['computed_at']} on {r['device']} in {r['seconds']:.0f} s, "
+                f"commit {r['commit'][:8]}{origin})")
 
 
 class ResultCache:
-    """Entries under ``directory``; ``read_only``: a missing entry is an error, never computed."""
+    """Entries under ``directory``; ``read_only``: a missing entry is an error, never computed;
+    ``recompute``: every :meth:`get` computes and overwrites (the default of its ``recompute``)."""
 
-    def __init__(self, directory: str | os.PathLike, *, read_only: bool = False):
+    def __init__(self, directory: str | os.PathLike, *, read_only: bool = False, recompute: bool = False):
+        if read_only and recompute:
+            raise ValueError("a cache cannot be both read-only and recomputing")
         self.directory = Path(directory)
         self.read_only = read_only
+        self.recompute = recompute
 
     def paths(self, key: CacheKey) -> tuple[Path, Path]:
         stem = f"{key.name}-{key.digest()[:16]}"
@@ -131,11 +144,12 @@ class ResultCache:
             arrays = {k: z[k] for k in z.files}
         return CachedResult(arrays, False, record, data)
 
-    def get(self, key: CacheKey, compute: Callable[[], Mapping[str, np.ndarray]], *, recompute: bool = False,
-            device: str = "", commit: str = "") -> CachedResult:
+    def get(self, key: CacheKey, compute: Callable[[], Mapping[str, np.ndarray]], *, recompute: bool | None = None,
+            device: str | None = None, commit: str | None = None) -> CachedResult:
         """The entry for ``key``: loaded (verified) if present and not ``recompute``, else computed by
-        ``compute() -> {name: array}`` and written (``.npz`` first, then its ``.json``, each atomically)."""
-        if not recompute:
+        ``compute() -> {name: array}`` and written (``.npz`` first, then its ``.json``, each atomically).
+        ``device`` and ``commit`` default to this machine's and the repository's HEAD."""
+        if not (self.recompute if recompute is None else recompute):
             found = self.load(key)
             if found is not None:
                 return found
@@ -143,19 +157,66 @@ class ResultCache:
             raise CacheError(f"no cached result for {key.name} (key {key.digest()[:16]}) in {self.directory} and "
                              f"the cache is read-only; its inputs: {json.dumps(key.inputs(), sort_keys=True)}")
         start = time.perf_counter()
-        arrays = {k: np.asarray(v) for k, v in dict(compute()).items()}
+        arrays = dict(compute())
         seconds = time.perf_counter() - start
+        return self.put(key, arrays, seconds=seconds, device=device, commit=commit)
+
+    def put(self, key: CacheKey, arrays: Mapping[str, np.ndarray], *, seconds: float, device: str | None = None,
+            commit: str | None = None, computed_at: str | None = None, origin: str | None = None) -> CachedResult:
+        """Write ``arrays`` as the entry for ``key`` (computed in ``seconds``). ``computed_at``
+        (default now), ``device``, ``commit`` and ``origin`` describe an entry imported from an
+        earlier run of the same computation (e.g. a shipped evaluation's partial results)."""
+        if self.read_only:
+            raise CacheError(f"cannot write {key.name} into the read-only cache {self.directory}")
+        arrays = {k: np.asarray(v) for k, v in dict(arrays).items()}
         if any(a.dtype == object for a in arrays.values()):
             raise TypeError(f"cache {key.name}: object arrays cannot be stored without pickle")
+        if device is None or commit is None:
+            from sbgc.book.provenance import device_info, git_state
+
+            info = device_info()
+            device = f"{info['device_count']}x {info['device_kind']}" if device is None else device
+            commit = git_state()[0] if commit is None else commit
+        self.directory.mkdir(parents=True, exist_ok=True)
         data, meta = self.paths(key)
         atomic_savez(data, **arrays)
         record = {"format": FORMAT, "key": key.digest(), "inputs": key.inputs(), "npz_sha256": file_digest(data),
                   "arrays": {k: [str(a.dtype), list(a.shape)] for k, a in arrays.items()},
-                  "computed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                  "seconds": seconds, "device": device, "commit": commit}
+                  "computed_at": computed_at or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "seconds": float(seconds), "device": device, "commit": commit}
+        if origin:
+            record["origin"] = origin
         fd, tmp = tempfile.mkstemp(prefix=meta.name + ".", suffix=".tmp", dir=meta.parent)
         with os.fdopen(fd, "w") as f:
             json.dump(record, f, indent=2, sort_keys=True)
         os.chmod(tmp, 0o644)
         os.replace(tmp, meta)
         return CachedResult(arrays, True, record, data)
+
+
+def default_cache_dir() -> Path:
+    """``$SBGC_CACHE_DIR`` if set, else ``<repo>/results-cache`` (shipped in git)."""
+    from sbgc.book.provenance import repo_root
+
+    return Path(os.environ.get(CACHE_ENV) or repo_root() / "results-cache")
+
+
+def chapter_cache(mode: str = "use", directory: str | os.PathLike | None = None) -> ResultCache:
+    """The cache a chapter computes through: ``mode`` one of :data:`MODES`."""
+    if mode not in MODES:
+        raise ValueError(f"cache mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return ResultCache(directory or default_cache_dir(), read_only=mode == "read-only", recompute=mode == "recompute")
+
+
+def cached_tuple(cache: ResultCache, key: CacheKey, compute: Callable[[], Any], cls: type) -> tuple[Any, CachedResult]:
+    """A NamedTuple result ``cls`` of arrays and scalars through ``cache``: ``(result, entry)``.
+
+    ``compute() -> cls(...)``; its fields are stored as arrays (scalars 0-d) and a loaded entry is
+    rebuilt as ``cls`` with 0-d fields back as Python scalars, so a loaded result reads like a fresh one.
+    """
+    entry = cache.get(key, lambda: {name: np.asarray(value) for name, value in compute()._asdict().items()})
+    missing = set(cls._fields) - set(entry.arrays)
+    if missing:
+        raise CacheError(f"{entry.path}: lacks field(s) {sorted(missing)} of {cls.__name__}; bump the code version")
+    fields = {name: entry.arrays[name] for name in cls._fields}
+    return cls(**{k: (v.item() if v.ndim == 0 else v) for k, v in fields.items()}), entry

@@ -17,10 +17,16 @@ lists as ``"1,3,10"``.
 
 Profiles (:data:`PROFILES`):
 
-``ci``           minutes on 2 CPU cores: coarse grids, few samples, loose ODE tolerances. Numbers
-                 check that the pipeline works, not what the method achieves.
-``workstation``  an hour or so on one GPU: finer grids, more samples, CIFAR-10 models trained there.
-``paper``        the paper's settings wherever they are affordable at all.
+``ci``           MNIST, minutes on 2 CPU cores (what ``make test`` runs from scratch): the shipped MNIST
+                 models, few images, loose ODE tolerances. A real classifier, but samples too small
+                 to read much into.
+``mnist``        MNIST, the reference run the book ships: the same models, samples that make the
+                 intervals informative; hours on 2 CPU cores, computed once into ``results-cache/``
+                 (``sbgc.book.cache``) and rendered from there by ``make book``.
+``ci_cifar10``   CIFAR-10, minutes on 2 CPU cores with the tiny CPU-trained CIFAR-10 models: keeps
+                 the CIFAR-10 code path running; its numbers are near chance.
+``workstation``  CIFAR-10, an hour or so on one GPU: finer grids, more samples, models trained there.
+``paper``        CIFAR-10, the paper's settings wherever they are affordable at all.
 
 Adding a notebook: write ``notebooks/<name>.py``, its knobs dataclass here and an entry in every
 profile's ``chapters`` (reading order is :data:`NOTEBOOKS`), and ``notebooks/<name>`` in
@@ -36,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from sbgc.data.corruptions import CORRUPTIONS
+from sbgc.data.mnist_c import MNIST_C_CORRUPTIONS
 from sbgc.method.likelihood import SolverSettings
 from sbgc.report import markdown_table
 
@@ -123,6 +130,9 @@ CI_BASELINE = ModelSpec("ci", "baseline", "cifar10", "ci", 6_000)
 # Trained on a GPU workstation (nothing here has produced them yet: see `commands()`).
 SMALL_GPU = ModelSpec("checkpoints/sbgc_small_gpu.msgpack", "sbgc", "cifar10", "small", 200_000)
 PAPER_GPU = ModelSpec("checkpoints/sbgc_paper_gpu.msgpack", "sbgc", "cifar10", "paper", 950_000)  # paper: 950k steps
+# Trained on 2 CPU cores and shipped (sbgc.train.pretrained.SHIPPED, sbgc.train.baseline.SHIPPED).
+MNIST_SBGC = ModelSpec("mnist", "sbgc", "mnist", "mnist_s", 15_000)
+MNIST_BASELINE = ModelSpec("mnist", "baseline", "mnist", "mnist", 2_000)
 WRN28_10_GPU = ModelSpec("checkpoints/wrn28_10_gpu.msgpack", "baseline", "cifar10", "wrn28_10", 78_200)
 
 
@@ -151,15 +161,18 @@ class Table1Knobs:
     """02_table1: SBGC accuracy and bits/dim, the baseline's accuracy."""
 
     seed: int
-    n_images: int  # random images of the test split found on the machine
-    n_exact_images: int  # random images of the 846 exact CIFAR-10 test images
+    data: str  # the test split (an evaluation split of sbgc.data.datasets: "mnist", "cifar10")
+    n_images: int  # the SBGC's images: the first n_images of a random permutation of the split
+    exact_data: str | None  # where bits/dim is measured when `data` is not exact ("exact_head"); None: `data` is exact
+    n_exact_images: int  # images of exact_data (0 when exact_data is None)
     n_baseline_images: int  # the baseline needs one forward pass per image
-    ode: Ode
+    ode: Ode  # dopri5 with rtol = atol (sbgc.experiments.evaluate)
 
 
 @dataclasses.dataclass(frozen=True)
 class CorruptionKnobs:
-    """03_cifar10c: Table 2 and Fig. 4 (paper, CIFAR-10-C: 10 probes, rtol = atol = 1e-5, 1,000 images)."""
+    """03_corruptions: Table 2 and Fig. 4 (paper, CIFAR-10-C: 10 probes, rtol = atol = 1e-5, 1,000 images);
+    on MNIST the 15 corruptions of MNIST-C (one severity each)."""
 
     seed: int
     data: str  # clean images: an evaluation split of sbgc.data.datasets ("exact_head", "cifar10", "mnist")
@@ -178,6 +191,8 @@ class AdversarialKnobs:
     data: str  # an evaluation split of sbgc.data.datasets ("exact_head", "cifar10", "mnist")
     n_images: int  # images attacked; the baseline is attacked on these and more
     n_baseline_images: int
+    eps_linf: float  # the budgets, on the [0, 1] pixel scale (CIFAR-10: 8/255 and 0.5; MNIST: 0.3 and 1.5)
+    eps_l2: float
     ode: Ode  # the SBGC's logits (fixed steps make the attacked function cheap on a CPU)
     pgd_steps: int  # the paper does not state PGD's steps or step size
     rel_stepsize: float  # step size / epsilon
@@ -191,6 +206,7 @@ class InterpolationKnobs:
     """05_interpolation: Fig. 2 (paper: 500 pairs, 24 values of t, 30 probes)."""
 
     seed: int
+    data: str  # pairs of images with exact pixels ("exact_head", "mnist")
     n_pairs: int
     n_t: int
     ode: Ode
@@ -214,6 +230,7 @@ class ComputeKnobs:
     """07_compute: what a classification costs (random exact test images, the same for every setting)."""
 
     seed: int
+    data: str  # an evaluation split with exact pixels ("exact_head", "mnist")
     n_images: int
     ode_probes: tuple[int, ...]  # exact ODE: probes n × tolerances (rtol = atol)
     ode_rtols: tuple[float, ...]
@@ -249,15 +266,21 @@ class Profile:
         for name, knobs in self.chapters.items():
             if not isinstance(knobs, NOTEBOOKS[name]):
                 raise ValueError(f"profile {self.name}, {name}: expected {NOTEBOOKS[name].__name__}, got {knobs!r}")
-            data = getattr(knobs, "data", None)
-            if data is not None and SPLIT_DATASET.get(data) != self.dataset:
-                raise ValueError(f"profile {self.name}, {name}: data {data!r} is not an evaluation split of "
-                                 f"{self.dataset} (one of {[s for s, d in SPLIT_DATASET.items() if d == self.dataset]})")
+            for knob in ("data", "exact_data"):
+                data = getattr(knobs, knob, None)
+                if data is not None and SPLIT_DATASET.get(data) != self.dataset:
+                    raise ValueError(f"profile {self.name}, {name}: {knob} {data!r} is not an evaluation split of "
+                                     f"{self.dataset} (one of {[s for s, d in SPLIT_DATASET.items() if d == self.dataset]})")
+            corruptions = getattr(knobs, "corruptions", ())
+            known = MNIST_C_CORRUPTIONS if self.dataset == "mnist" else CORRUPTIONS
+            if set(corruptions) - set(known):
+                raise ValueError(f"profile {self.name}, {name}: corruptions {sorted(set(corruptions) - set(known))} "
+                                 f"are not {self.dataset}'s (one of {', '.join(known)})")
 
 
 # Which of the profile's models each chapter loads (overridable as the knobs "checkpoint", "baseline").
 MODELS_USED: dict[str, tuple[str, ...]] = {
-    "01_method": (), "02_table1": ("checkpoint", "baseline"), "03_cifar10c": ("checkpoint", "baseline"),
+    "01_method": (), "02_table1": ("checkpoint", "baseline"), "03_corruptions": ("checkpoint", "baseline"),
     "04_adversarial": ("checkpoint", "baseline"), "05_interpolation": ("checkpoint",),
     "06_convergence": ("checkpoint",), "07_compute": ("checkpoint",),
 }
@@ -266,7 +289,7 @@ MODELS_USED: dict[str, tuple[str, ...]] = {
 NOTEBOOKS: dict[str, type] = {
     "01_method": MethodKnobs,
     "02_table1": Table1Knobs,
-    "03_cifar10c": CorruptionKnobs,
+    "03_corruptions": CorruptionKnobs,
     "04_adversarial": AdversarialKnobs,
     "05_interpolation": InterpolationKnobs,
     "06_convergence": ConvergenceKnobs,
@@ -277,42 +300,85 @@ _CI_ODE = Ode(n_probes=1, rtol=1e-2, atol=1e-2, chunk_size=10)
 _WS_ODE = Ode(n_probes=10, rtol=1e-4, atol=1e-4, chunk_size=250)
 _PAPER_ODE = Ode(n_probes=30, rtol=1e-5, atol=1e-5, chunk_size=250)
 _ALL_SEVERITIES = (1, 2, 3, 4, 5)
+_CI_METHOD = MethodKnobs(seed=0, n_train_per_class=2_000, n_test_per_class=300, hidden=64, n_layers=3,
+                         train_steps=4_000, batch_size=128, learning_rate=2e-3,
+                         rtol=1e-3, atol=1e-3, eps=1e-5, grid_size=40, n_t_draws=20_000)
+_CI_ATTACK_ODE = Ode(n_probes=1, rtol=1e-2, atol=1e-2, solver="heun", n_steps=4)
+_MNIST_ODE = Ode(n_probes=1, rtol=1e-3, atol=1e-3, chunk_size=250)  # the shipped MNIST evaluation's setting
 
 PROFILES: dict[str, Profile] = {
     "ci": Profile(
-        "ci", "minutes on 2 CPU cores; checks the pipeline, not the method's numbers", "cifar10", CI_SBGC, CI_BASELINE, {
-            "01_method": MethodKnobs(seed=0, n_train_per_class=2_000, n_test_per_class=300, hidden=64, n_layers=3,
-                                     train_steps=4_000, batch_size=128, learning_rate=2e-3,
-                                     rtol=1e-3, atol=1e-3, eps=1e-5, grid_size=40, n_t_draws=20_000),
-            "02_table1": Table1Knobs(seed=0, n_images=5, n_exact_images=5, n_baseline_images=2_000, ode=_CI_ODE),
-            "03_cifar10c": CorruptionKnobs(seed=0, data="exact_head", n_images=1, n_baseline_images=200, severities=(3,),
-                                           corruptions=CORRUPTIONS, ode=_CI_ODE),
+        "ci", "minutes on 2 CPU cores with the shipped MNIST models; checks the pipeline on few images", "mnist",
+        MNIST_SBGC, MNIST_BASELINE, {
+            "01_method": _CI_METHOD,
+            "02_table1": Table1Knobs(seed=0, data="mnist", n_images=20, exact_data=None, n_exact_images=0,
+                                     n_baseline_images=10_000, ode=_MNIST_ODE),
+            "03_corruptions": CorruptionKnobs(seed=0, data="mnist", n_images=1, n_baseline_images=200, severities=(1,),
+                                              corruptions=MNIST_C_CORRUPTIONS, ode=_CI_ODE),
+            "04_adversarial": AdversarialKnobs(seed=0, data="mnist", n_images=1, n_baseline_images=100, eps_linf=0.3,
+                                               eps_l2=1.5, ode=_CI_ATTACK_ODE, pgd_steps=1, rel_stepsize=1.0,
+                                               n_fd_directions=2, fd_h=5e-2, n_show=1),
+            "05_interpolation": InterpolationKnobs(seed=0, data="mnist", n_pairs=2, n_t=5, ode=_CI_ODE, n_strips=2),
+            "06_convergence": ConvergenceKnobs(seed=0, data="mnist", n_images=4, n_subsamples=20, n_compare_images=1,
+                                               ode=Ode(n_probes=4, rtol=1e-2, atol=1e-2, chunk_size=10)),
+            "07_compute": ComputeKnobs(seed=0, data="mnist", n_images=4, ode_probes=(1, 3), ode_rtols=(1e-2,),
+                                       ode_chunk=10, bound_times=(10, 30, 100), pruning=((10, 2, 50),),
+                                       sampling="stratified", bound_chunk=256, eps=1e-5),
+        }),
+    "mnist": Profile(
+        "mnist", "the reference run: the shipped MNIST models on 2 CPU cores, samples that make the intervals "
+        "informative (hours; computed once, shipped in results-cache/)", "mnist", MNIST_SBGC, MNIST_BASELINE, {
+            "01_method": _CI_METHOD,
+            "02_table1": Table1Knobs(seed=0, data="mnist", n_images=1_000, exact_data=None, n_exact_images=0,
+                                     n_baseline_images=10_000, ode=_MNIST_ODE),
+            "03_corruptions": CorruptionKnobs(seed=0, data="mnist", n_images=20, n_baseline_images=10_000,
+                                              severities=(1,), corruptions=MNIST_C_CORRUPTIONS, ode=_MNIST_ODE),
+            "04_adversarial": AdversarialKnobs(seed=0, data="mnist", n_images=4, n_baseline_images=1_000, eps_linf=0.3,
+                                               eps_l2=1.5, ode=Ode(n_probes=1, rtol=1e-2, atol=1e-2, solver="heun",
+                                                                   n_steps=8), pgd_steps=5, rel_stepsize=0.25,
+                                               n_fd_directions=4, fd_h=5e-2, n_show=3),
+            "05_interpolation": InterpolationKnobs(seed=0, data="mnist", n_pairs=100, n_t=5, ode=_MNIST_ODE, n_strips=4),
+            "06_convergence": ConvergenceKnobs(seed=0, data="mnist", n_images=300, n_subsamples=100,
+                                               n_compare_images=10, ode=Ode(n_probes=8, rtol=1e-3, atol=1e-3)),
+            "07_compute": ComputeKnobs(seed=0, data="mnist", n_images=100, ode_probes=(1, 3), ode_rtols=(1e-2, 1e-3),
+                                       ode_chunk=50, bound_times=(10, 30, 100), pruning=((10, 2, 50), (10, 3, 100)),
+                                       sampling="stratified", bound_chunk=2048, eps=1e-5),
+        }),
+    "ci_cifar10": Profile(
+        "ci_cifar10", "minutes on 2 CPU cores with the tiny CPU-trained CIFAR-10 models: the CIFAR-10 code path, "
+        "not the method's numbers", "cifar10", CI_SBGC, CI_BASELINE, {
+            "01_method": _CI_METHOD,
+            "02_table1": Table1Knobs(seed=0, data="cifar10", n_images=5, exact_data="exact_head", n_exact_images=5,
+                                     n_baseline_images=2_000, ode=Ode(n_probes=1, rtol=1e-2, atol=1e-2)),
+            "03_corruptions": CorruptionKnobs(seed=0, data="exact_head", n_images=1, n_baseline_images=200,
+                                              severities=(3,), corruptions=CORRUPTIONS, ode=_CI_ODE),
             "04_adversarial": AdversarialKnobs(seed=0, data="exact_head", n_images=1, n_baseline_images=100,
-                                               ode=Ode(n_probes=1, rtol=1e-2, atol=1e-2, solver="heun", n_steps=4),
-                                               pgd_steps=1, rel_stepsize=1.0, n_fd_directions=2, fd_h=5e-2, n_show=1),
-            "05_interpolation": InterpolationKnobs(seed=0, n_pairs=2, n_t=5, ode=_CI_ODE, n_strips=2),
+                                               eps_linf=8 / 255, eps_l2=0.5, ode=_CI_ATTACK_ODE, pgd_steps=1,
+                                               rel_stepsize=1.0, n_fd_directions=2, fd_h=5e-2, n_show=1),
+            "05_interpolation": InterpolationKnobs(seed=0, data="exact_head", n_pairs=2, n_t=5, ode=_CI_ODE, n_strips=2),
             "06_convergence": ConvergenceKnobs(seed=0, data="exact_head", n_images=2, n_subsamples=20,
                                                n_compare_images=1, ode=Ode(n_probes=4, rtol=1e-2, atol=1e-2, chunk_size=10)),
-            "07_compute": ComputeKnobs(seed=0, n_images=2, ode_probes=(1, 3), ode_rtols=(1e-2,), ode_chunk=10,
-                                       bound_times=(10, 30, 100), pruning=((10, 2, 50),), sampling="stratified",
-                                       bound_chunk=256, eps=1e-5),
+            "07_compute": ComputeKnobs(seed=0, data="exact_head", n_images=2, ode_probes=(1, 3), ode_rtols=(1e-2,),
+                                       ode_chunk=10, bound_times=(10, 30, 100), pruning=((10, 2, 50),),
+                                       sampling="stratified", bound_chunk=256, eps=1e-5),
         }),
     "workstation": Profile(
         "workstation", "about an hour on one GPU; finer grids, more samples", "cifar10", SMALL_GPU, WRN28_10_GPU, {
             "01_method": MethodKnobs(seed=0, n_train_per_class=10_000, n_test_per_class=2_000, hidden=128, n_layers=3,
                                      train_steps=20_000, batch_size=256, learning_rate=1e-3,
                                      rtol=1e-5, atol=1e-5, eps=1e-5, grid_size=100, n_t_draws=200_000),
-            "02_table1": Table1Knobs(seed=0, n_images=500, n_exact_images=846, n_baseline_images=10_000, ode=_WS_ODE),
-            "03_cifar10c": CorruptionKnobs(seed=0, data="cifar10", n_images=40, n_baseline_images=10_000,
-                                           severities=_ALL_SEVERITIES, corruptions=CORRUPTIONS, ode=_WS_ODE),
+            "02_table1": Table1Knobs(seed=0, data="cifar10", n_images=500, exact_data="exact_head", n_exact_images=846,
+                                     n_baseline_images=10_000, ode=_WS_ODE),
+            "03_corruptions": CorruptionKnobs(seed=0, data="cifar10", n_images=40, n_baseline_images=10_000,
+                                              severities=_ALL_SEVERITIES, corruptions=CORRUPTIONS, ode=_WS_ODE),
             "04_adversarial": AdversarialKnobs(seed=0, data="exact_head", n_images=16, n_baseline_images=1_000,
-                                               ode=Ode(n_probes=10, rtol=1e-4, atol=1e-4), pgd_steps=10,
-                                               rel_stepsize=0.25, n_fd_directions=4, fd_h=5e-2, n_show=3),
-            "05_interpolation": InterpolationKnobs(seed=0, n_pairs=100, n_t=24, ode=_WS_ODE, n_strips=4),
+                                               eps_linf=8 / 255, eps_l2=0.5, ode=Ode(n_probes=10, rtol=1e-4, atol=1e-4),
+                                               pgd_steps=10, rel_stepsize=0.25, n_fd_directions=4, fd_h=5e-2, n_show=3),
+            "05_interpolation": InterpolationKnobs(seed=0, data="exact_head", n_pairs=100, n_t=24, ode=_WS_ODE, n_strips=4),
             "06_convergence": ConvergenceKnobs(seed=0, data="exact_head", n_images=200, n_subsamples=100,
                                                n_compare_images=50, ode=Ode(n_probes=30, rtol=1e-4, atol=1e-4)),
-            "07_compute": ComputeKnobs(seed=0, n_images=200, ode_probes=(1, 3, 10, 30), ode_rtols=(1e-3, 1e-5),
-                                       ode_chunk=50, bound_times=(10, 30, 100, 300, 1000),
+            "07_compute": ComputeKnobs(seed=0, data="exact_head", n_images=200, ode_probes=(1, 3, 10, 30),
+                                       ode_rtols=(1e-3, 1e-5), ode_chunk=50, bound_times=(10, 30, 100, 300, 1000),
                                        pruning=((10, 2, 100), (20, 2, 300), (20, 3, 1000)), sampling="stratified",
                                        bound_chunk=4096, eps=1e-5),
         }),
@@ -321,19 +387,20 @@ PROFILES: dict[str, Profile] = {
             "01_method": MethodKnobs(seed=0, n_train_per_class=50_000, n_test_per_class=10_000, hidden=256, n_layers=4,
                                      train_steps=60_000, batch_size=512, learning_rate=1e-3,
                                      rtol=1e-5, atol=1e-5, eps=1e-5, grid_size=200, n_t_draws=1_000_000),
-            "02_table1": Table1Knobs(seed=0, n_images=10_000, n_exact_images=846, n_baseline_images=10_000,
-                                     ode=_PAPER_ODE),
-            "03_cifar10c": CorruptionKnobs(seed=0, data="cifar10", n_images=1_000, n_baseline_images=10_000,
-                                           severities=_ALL_SEVERITIES, corruptions=CORRUPTIONS,
-                                           ode=Ode(n_probes=10, rtol=1e-5, atol=1e-5)),
+            "02_table1": Table1Knobs(seed=0, data="cifar10", n_images=10_000, exact_data="exact_head",
+                                     n_exact_images=846, n_baseline_images=10_000, ode=_PAPER_ODE),
+            "03_corruptions": CorruptionKnobs(seed=0, data="cifar10", n_images=1_000, n_baseline_images=10_000,
+                                              severities=_ALL_SEVERITIES, corruptions=CORRUPTIONS,
+                                              ode=Ode(n_probes=10, rtol=1e-5, atol=1e-5)),
             "04_adversarial": AdversarialKnobs(seed=0, data="cifar10", n_images=216, n_baseline_images=1_000,
-                                               ode=Ode(n_probes=10, rtol=1e-5, atol=1e-5), pgd_steps=10,
-                                               rel_stepsize=0.25, n_fd_directions=4, fd_h=5e-2, n_show=4),
-            "05_interpolation": InterpolationKnobs(seed=0, n_pairs=500, n_t=24, ode=_PAPER_ODE, n_strips=4),
+                                               eps_linf=8 / 255, eps_l2=0.5, ode=Ode(n_probes=10, rtol=1e-5, atol=1e-5),
+                                               pgd_steps=10, rel_stepsize=0.25, n_fd_directions=4, fd_h=5e-2, n_show=4),
+            "05_interpolation": InterpolationKnobs(seed=0, data="exact_head", n_pairs=500, n_t=24, ode=_PAPER_ODE,
+                                                   n_strips=4),
             "06_convergence": ConvergenceKnobs(seed=0, data="cifar10", n_images=1_000, n_subsamples=200,
                                                n_compare_images=100, ode=_PAPER_ODE),
-            "07_compute": ComputeKnobs(seed=0, n_images=500, ode_probes=(1, 3, 10, 30), ode_rtols=(1e-3, 1e-5),
-                                       ode_chunk=100, bound_times=(10, 30, 100, 300, 1000),
+            "07_compute": ComputeKnobs(seed=0, data="exact_head", n_images=500, ode_probes=(1, 3, 10, 30),
+                                       ode_rtols=(1e-3, 1e-5), ode_chunk=100, bound_times=(10, 30, 100, 300, 1000),
                                        pruning=((10, 2, 100), (20, 2, 300), (20, 3, 1000)), sampling="stratified",
                                        bound_chunk=4096, eps=1e-5),
         }),
@@ -482,6 +549,26 @@ class Params:
         rows = [(f"`{knob}`", f"{value!r}" + (" (set explicitly)" if knob in self.overridden else ""))
                 for knob, value in self.values.items()]
         return markdown_table(("knob", f"value (profile `{self.profile}`)"), rows)
+
+    def notice(self, *metas: Mapping[str, Any]) -> str:
+        """What a reader must know before any number of this page: the dataset, the models (their
+        metadata ``metas``) measured against the paper's, and whether the profile's samples are small."""
+        from sbgc.report import cpu_trained_note
+
+        spec, cpu = self.spec, cpu_trained_note(*metas)
+        lines = []
+        if spec.dataset == "mnist":
+            lines.append(f"**This page measures MNIST, not the paper's CIFAR-10.** Models: {cpu or 'the profile’s'}. "
+                         "Its numbers are this model's on the official MNIST test images; the paper's CIFAR-10 "
+                         "numbers appear beside them marked **paper**, published MNIST numbers marked **published**. "
+                         "The CIFAR-10 run needs a GPU (profiles `workstation` and `paper`).")
+        elif cpu:
+            lines.append(f"**Tiny CPU-trained CIFAR-10 networks** ({cpu}): they prove that the pipeline runs end to "
+                         "end; their numbers are near chance and say nothing about the paper's claims.")
+        if self.profile.startswith("ci"):
+            lines.append(f"Profile `{self.profile}` ({spec.description}): samples this small give wide intervals. "
+                         "The book's reference numbers are the `mnist` profile's.")
+        return "\n>\n".join("> " + line for line in lines)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready record: notebook, profile, the resolved knobs and which were overridden."""

@@ -136,9 +136,9 @@ class Provenance:
         record["overridden"] = list(self.overridden)
         return record
 
-    def line(self, note: str | None = None) -> str:
+    def line(self, note: str | None = None, cached: Any = None) -> str:
         """See :func:`provenance_line`."""
-        return provenance_line(self, note=note)
+        return provenance_line(self, note=note, cached=cached)
 
 
 def collect_provenance(
@@ -174,8 +174,10 @@ def collect_provenance(
     )
 
 
-def provenance_line(prov: Provenance, note: str | None = None) -> str:
-    """One short markdown line naming the run behind a number, table or figure."""
+def provenance_line(prov: Provenance, note: str | None = None, cached: Any = None) -> str:
+    """One short markdown line naming the run behind a number, table or figure. ``cached``: the
+    :class:`sbgc.book.cache.CachedResult` (or a sequence of them) the numbers come from, which says
+    whether each was computed now or loaded, and when, where and in how long it was computed."""
     commit = prov.commit if prov.commit == "unknown" else prov.commit[:8]
     if prov.dirty:
         commit += " + uncommitted changes"
@@ -191,6 +193,8 @@ def provenance_line(prov: Provenance, note: str | None = None) -> str:
     parts.append(f"{device['device_kind']} ({device['platform']}), jax {device['jax_version']}")
     parts.append(f"commit `{commit}`")
     parts.append(prov.timestamp.replace("T", " ").replace("+00:00", " UTC"))
+    for entry in [] if cached is None else [cached] if hasattr(cached, "provenance_line") else list(cached):
+        parts.append(f"{entry.record['inputs']['name']}: {entry.provenance_line()}")
     head = f"**{note}.** " if note else ""
     return f"{head}*Provenance:* " + " · ".join(parts)
 

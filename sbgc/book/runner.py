@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from sbgc.book import profiles
+from sbgc.book.cache import CACHE_ENV, MODES
 from sbgc.book import provenance
 from sbgc.report import markdown_table
 
@@ -68,12 +69,15 @@ def _environment(updates: Mapping[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def kernel_environment(results_dir: Path | None = None) -> dict[str, str]:
-    """Variables the kernels need: the shared JAX cache (unless set) and, optionally, the results folder."""
+def kernel_environment(results_dir: Path | None = None, cache_dir: Path | None = None) -> dict[str, str]:
+    """Variables the kernels need: the shared JAX cache (unless set) and, optionally, the results
+    folder and the results cache's folder."""
     cache = os.environ.get(provenance.JAX_CACHE_ENV) or str(provenance.default_jax_cache_dir())
     env = {provenance.JAX_CACHE_ENV: cache}
     if results_dir is not None:
         env[provenance.RESULTS_ENV] = str(results_dir)
+    if cache_dir is not None:
+        env[CACHE_ENV] = str(cache_dir)
     return env
 
 
@@ -84,6 +88,7 @@ def execute_notebook(
     *,
     cwd: Path = REPO,
     results_dir: Path | None = None,
+    cache_dir: Path | None = None,
 ) -> float:
     """Execute the jupytext notebook ``source`` with ``parameters`` into ``output``; returns seconds.
 
@@ -98,7 +103,7 @@ def execute_notebook(
     notebook = jupytext.read(source)
     output.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with _environment(kernel_environment(results_dir)):
+    with _environment(kernel_environment(results_dir, cache_dir)):
         try:
             papermill.execute_notebook(
                 notebook,
@@ -143,12 +148,15 @@ def select_notebooks(only: Sequence[str] | None) -> list[str]:
     return [name for name in profiles.NOTEBOOKS if name in only]
 
 
-def notebook_parameters(name: str, profile: str, overrides: Mapping[str, str]) -> dict[str, Any]:
-    """Papermill parameters for one notebook: the profile and, typed, the overrides it has knobs for."""
+def notebook_parameters(name: str, profile: str, overrides: Mapping[str, str], cache: str = "use") -> dict[str, Any]:
+    """Papermill parameters for one notebook: the profile, typed, the overrides it has knobs for, and
+    the results-cache mode (:data:`sbgc.book.cache.MODES`)."""
+    if cache not in MODES:
+        raise ValueError(f"cache mode must be one of {', '.join(MODES)}, got {cache!r}")
     own = {k: v for k, v in overrides.items() if k in profiles.knob_names(name)}
     params = profiles.chapter_params(name, profile, own)
     values = params.values
-    return {"profile": profile, "overrides": {k: _plain(values[k]) for k in params.overridden}}
+    return {"profile": profile, "overrides": {k: _plain(values[k]) for k in params.overridden}, "cache": cache}
 
 
 def _plain(value: Any) -> Any:
@@ -165,12 +173,15 @@ def run(
     sources: Path = NOTEBOOK_SOURCES,
     book: Path = BOOK,
     results: Path | None = None,
+    cache: str = "use",
+    cache_dir: Path | None = None,
 ) -> dict[str, float]:
     """Execute the selected notebooks at ``profile``; returns seconds per notebook.
 
     Each override must be a knob of at least one selected notebook; it is passed to those that
     have it. Raises NotebookError after the first failure (or, with ``keep_going``, after all).
-    ``results`` redirects the notebooks' ``results/*.json`` (default: ``<repo>/results``).
+    ``results`` redirects the notebooks' ``results/*.json`` (default: ``<repo>/results``);
+    ``cache`` is the results cache's mode and ``cache_dir`` its folder (default ``results-cache/``).
     """
     profiles.check_profile(profile)
     names = select_notebooks(only)
@@ -181,15 +192,15 @@ def run(
             f"no selected notebook has knob(s) {', '.join(sorted(set(overrides) - known))}; "
             f"knobs: {', '.join(sorted(known))}"
         )
-    plans = {name: notebook_parameters(name, profile, overrides) for name in names}  # validate all first
+    plans = {name: notebook_parameters(name, profile, overrides, cache) for name in names}  # validate all first
     seconds: dict[str, float] = {}
     failures: list[str] = []
     for name, parameters in plans.items():
         print(f"[sbgc.book.runner] {name}: profile {profile}, parameters {parameters}", flush=True)
         try:
             seconds[name] = execute_notebook(
-                sources / f"{name}.py", book / EXECUTED / f"{name}.ipynb", parameters, results_dir=results
-            )
+                sources / f"{name}.py", book / EXECUTED / f"{name}.ipynb", parameters, results_dir=results,
+                cache_dir=cache_dir)
         except NotebookError as err:
             if not keep_going:
                 raise
@@ -442,13 +453,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_cmd.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                          help="override a knob of the profile, e.g. n_images=20 or ode.rtol=1e-3 (repeatable)")
     run_cmd.add_argument("--keep-going", action="store_true", help="run the rest after a failure")
+    run_cmd.add_argument("--cache", default="use", choices=MODES,
+                         help="results cache (results-cache/): load or compute and store (use), load only and fail "
+                              "on a missing entry (read-only), or compute and overwrite (recompute)")
+    run_cmd.add_argument("--out", default=None, metavar="DIR",
+                         help="write executed notebooks, results and the cache under DIR instead of book/notebooks, "
+                              "results/ and results-cache/ (a scratch run that leaves the book alone)")
     commands.add_parser("build", help="build the HTML book (jb build book -W -n --keep-going)")
     commands.add_parser("list", help="list the profiles (dataset, models) and every notebook's knobs")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
+            out = {} if args.out is None else {"book": Path(args.out), "results": Path(args.out) / "results",
+                                               "cache_dir": Path(args.out) / "cache"}
             seconds = run(args.profile, only=args.only, overrides=parse_overrides(args.param),
-                          keep_going=args.keep_going)
+                          keep_going=args.keep_going, cache=args.cache, **out)
             print("[sbgc.book.runner] " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
         elif args.command == "build":
             build()

@@ -15,6 +15,16 @@ from sbgc.data.files import ImageSet
 from sbgc.data.mnist import load_mnist
 
 EVALUATION_SPLITS = ("mnist", "cifar10", "exact_head")
+MNIST_CLASS_NAMES: tuple[str, ...] = tuple(str(d) for d in range(10))
+
+
+def class_names(data: str) -> tuple[str, ...]:
+    """The 10 class names of an evaluation split's (or a dataset's) labels: digits or CIFAR-10's classes."""
+    if data == "mnist":
+        return MNIST_CLASS_NAMES
+    if data in ("cifar10", "exact_head", "toy"):
+        return cifar10.CLASS_NAMES
+    raise ValueError(f"data must be one of {EVALUATION_SPLITS}, got {data!r}")
 
 
 def training_set(name: str, data_dir: str | None, toy_size: int) -> tuple[np.ndarray, np.ndarray, str]:

@@ -57,6 +57,23 @@ class FrontierPoint:
     def true_bpd(self) -> np.ndarray:
         return bits_per_dim(self.true_log_p, self.dim)
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The point as numpy arrays (strings and the settings' JSON as 0-d unicode arrays: no pickle)."""
+        import json
+
+        arrays = {f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "settings"}
+        return {**arrays, "settings": np.asarray(json.dumps(self.settings, sort_keys=True))}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "FrontierPoint":
+        """Inverse of :meth:`to_arrays`."""
+        import json
+
+        return cls(method=str(arrays["method"]), label=str(arrays["label"]), settings=json.loads(str(arrays["settings"])),
+                   correct=arrays["correct"], passes=arrays["passes"], evaluations=arrays["evaluations"],
+                   seconds=float(arrays["seconds"]), true_log_p=arrays["true_log_p"],
+                   true_log_p_se=arrays["true_log_p_se"], dim=int(arrays["dim"]))
+
     def summary(self) -> dict:
         """A JSON-ready record of the point."""
         lo, hi = self.accuracy_interval()

@@ -96,26 +96,38 @@ def _class_scores(model, images: np.ndarray, key, s: EvalSettings) -> tuple[np.n
     return np.asarray(res.log_p, np.float64), np.asarray(res.nfe, np.float64).sum(axis=1)
 
 
-def evaluate(model, settings: EvalSettings, *, out: str | Path | None = None, data_dir: str | None = None,
-             progress: bool = True) -> dict:
-    """Classify ``settings.n_images`` test images with ``model`` (a :class:`sbgc.train.pretrained.LoadedModel`).
+BOOK_BATCH = 10  # images per batch (and per key) of the book's evaluations: the shipped MNIST evaluation's
 
-    With ``out``, finished batches are kept in ``<out>.partial.npz`` and reused by a rerun with the
-    same settings and model (sha256); the summary is written to ``out`` (JSON) at the end.
+
+def ode_settings(data: str, n_images: int, seed: int, ode, batch: int = BOOK_BATCH) -> EvalSettings:
+    """The :class:`EvalSettings` of an exact-ODE evaluation with the solver knobs ``ode`` (a book
+    profile's ``Ode`` group: dopri5 with rtol = atol is all this evaluation supports). ``batch``
+    decides which images share a key, so it is part of what determines the numbers."""
+    if ode.solver != "dopri5" or ode.n_steps is not None or ode.atol != ode.rtol:
+        raise ValueError(f"the evaluation solves with adaptive dopri5 at rtol = atol; got solver {ode.solver!r}, "
+                         f"n_steps {ode.n_steps}, rtol {ode.rtol:g}, atol {ode.atol:g}")
+    return EvalSettings(method="ode", data=data, n_images=n_images, seed=seed, n_probes=ode.n_probes, rtol=ode.rtol,
+                        eps=ode.eps, batch=batch)
+
+
+def score_table(model, split, settings: EvalSettings, *, partial: str | Path | None = None,
+                progress: bool = True) -> dict[str, np.ndarray]:
+    """Class log-likelihoods (or bounds) of ``split``'s images chosen by ``settings``.
+
+    Returns ``{"indices": int [N] (positions in the split), "log_p": [N, K], "nfe": [N] (network
+    passes per image, summed over classes), "seconds": scalar}``. Batches of ``settings.batch`` images,
+    batch b with key ``fold_in(PRNGKey(seed), b)``; with ``partial``, finished batches are kept in that
+    ``.npz`` and reused by a rerun with the same settings and model (sha256).
     """
-    from sbgc.method.classify import log_marginal
-    from sbgc.method.likelihood import bits_per_dim
-
-    split = evaluation_split(settings.data, data_dir)
     shape = (model.config.image_size, model.config.image_size, model.config.channels)
     if split.images.shape[1:] != shape:
         raise ValueError(f"{settings.data} images are {split.images.shape[1:]}, the model expects {shape}")
     idx = image_selection(len(split), settings.n_images, settings.seed)
     ident = json.dumps({"settings": dataclasses.asdict(settings), "sha256": model.sha256}, sort_keys=True)
-    partial = Path(str(out) + ".partial.npz") if out is not None else None
     log_p = np.full((len(idx), model.config.n_classes), np.nan)
     nfe = np.zeros(len(idx))
     seconds = 0.0
+    partial = Path(partial) if partial is not None else None
     if partial is not None and partial.exists():
         with np.load(partial, allow_pickle=False) as z:
             if str(z["ident"]) == ident:
@@ -133,6 +145,89 @@ def evaluate(model, settings: EvalSettings, *, out: str | Path | None = None, da
         seconds += time.perf_counter() - t0
         if partial is not None:
             atomic_savez(partial, ident=np.array(ident), log_p=log_p, nfe=nfe, seconds=np.array(seconds))
+    return {"indices": idx, "log_p": log_p, "nfe": nfe, "seconds": np.array(seconds)}
+
+
+CODE_VERSION = 1  # of score_table's results: bump when a change alters what it returns
+
+
+def cache_key(model, split, settings: EvalSettings):
+    """The :class:`sbgc.book.cache.CacheKey` of :func:`score_table` (model, images, settings)."""
+    from sbgc.book.cache import CacheKey
+
+    idx = image_selection(len(split), settings.n_images, settings.seed)
+    return CacheKey(f"scores_{settings.method}", CODE_VERSION, settings, model.sha256,
+                    f"{settings.data}: {split.source} {split.split} split", idx)
+
+
+def cached_score_table(cache, model, split, settings: EvalSettings, *, progress: bool = False):
+    """:func:`score_table` through ``cache`` (a :class:`sbgc.book.cache.ResultCache`): a CachedResult."""
+    return cache.get(cache_key(model, split, settings), lambda: score_table(model, split, settings, progress=progress))
+
+
+def import_evaluation(cache, model, summary_path: str | Path, *, data_dir: str | None = None, check_batches: int = 1,
+                      atol: float = 1e-3):
+    """Make the finished evaluation ``summary_path`` (written by :func:`evaluate` with ``out``, its
+    per-image results in ``<summary_path>.partial.npz``) the cache entry of the same computation.
+
+    The first ``check_batches`` batches are recomputed now and must agree with the stored class
+    log-likelihoods within ``atol`` nats (the same code on the same machine reproduces them up to
+    floating-point reassociation); the entry records the original run's time, device and seconds and
+    names the file it was imported from. Raises ValueError if the files describe another model or
+    the recomputed numbers differ.
+    """
+    summary_path = Path(summary_path)
+    summary = json.loads(summary_path.read_text())
+    settings = EvalSettings(**summary["settings"])
+    if summary["model"]["sha256"] != model.sha256:
+        raise ValueError(f"{summary_path} evaluated model sha256 {summary['model']['sha256'][:12]}, not "
+                         f"{model.path.name} ({model.sha256[:12]})")
+    split = evaluation_split(settings.data, data_dir)
+    partial = Path(str(summary_path) + ".partial.npz")
+    ident = json.dumps({"settings": dataclasses.asdict(settings), "sha256": model.sha256}, sort_keys=True)
+    with np.load(partial, allow_pickle=False) as z:
+        if str(z["ident"]) != ident:
+            raise ValueError(f"{partial} holds another computation than {summary_path} describes")
+        log_p, nfe = z["log_p"].copy(), z["nfe"].copy()
+    if np.isnan(log_p).any():
+        raise ValueError(f"{partial} is unfinished ({int(np.isnan(log_p).any(axis=1).sum())} images missing)")
+    n_check = min(len(log_p), check_batches * settings.batch)
+    check = dataclasses.replace(settings, n_images=n_check)
+    if image_selection(len(split), n_check, settings.seed).tolist() != \
+            image_selection(len(split), settings.n_images, settings.seed)[:n_check].tolist():
+        raise AssertionError("image selection is not nested")
+    again = score_table(model, split, check, progress=False)["log_p"]
+    worst = float(np.max(np.abs(again - log_p[:n_check])))
+    if worst > atol:
+        raise ValueError(f"recomputing the first {n_check} images differs from {partial} by up to {worst:.3g} nats "
+                         f"(> {atol:g}): not the same computation")
+    arrays = {"indices": image_selection(len(split), settings.n_images, settings.seed), "log_p": log_p, "nfe": nfe,
+              "seconds": np.array(summary["seconds"])}
+    import subprocess
+
+    shipped_in = subprocess.run(["git", "log", "-1", "--format=%H", "--", summary_path.name],
+                                cwd=summary_path.parent, capture_output=True, text=True).stdout.strip() or "unknown"
+    entry = cache.put(cache_key(model, split, settings), arrays, seconds=summary["seconds"],
+                      device=summary["device"], commit=shipped_in, computed_at=summary["date"],
+                      origin=f"{summary_path.name} (first {n_check} images recomputed: max |Δ log p| = {worst:.2g} nats)")
+    return entry, worst
+
+
+def evaluate(model, settings: EvalSettings, *, out: str | Path | None = None, data_dir: str | None = None,
+             progress: bool = True) -> dict:
+    """Classify ``settings.n_images`` test images with ``model`` (a :class:`sbgc.train.pretrained.LoadedModel`).
+
+    With ``out``, finished batches are kept in ``<out>.partial.npz`` and reused by a rerun with the
+    same settings and model (sha256); the summary is written to ``out`` (JSON) at the end.
+    """
+    from sbgc.method.classify import log_marginal
+    from sbgc.method.likelihood import bits_per_dim
+
+    split = evaluation_split(settings.data, data_dir)
+    table = score_table(model, split, settings, partial=Path(str(out) + ".partial.npz") if out is not None else None,
+                        progress=progress)
+    idx, log_p, nfe, seconds = table["indices"], table["log_p"], table["nfe"], float(table["seconds"])
+    shape = split.images.shape[1:]
     labels = split.labels[idx]
     dim = int(np.prod(shape))
     pred = np.argmax(log_p, axis=1)
