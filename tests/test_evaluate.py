@@ -45,3 +45,43 @@ def test_bad_settings_are_named():
         E.EvalSettings(data="svhn")
     with pytest.raises(ValueError, match=r"mnist images are \(28, 28, 1\), the model expects \(32, 32, 3\)"):
         E.evaluate(load_model("ci"), E.EvalSettings(data="mnist", n_images=2), progress=False)
+
+
+def test_score_table_through_the_cache_and_an_imported_evaluation(tmp_path, monkeypatch):
+    """The cached table equals the evaluation's; an imported finished evaluation becomes the same
+    cache entry only if its first batch recomputes to the same numbers."""
+    from sbgc.book.cache import ResultCache
+    from sbgc.data.datasets import evaluation_split
+
+    model = load_model("ci")
+    s = E.EvalSettings(method="bound", data="exact_head", n_images=4, n_times=2, batch=2)
+    out = tmp_path / "eval.json"
+    E.evaluate(model, s, out=out, progress=False)
+    split = evaluation_split("exact_head")
+    cache = ResultCache(tmp_path / "cache")
+    entry, worst = E.import_evaluation(cache, model, out)
+    assert worst == 0.0 and "imported from eval.json" in entry.provenance_line()
+    with np.load(str(out) + ".partial.npz") as z:
+        np.testing.assert_array_equal(entry.arrays["log_p"], z["log_p"])
+    monkeypatch.setattr(E, "_class_scores", lambda *a, **k: pytest.fail("the imported entry must be loaded"))
+    loaded = E.cached_score_table(cache, model, split, s)
+    assert not loaded.computed_now
+    np.testing.assert_array_equal(loaded.arrays["indices"], E.image_selection(len(split), 4, 0))
+    monkeypatch.undo()
+    # a partial file whose numbers this code does not reproduce is refused
+    with np.load(str(out) + ".partial.npz") as z:
+        fields = {k: z[k] for k in z.files}
+    fields["log_p"] = fields["log_p"] + 1.0
+    np.savez(str(out) + ".partial.npz", **fields)
+    with pytest.raises(ValueError, match="not the same computation"):
+        E.import_evaluation(ResultCache(tmp_path / "other"), model, out)
+
+
+def test_ode_settings_accept_only_what_the_evaluation_solves():
+    from sbgc.book.profiles import Ode
+
+    s = E.ode_settings("mnist", 20, 0, Ode(n_probes=1, rtol=1e-3, atol=1e-3))
+    assert (s.method, s.rtol, s.n_probes, s.batch) == ("ode", 1e-3, 1, E.BOOK_BATCH)
+    for bad in (Ode(rtol=1e-3, atol=1e-4), Ode(solver="heun", n_steps=4)):
+        with pytest.raises(ValueError, match="dopri5 at rtol = atol"):
+            E.ode_settings("mnist", 20, 0, bad)
