@@ -343,3 +343,11 @@ def test_build_refuses_a_toc_notebook_not_executed(tmp_path):
     root = make_fixture_book(tmp_path / "book", ["never_run"])
     with pytest.raises(FileNotFoundError, match="never_run"):
         book.build(root, results=tmp_path)
+
+
+def test_runs_table_sums_the_cached_compute_time_of_a_page():
+    rec = {"format": "sbgc-result-cache/1", "key": "k1", "seconds": 1800.0}
+    other = {"format": "sbgc-result-cache/1", "key": "k2", "seconds": 5400.0}
+    numbers = {"a": {"cache": rec}, "b": [rec, other], "c": {"format": "something else", "key": "k3", "seconds": 1}}
+    assert sorted(e["key"] for e in book.cache_entries(numbers)) == ["k1", "k2"]  # each entry once
+    assert book.cache_entries({"x": [1, 2]}) == []

@@ -263,8 +263,30 @@ def executed_notebooks(book: Path = BOOK) -> list[Path]:
     return paths
 
 
+def cache_entries(record: Any) -> list[dict[str, Any]]:
+    """The results-cache records (:mod:`sbgc.book.cache`) found anywhere in a results record, each once."""
+    from sbgc.book.cache import FORMAT
+
+    found: dict[str, dict[str, Any]] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("format") == FORMAT and "key" in node:
+                found.setdefault(node["key"], node)
+                return
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(record)
+    return list(found.values())
+
+
 def runs_table(notebooks: Sequence[Path], results: Path | None = None) -> str:
-    """Markdown table of which run produced each page: papermill metadata + results/<name>.json."""
+    """Markdown table of which run produced each page: papermill metadata + results/<name>.json,
+    with the compute time of the cached results the page loaded (summed over its cache entries)."""
     results = results or provenance.results_dir()
     rows = []
     for path in notebooks:
@@ -275,15 +297,21 @@ def runs_table(notebooks: Sequence[Path], results: Path | None = None) -> str:
         overrides = ", ".join(f"{k}={v}" for k, v in given.items()) or "none"
         duration = f"{meta['duration']:.0f} s" if meta.get("duration") is not None else "?"
         finished = str(meta.get("end_time", "?"))[:19].replace("T", " ")
-        device, commit = "?", "?"
+        device, commit, cached = "?", "?", "none"
         result_path = results / f"{path.stem}.json"
         if result_path.is_file():
-            prov = json.loads(result_path.read_text()).get("provenance", {})
+            record = json.loads(result_path.read_text())
+            prov = record.get("provenance", {})
             if prov.get("profile") == profile:
                 device = f"{prov['device']['device_kind']} ({prov['device']['platform']})"
                 commit = prov["commit"][:8] + (" + changes" if prov.get("dirty") else "")
-        rows.append((path.stem, f"`{profile}`", overrides, duration, finished, device, commit))
-    return markdown_table(("page", "profile", "overrides", "run time", "finished (UTC)", "device", "commit"), rows) + "\n"
+                entries = cache_entries(record.get("numbers"))
+                if entries:
+                    hours = sum(e["seconds"] for e in entries) / 3600
+                    cached = f"{hours:.2f} h in {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
+        rows.append((path.stem, f"`{profile}`", overrides, duration, finished, device, commit, cached))
+    return markdown_table(("page", "profile", "overrides", "run time", "finished (UTC)", "device", "commit",
+                           "cached results: compute time"), rows) + "\n"
 
 
 class _ImageSources(html.parser.HTMLParser):
