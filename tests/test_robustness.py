@@ -1,5 +1,7 @@
-"""CIFAR-10-C evaluation: image samples, the settings grid, same-image evaluation, Table 2, Fig. 4."""
+"""Corruption robustness (CIFAR-10-C and MNIST-C): image samples, the settings grid, same-image
+evaluation, Table 2, Fig. 4, the results-cache round trip, the likelihood AUROC and the verdict."""
 
+import dataclasses
 import json
 
 import matplotlib
@@ -12,9 +14,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+from sbgc.book.cache import CacheKey, ResultCache
 from sbgc.book.provenance import _jsonable
 from sbgc.data.cifar10 import ImageSet
 from sbgc.data.corruptions import CORRUPTIONS, NOISE_CORRUPTIONS, corrupt, corruption_grid, synthetic_images
+from sbgc.data.mnist import load_mnist
+from sbgc.data.mnist_c import MNIST_C_CORRUPTIONS, MNIST_C_NOISE, corrupt_mnist
 from sbgc.experiments import corruption_robustness as rb
 from sbgc.method.likelihood import SolverSettings
 from sbgc.stats import binomial_interval
@@ -243,8 +248,242 @@ def test_fig4_has_fifteen_panels_and_marks_corruptions_not_evaluated():
 
 def test_corruption_grid_figure_shows_clean_and_all_settings():
     image = synthetic_images(1, 0)[0]
-    fig = rb.plot_corruption_grid(image, corruption_grid(image, seed=0, index=0), title="x")
+    full = corruption_grid(image, seed=0, index=0)
+    fig = rb.plot_corruption_grid(image, full, title="x")
     assert len(fig.axes) == 6 * 15
+    # the family's grid helper gives sbgc.data.corruptions.corruption_grid's rows (checked on two corruptions)
+    two = dataclasses.replace(rb.CIFAR10_C, corruptions=("gaussian_noise", "fog"))
+    np.testing.assert_array_equal(rb.corruption_grid_of(image, seed=0, index=0, family=two),
+                                  full[[CORRUPTIONS.index("gaussian_noise"), CORRUPTIONS.index("fog")]])
     plt.close(fig)
     with pytest.raises(ValueError, match="corruption grid"):
         rb.plot_corruption_grid(image, np.zeros((15, 4, 32, 32, 3), np.uint8))
+
+
+# --- benchmarks: CIFAR-10-C and MNIST-C -------------------------------------------------------------
+def test_families_and_their_checks():
+    assert rb.corruption_family("cifar10") is rb.CIFAR10_C and rb.corruption_family("exact_head") is rb.CIFAR10_C
+    assert rb.corruption_family("mnist") is rb.MNIST_C and rb.corruption_family("MNIST-C") is rb.MNIST_C
+    with pytest.raises(ValueError, match="no corruption benchmark"):
+        rb.corruption_family("svhn")
+    assert rb.MNIST_C.corruptions == MNIST_C_CORRUPTIONS and rb.MNIST_C.noise_corruptions == MNIST_C_NOISE
+    assert rb.MNIST_C.severities == (1,) and rb.MNIST_C.dim == 784 and rb.CIFAR10_C.dim == 3072
+    assert rb.MNIST_C.n_settings == 15 and rb.CIFAR10_C.n_settings == 75
+    assert rb.check_severities((1,), rb.MNIST_C) == (1,)
+    with pytest.raises(ValueError, match="severities must be .* in 1 \\(MNIST-C\\)"):
+        rb.check_severities((2,), rb.MNIST_C)
+    assert rb.check_corruptions(("zigzag", "shot_noise"), rb.MNIST_C) == ("shot_noise", "zigzag")
+    with pytest.raises(ValueError, match="unknown: gaussian_noise"):
+        rb.check_corruptions(("gaussian_noise",), rb.MNIST_C)  # not in MNIST-C's benchmark
+    with pytest.raises(ValueError, match="unknown: stripe"):
+        rb.check_corruptions(("stripe",), rb.CIFAR10_C)
+    grid = rb.settings(MNIST_C_CORRUPTIONS, (1,), family=rb.MNIST_C)
+    assert grid[0] == ("clean", 0) and len(grid) == 16 and grid[1] == ("shot_noise", 1)
+    assert [rb.parse_setting_label(rb.setting_label(s)) for s in grid] == list(grid)
+    with pytest.raises(ValueError, match="not a setting label"):
+        rb.parse_setting_label("fog")
+    mnist = load_mnist("test")
+    with pytest.raises(ValueError, match="for CIFAR-10-C"):
+        rb.select_images(mnist, 2, seed=0)  # the default family is CIFAR-10-C: 28×28×1 images do not fit
+    with pytest.raises(ValueError, match="for MNIST-C"):
+        rb.select_images(fake_split(4), 2, seed=0, family=rb.MNIST_C)
+
+
+def test_noise_split_of_mnist_c():
+    grid = rb.settings(MNIST_C_CORRUPTIONS, (1,), family=rb.MNIST_C)
+    noise = rb.group_settings(grid, "noise", rb.MNIST_C)
+    assert noise == (("shot_noise", 1), ("impulse_noise", 1))
+    wo = rb.group_settings(grid, "all_wo_noise", rb.MNIST_C)
+    assert len(wo) == 13 and not set(noise) & set(wo) and ("glass_blur", 1) in wo
+    assert len(rb.group_settings(grid, "all", rb.MNIST_C)) == 15
+    # the CIFAR-10-C noises include gaussian_noise; a result's own family decides its groups
+    cgrid = rb.settings(("gaussian_noise", "shot_noise", "fog"), (1,))
+    assert rb.group_settings(cgrid, "noise") == (("gaussian_noise", 1), ("shot_noise", 1))
+    correct = np.ones((len(grid), 3), bool)
+    correct[1:3] = False  # wrong on both noises only
+    res = dataclasses.replace(grid_result(correct, grid), family="MNIST-C")
+    row = rb.table2_row(res, n_boot=50)
+    assert row["all"].total == 45 and row["all_wo_noise"].total == 39 and row["all_wo_noise"].correct == 39
+
+
+def mnist_classifiers():
+    """A fake generative classifier (log-likelihoods from the distance to per-class mean brightness)
+    and a fake discriminative one, on MNIST-shaped uint8 images."""
+    levels = np.linspace(10, 120, 10)
+
+    class Likelihoods:
+        def __init__(self, log_p):
+            self.log_p, self.nfe = log_p, np.full(log_p.shape, 3)
+
+    def generative(x):
+        assert x.dtype == np.uint8 and x.shape[1:] == (28, 28, 1)
+        mean = x.reshape(len(x), -1).mean(axis=1)
+        return Likelihoods(-np.abs(mean[:, None] - levels[None]) - 500.0 - x.reshape(len(x), -1).std(axis=1)[:, None])
+
+    def discriminative(x):
+        return (x.reshape(len(x), -1).astype(np.int64).sum(axis=1) // 7) % 10
+
+    return generative, discriminative
+
+
+def test_mnist_c_end_to_end_on_real_mnist_images():
+    evalset = rb.select_images(load_mnist("test"), 5, seed=0, family=rb.MNIST_C)
+    assert evalset.images.shape == (5, 28, 28, 1) and evalset.family is rb.MNIST_C
+    grid = rb.settings(MNIST_C_CORRUPTIONS, (1,), family=rb.MNIST_C)
+    generative, discriminative = mnist_classifiers()
+    seen = []
+    out = rb.evaluate_grid({"SBGC": generative, "CNN": lambda x: (seen.append(x.copy()), discriminative(x))[1]},
+                           evalset, grid, seed=3)
+    sbgc, cnn = out["SBGC"], out["CNN"]
+    assert sbgc.images_sha256 == cnn.images_sha256 and sbgc.family == cnn.family == "MNIST-C"
+    for (name, _), x in zip(grid, seen):
+        expected = evalset.images if name == "clean" else corrupt_mnist(evalset.images, name, seed=3,
+                                                                         indices=evalset.indices)
+        np.testing.assert_array_equal(x, expected)
+    assert not np.array_equal(seen[grid.index(("fog", 1))], evalset.images)
+    assert sbgc.log_p.shape == (16, 5, 10) and cnn.log_p is None
+    np.testing.assert_allclose(sbgc.marginal_bpd(), -sbgc.log_marginal() / (784 * np.log(2)) + 8)
+    with pytest.raises(ValueError, match="not settings of MNIST-C"):
+        rb.evaluate_grid({"CNN": discriminative}, evalset, (("clean", 0), ("fog", 2)), seed=3)
+    # Table 2 groups, the paired difference over the noises, the verdict, the record
+    row = rb.table2_row(sbgc, n_boot=100)
+    assert row["all"].n_settings == 15 and row["all_wo_noise"].n_settings == 13 and row["clean"].total == 5
+    paired = {g: rb.paired_difference(sbgc, cnn, g, n_boot=100) for g in (*rb.GROUPS, "noise")}
+    assert paired["noise"]["cases"] == 2 * 5 and paired["all_wo_noise"]["cases"] == 13 * 5
+    verdict = rb.robustness_verdict(paired)
+    assert verdict["verdict"] in ("overall", "noise_only", "overall_pooled_only", "non_noise_only", "less_robust",
+                                  "not_shown") and "noises only" in verdict["text"]
+    rec = json.loads(json.dumps(_jsonable(rb.results_record(sbgc, n_boot=100), "record")))
+    assert rec["family"] == "MNIST-C" and rec["per_setting"]["settings"][1] == "shot_noise 1"
+    assert [r["corruption"] for r in rec["likelihood_auroc"]] == [*MNIST_C_CORRUPTIONS, "all"]
+    # the paper's rows beside MNIST-C say they are CIFAR-10-C numbers
+    md = rb.table2_markdown(rb.paper_rows(rb.MNIST_C))
+    assert md.count("**paper**") == 4 and "not MNIST-C" in md and "95.04" in md
+    # figures: one row of clean + 15 grayscale images; Fig. 4 as two panels over clean + 15 corruptions
+    image = evalset.images[0]
+    grid_u8 = rb.mnist_c_grid(image, seed=3, index=int(evalset.indices[0]))
+    assert grid_u8.shape == (15, 1, 28, 28, 1) and grid_u8.dtype == np.uint8
+    np.testing.assert_array_equal(grid_u8[MNIST_C_CORRUPTIONS.index("fog"), 0], seen[grid.index(("fog", 1))][0])
+    fig = rb.plot_corruption_grid(image, grid_u8, title="digit", family=rb.MNIST_C)
+    assert len(fig.axes) == 16 and fig.axes[0].get_title() == "clean"
+    assert fig.axes[1].images[0].get_cmap().name == "gray"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="MNIST-C corruption grid"):
+        rb.plot_corruption_grid(image, np.zeros((15, 5, 28, 28, 1), np.uint8), family=rb.MNIST_C)
+    fig = rb.plot_fig4(sbgc.select(grid[:1] + grid[3:]), {"CNN": cnn})  # noises not evaluated: grey ticks, no points
+    top, bottom = fig.axes[:2]
+    labels = [t.get_text() for t in bottom.get_xticklabels()]
+    assert labels[0] == "clean" and labels[1:] == [c.replace("_", " ") for c in MNIST_C_CORRUPTIONS]
+    x, y = top.lines[0].get_data()
+    np.testing.assert_array_equal(x, [0, *range(3, 16)])
+    np.testing.assert_allclose(y, sbgc.log_marginal().mean(axis=1)[[0, *range(3, 16)]])
+    x, y = bottom.lines[0].get_data()
+    np.testing.assert_allclose(y, sbgc.accuracy()[[0, *range(3, 16)]])
+    plt.close(fig)
+
+
+def test_grid_result_round_trips_through_the_results_cache(tmp_path):
+    evalset = rb.select_images(load_mnist("test"), 3, seed=1, family=rb.MNIST_C)
+    grid = rb.settings(("shot_noise", "fog"), (1,), family=rb.MNIST_C)
+    generative, discriminative = mnist_classifiers()
+    out = rb.evaluate_grid({"SBGC": generative, "CNN": discriminative}, evalset, grid, seed=0)
+    cache = ResultCache(tmp_path)
+    for result in out.values():
+        arrays = result.to_arrays()
+        assert all(a.dtype != object for a in arrays.values())
+        key = CacheKey(f"grid_{result.name}", 1, {"settings": [rb.setting_label(s) for s in grid]}, "0" * 64,
+                       "mnist: test", evalset.indices)  # fmt: skip
+        stored = cache.put(key, arrays, seconds=1.0, device="cpu", commit="x")
+        assert stored.computed_now
+        loaded = cache.load(key)
+        assert loaded is not None and not loaded.computed_now
+        back = rb.GridResult.from_arrays(loaded.arrays)
+        for field in dataclasses.fields(rb.GridResult):
+            a, b = getattr(result, field.name), getattr(back, field.name)
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                np.testing.assert_array_equal(a, b)
+            else:
+                assert a == b, field.name
+        assert back.corruption_family is rb.MNIST_C
+    assert rb.GridResult.from_arrays(out["CNN"].to_arrays()).log_p is None
+    with pytest.raises(ValueError, match="not a stored GridResult"):
+        rb.GridResult.from_arrays({"name": np.asarray("x")})
+    # the key's settings: the chapter's knobs without the baseline's sample size, JSON-able
+    from sbgc.book.profiles import PROFILES
+
+    knobs = PROFILES["ci"].chapters["03_corruptions"]
+    settings = rb.cache_settings(knobs, rb.MNIST_C)
+    assert "n_baseline_images" not in settings["knobs"] and settings["family"] == "MNIST-C"
+    inputs = CacheKey("corruptions_sbgc", rb.CODE_VERSION, settings, "0" * 64, "mnist", evalset.indices).inputs()
+    assert inputs["settings"]["knobs"]["ode"]["rtol"] == knobs.ode.rtol
+    bigger = dataclasses.replace(knobs, n_baseline_images=knobs.n_baseline_images + 1)
+    assert rb.cache_settings(bigger, rb.MNIST_C) == settings
+
+
+# --- does log p(x) detect the corruptions? -----------------------------------------------------------
+def brute_force_auroc(pos, neg) -> float:
+    pos, neg = np.ravel(pos), np.ravel(neg)
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def test_auroc_matches_a_pairwise_count():
+    rng = np.random.default_rng(0)
+    for n_pos, n_neg, ties in ((1, 1, False), (5, 3, False), (20, 37, True), (8, 8, True)):
+        pos, neg = rng.normal(size=n_pos) + 0.5, rng.normal(size=n_neg)
+        if ties:
+            pos, neg = np.round(pos), np.round(neg)  # many ties
+        assert rb.auroc(pos, neg) == pytest.approx(brute_force_auroc(pos, neg), abs=1e-12)
+    assert rb.auroc([2.0, 3.0], [0.0, 1.0]) == 1.0 and rb.auroc([0.0], [1.0]) == 0.0
+    assert rb.auroc([1.0, 1.0], [1.0]) == 0.5
+    with pytest.raises(ValueError, match="at least one"):
+        rb.auroc([], [1.0])
+    with pytest.raises(ValueError, match="finite"):
+        rb.auroc([np.nan], [1.0])
+
+
+def test_likelihood_auroc_per_corruption():
+    grid = rb.settings(("gaussian_noise", "defocus_blur"), (1, 2))
+    n = 6
+    lm = np.zeros((len(grid), n))
+    lm[0] = np.arange(n)  # clean: 0..5
+    lm[1:3] = np.arange(n) - 100.0  # noise: far less likely -> AUROC 1
+    lm[3:5] = np.arange(n) + 100.0  # blur: more likely -> AUROC 0
+    log_p = np.repeat(lm[:, :, None], 10, axis=2)  # log marginal of equal classes = lm
+    res = grid_result(np.ones((len(grid), n), bool), grid, log_p=log_p)
+    out = {r["corruption"]: r for r in rb.likelihood_auroc(res)}
+    assert list(out) == ["gaussian_noise", "defocus_blur", "all"]
+    assert out["gaussian_noise"]["auroc"] == 1.0 and out["defocus_blur"]["auroc"] == 0.0
+    assert out["gaussian_noise"]["n_corrupted"] == 12 and out["gaussian_noise"]["fraction_less_likely"] == 1.0
+    assert out["defocus_blur"]["mean_change_nats"] == pytest.approx(100.0)
+    assert out["all"]["auroc"] == pytest.approx(0.5)
+    assert out["all"]["auroc"] == pytest.approx(brute_force_auroc(lm[0], lm[1:]))
+
+
+# --- the verdict ------------------------------------------------------------------------------------
+def test_robustness_verdict_reads_the_intervals():
+    def d(diff, lo, hi):
+        return {"difference": diff, "lo": lo, "hi": hi}
+
+    zero = d(0.0, -0.05, 0.05)
+    cases = {
+        "overall": {"clean": zero, "all": d(0.1, 0.05, 0.15), "all_wo_noise": d(0.08, 0.02, 0.1), "noise": d(0.2, 0.1, 0.3)},
+        "noise_only": {"clean": zero, "all": d(0.02, -0.01, 0.05), "all_wo_noise": d(-0.04, -0.07, -0.01),
+                       "noise": d(0.2, 0.1, 0.3)},
+        "overall_pooled_only": {"all": d(0.03, 0.01, 0.05), "all_wo_noise": d(0.02, -0.01, 0.05),
+                                "noise": d(0.05, -0.01, 0.1)},
+        "non_noise_only": {"all": zero, "all_wo_noise": d(0.03, 0.01, 0.05), "noise": zero},
+        "less_robust": {"all": d(-0.1, -0.2, -0.05), "all_wo_noise": d(-0.1, -0.2, -0.05), "noise": zero},
+        "not_shown": {"clean": zero, "all": zero, "all_wo_noise": zero, "noise": zero},
+        "undetermined": {"all": d(0.1, None, None), "all_wo_noise": d(0.1, None, None), "noise": d(0.0, None, None)},
+    }
+    for key, paired in cases.items():
+        out = rb.robustness_verdict(paired)
+        assert out["verdict"] == key, (key, out)
+        assert out["text"][0].isupper() and "w/o noises" in out["text"]
+    assert "only on the noise corruptions" in rb.robustness_verdict(cases["noise_only"])["text"]
+    assert "+10.0 points [+5.0, +15.0]" in rb.robustness_verdict(cases["overall"])["text"]
+    clean_better = dict(cases["overall"], clean=d(0.1, 0.05, 0.15))
+    assert "On clean images" in rb.robustness_verdict(clean_better)["text"]
+    with pytest.raises(ValueError, match="over all corruptions"):
+        rb.robustness_verdict({"clean": zero})

@@ -560,7 +560,8 @@ class Params:
         if spec.dataset == "mnist":
             lines.append(f"**This page measures MNIST, not the paper's CIFAR-10.** Models: {cpu or 'the profile’s'}. "
                          "Its numbers are this model's on the official MNIST test images; the paper's CIFAR-10 "
-                         "numbers appear beside them marked **paper**, published MNIST numbers marked **published**. "
+                         "numbers appear beside them marked **paper**, and published MNIST numbers, where this page "
+                         "quotes any, marked **published**. "
                          "The CIFAR-10 run needs a GPU (profiles `workstation` and `paper`).")
         elif cpu:
             lines.append(f"**Tiny CPU-trained CIFAR-10 networks** ({cpu}): they prove that the pipeline runs end to "

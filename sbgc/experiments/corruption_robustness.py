@@ -6,13 +6,22 @@ accuracy on clean test images, the mean accuracy over all corruptions, and the m
 corruptions except the three noises (Table 2); Fig. 4 resolves log-likelihood and accuracy per
 corruption and severity.
 
+Benchmarks
+----------
+A :class:`CorruptionFamily` describes one benchmark: :data:`CIFAR10_C` (15 corruptions × 5
+severities, :mod:`sbgc.data.corruptions`) and :data:`MNIST_C` (Mu & Gilmer 2019: 15 corruptions at
+the one severity of the published benchmark, :mod:`sbgc.data.mnist_c`); :func:`corruption_family`
+looks one up by dataset. Every function here defaults to CIFAR-10-C; an :class:`EvaluationSet` and
+a :class:`GridResult` carry their family, so the functions of a result follow it.
+
 Conventions
 -----------
 * **Images.** :func:`select_images` takes the first n images of ONE fixed random permutation of a
   split (seeded), so the sample of a smaller run is a prefix of a larger one, and the SBGC's
   images are the first images of the baseline's. The paper used a random 10 % of the test set for
   the SBGC (1,000 images); here the same images appear under every corruption and severity.
-* **Corruptions** are generated on the fly with :func:`sbgc.data.corruptions.corrupt`, whose randomness
+* **Corruptions** are generated on the fly with the family's ``corrupt``
+  (:func:`sbgc.data.corruptions.corrupt`, :func:`sbgc.data.mnist_c.corrupt_mnist`), whose randomness
   depends only on (seed, test-image index, corruption, severity): an image gets the same
   corrupted version whichever sample or batch it is generated in.
 * **Settings.** A setting is ``("clean", 0)`` or ``(corruption, severity)``; :func:`settings`
@@ -20,22 +29,26 @@ Conventions
 * **The same images for every classifier.** :func:`evaluate_grid` corrupts each setting once and
   hands the SAME uint8 images to every classifier it is given; each result carries the sha256 of
   all images it saw (``images_sha256``), so equality is checkable after the fact.
-* **Classifiers** are plain functions of uint8 images ``[N, 32, 32, 3]``: a discriminative one
+* **Classifiers** are plain functions of uint8 images ``[N, *family.image_shape]``: a discriminative one
   returns predicted labels ``[N]`` (e.g. ``LoadedClassifier.predict``); a generative one returns
   class log-likelihoods ``[N, K]`` or a :class:`sbgc.method.classify.ClassLikelihoods` (see
   :func:`sbgc_classifier`, which uses ONE key for every setting: image i gets the same
   dequantization noise and probes under every corruption, common random numbers across settings).
 * **Table 2 groups** (:func:`table2_row`): ``clean``; ``all``, every evaluated corrupted setting
   pooled (with the same images in every setting, the pooled accuracy is the mean of the
-  per-setting accuracies, the paper's "mean accuracy"); ``all_wo_noise``, the same without
-  :data:`sbgc.data.corruptions.NOISE_CORRUPTIONS`.
+  per-setting accuracies, the paper's "mean accuracy"); ``all_wo_noise``, the same without the
+  family's noise corruptions (CIFAR-10-C: Gaussian, shot, impulse noise; MNIST-C: shot and impulse
+  noise, :data:`sbgc.data.mnist_c.MNIST_C_NOISE`). ``noise`` (not a Table 2 column) is the noises alone.
 * **Intervals.** Each accuracy has the exact (Clopper–Pearson) 95 % interval of the pooled cases
   (:func:`sbgc.stats.binomial_interval`). Pooled cases share images (one image appears in up to 75
   settings), so they are not independent and that interval is too narrow for the corrupted
   groups; :func:`image_bootstrap_interval` resamples whole images instead and is reported beside it.
 * **Likelihood** (Fig. 4): log p(x) = log (1/K) Σ_y p(x | y), the uniform-prior mixture of the
   class densities (:func:`sbgc.method.classify.log_marginal`), in nats of [0, 1]-scaled images; the paper's
-  sum is larger by log 10 nats at every point, which moves no curve's shape.
+  sum is larger by log 10 nats at every point, which moves no curve's shape. :func:`auroc` says how
+  well log p(x) separates clean from corrupted images (higher log p = "clean").
+* **Results cache.** :meth:`GridResult.to_arrays` / :meth:`GridResult.from_arrays` turn a result into
+  plain numpy arrays (no object arrays) and back, for :mod:`sbgc.book.cache`.
 """
 
 from __future__ import annotations
@@ -50,6 +63,7 @@ from typing import Any
 import numpy as np
 
 from sbgc.data.corruptions import CORRUPTIONS, NOISE_CORRUPTIONS, SEVERITIES, corrupt
+from sbgc.data.mnist_c import MNIST_C_CORRUPTIONS, MNIST_C_NOISE, corrupt_mnist
 from sbgc.method.classify import log_marginal
 from sbgc.method.likelihood import bits_per_dim
 from sbgc.report import markdown_table
@@ -62,7 +76,82 @@ GROUP_TITLES: Mapping[str, str] = {
     "clean": "clean",
     "all": "all corruptions",
     "all_wo_noise": "w/o noises",
+    "noise": "noises only",
 }
+CODE_VERSION = 1  # of the cached SBGC grid (bump when evaluate_grid or GridResult.to_arrays change what they return)
+
+
+# --- the benchmarks -----------------------------------------------------------------------------------
+CorruptFn = Callable[[np.ndarray, str, int, int, np.ndarray], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class CorruptionFamily:
+    """A corruption benchmark: its corruptions (in the benchmark's order), which of them are noises
+    (the "w/o noises" group leaves them out), its severities, the uint8 image shape it corrupts, and
+    ``corrupt(images, name, severity, seed, indices) -> images`` (same shape, uint8)."""
+
+    name: str  # "CIFAR-10-C", "MNIST-C"
+    dataset: str  # the clean dataset: "cifar10", "mnist"
+    corruptions: tuple[str, ...]
+    noise_corruptions: tuple[str, ...]
+    severities: tuple[int, ...]
+    image_shape: tuple[int, int, int]
+    corrupt: CorruptFn
+    generator: str  # how the corrupted images are made, for the page
+
+    @property
+    def dim(self) -> int:
+        """Pixel values per image (the D of bits/dim)."""
+        return int(np.prod(self.image_shape))
+
+    @property
+    def n_settings(self) -> int:
+        """Corrupted settings of the full benchmark."""
+        return len(self.corruptions) * len(self.severities)
+
+    @property
+    def grayscale(self) -> bool:
+        return self.image_shape[-1] == 1
+
+    def severity_text(self) -> str:
+        s = self.severities
+        return str(s[0]) if len(s) == 1 else f"{s[0]}..{s[-1]}" if s == tuple(range(s[0], s[-1] + 1)) else str(s)
+
+
+def _corrupt_cifar10(images: np.ndarray, name: str, severity: int, seed: int, indices: np.ndarray) -> np.ndarray:
+    return corrupt(images, name, int(severity), seed=int(seed), indices=indices)
+
+
+def _corrupt_mnist(images: np.ndarray, name: str, severity: int, seed: int, indices: np.ndarray) -> np.ndarray:
+    if int(severity) != 1:
+        raise ValueError(f"MNIST-C has one severity (1), got {severity!r}")
+    return corrupt_mnist(images, name, seed=int(seed), indices=indices)
+
+
+CIFAR10_C = CorruptionFamily(
+    "CIFAR-10-C", "cifar10", CORRUPTIONS, NOISE_CORRUPTIONS, SEVERITIES, (32, 32, 3), _corrupt_cifar10,
+    "regenerated on the fly with the CIFAR parameters of the reference generator (Hendrycks & Dietterich): "
+    "a fresh draw, not the published files")
+MNIST_C = CorruptionFamily(
+    "MNIST-C", "mnist", MNIST_C_CORRUPTIONS, MNIST_C_NOISE, (1,), (28, 28, 1), _corrupt_mnist,
+    "regenerated on the fly with the parameters of the reference generator (google-research/mnist-c, Mu & "
+    "Gilmer 2019), one severity per corruption (each function's default, the one the published benchmark "
+    "used): a fresh draw, not the published arrays")
+FAMILIES: Mapping[str, CorruptionFamily] = {"cifar10": CIFAR10_C, "mnist": MNIST_C}
+_SPLIT_DATASET = {"exact_head": "cifar10", "toy": "cifar10"}  # evaluation splits named otherwise than their dataset
+
+
+def corruption_family(dataset: str) -> CorruptionFamily:
+    """The benchmark of a dataset ("cifar10", "mnist"; also an evaluation split such as "exact_head")
+    or of a family name ("CIFAR-10-C", "MNIST-C")."""
+    by_name = {f.name: f for f in FAMILIES.values()}
+    if dataset in by_name:
+        return by_name[dataset]
+    family = FAMILIES.get(_SPLIT_DATASET.get(dataset, dataset))
+    if family is None:
+        raise ValueError(f"no corruption benchmark for {dataset!r}; datasets: {', '.join(FAMILIES)}")
+    return family
 
 # Table 2 of the paper (accuracy in %): model, training data augmentation, clean, all, w/o noises.
 PAPER_TABLE2: tuple[tuple[str, str, float, float, float], ...] = (
@@ -74,28 +163,31 @@ PAPER_TABLE2: tuple[tuple[str, str, float, float, float], ...] = (
 
 
 # --- what to evaluate -------------------------------------------------------------------------------
-def check_severities(severities: Sequence[int]) -> tuple[int, ...]:
-    """Sorted distinct severities, each an int in 1..5 (a ValueError otherwise)."""
+def check_severities(severities: Sequence[int], family: CorruptionFamily = CIFAR10_C) -> tuple[int, ...]:
+    """Sorted distinct severities of the family (CIFAR-10-C: ints in 1..5; MNIST-C: 1); a ValueError otherwise."""
     values = list(severities) if not isinstance(severities, (str, bytes)) else None
-    if not values or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v not in SEVERITIES
+    if not values or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v not in family.severities
                          for v in values):
-        raise ValueError(f"severities must be a non-empty sequence of ints in 1..5, got {severities!r}")
+        raise ValueError(f"severities must be a non-empty sequence of ints in {family.severity_text()} "
+                         f"({family.name}), got {severities!r}")
     return tuple(sorted({int(v) for v in values}))
 
 
-def check_corruptions(corruptions: Sequence[str]) -> tuple[str, ...]:
-    """Names of :data:`CORRUPTIONS`, in the benchmark's order (a ValueError naming unknown ones)."""
+def check_corruptions(corruptions: Sequence[str], family: CorruptionFamily = CIFAR10_C) -> tuple[str, ...]:
+    """Names of the family's corruptions, in the benchmark's order (a ValueError naming unknown ones)."""
     names = list(corruptions) if not isinstance(corruptions, (str, bytes)) else None
-    unknown = [n for n in names or () if n not in CORRUPTIONS]
+    unknown = [n for n in names or () if n not in family.corruptions]
     if not names or unknown:
-        raise ValueError(f"corruptions must be a non-empty sequence of {', '.join(CORRUPTIONS)}; got {corruptions!r}"
+        raise ValueError(f"corruptions must be a non-empty sequence of {', '.join(family.corruptions)} "
+                         f"({family.name}); got {corruptions!r}"
                          + (f" (unknown: {', '.join(map(str, unknown))})" if unknown else ""))
-    return tuple(n for n in CORRUPTIONS if n in set(names))
+    return tuple(n for n in family.corruptions if n in set(names))
 
 
-def settings(corruptions: Sequence[str], severities: Sequence[int], *, clean: bool = True) -> tuple[Setting, ...]:
+def settings(corruptions: Sequence[str], severities: Sequence[int], *, clean: bool = True,
+             family: CorruptionFamily = CIFAR10_C) -> tuple[Setting, ...]:
     """The clean setting (first, if ``clean``) then every (corruption, severity), corruption-major."""
-    corruptions, severities = check_corruptions(corruptions), check_severities(severities)
+    corruptions, severities = check_corruptions(corruptions, family), check_severities(severities, family)
     grid = tuple((c, int(s)) for c in corruptions for s in severities)
     return (((CLEAN, 0),) if clean else ()) + grid
 
@@ -105,21 +197,35 @@ def setting_label(setting: Setting) -> str:
     return "clean" if name == CLEAN else f"{name} {severity}"
 
 
+def parse_setting_label(label: str) -> Setting:
+    """The inverse of :func:`setting_label`: ``"clean"`` -> ("clean", 0), ``"fog 3"`` -> ("fog", 3)."""
+    if label == CLEAN:
+        return (CLEAN, 0)
+    name, _, severity = str(label).rpartition(" ")
+    if not name or not severity.isdigit():
+        raise ValueError(f"not a setting label: {label!r}")
+    return (name, int(severity))
+
+
 @dataclasses.dataclass(frozen=True)
 class EvaluationSet:
-    """Clean test images to corrupt: uint8 ``images [N, 32, 32, 3]``, int ``labels [N]``, and
-    ``indices [N]``, each image's index in its split (the key of its corruption randomness)."""
+    """Clean test images to corrupt: uint8 ``images [N, *family.image_shape]`` (CIFAR-10-C: 32×32×3,
+    MNIST-C: 28×28×1), int ``labels [N]``, and ``indices [N]``, each image's index in its split (the
+    key of its corruption randomness); ``family`` the benchmark that corrupts them."""
 
     images: np.ndarray
     labels: np.ndarray
     indices: np.ndarray
-    source: str  # the data's source tag, e.g. "exact-head", "jpeg-copy", "official"
+    source: str  # the data's source tag, e.g. "exact-head", "jpeg-copy", "official", "mnist-official"
     n_available: int  # size of the split the images were drawn from
+    family: CorruptionFamily = CIFAR10_C
 
     def __post_init__(self):
         n = len(self.images)
-        if self.images.dtype != np.uint8 or self.images.shape[1:] != (32, 32, 3):
-            raise ValueError(f"images must be uint8 [N, 32, 32, 3], got {self.images.dtype} {self.images.shape}")
+        shape = self.family.image_shape
+        if self.images.dtype != np.uint8 or self.images.shape[1:] != shape:
+            raise ValueError(f"images must be uint8 [N, {', '.join(map(str, shape))}] for {self.family.name}, "
+                             f"got {self.images.dtype} {self.images.shape}")
         if self.labels.shape != (n,) or self.indices.shape != (n,):
             raise ValueError(f"labels and indices must have shape ({n},), got {self.labels.shape}, {self.indices.shape}")
 
@@ -138,8 +244,9 @@ def image_order(n_available: int, seed: int) -> np.ndarray:
     return np.random.default_rng([int(seed), 0xC1FA]).permutation(int(n_available))
 
 
-def select_images(split, n: int, seed: int) -> EvaluationSet:
-    """The first ``n`` images of a split (a :class:`sbgc.data.cifar10.ImageSet`) in :func:`image_order`."""
+def select_images(split, n: int, seed: int, *, family: CorruptionFamily = CIFAR10_C) -> EvaluationSet:
+    """The first ``n`` images of a split (a :class:`sbgc.data.files.ImageSet`) in :func:`image_order`,
+    to be corrupted by ``family``."""
     total = len(split)
     if not (isinstance(n, (int, np.integer)) and 1 <= n <= total):
         raise ValueError(f"cannot draw {n!r} images from {total} ({split.source}, split {split.split}); "
@@ -151,20 +258,24 @@ def select_images(split, n: int, seed: int) -> EvaluationSet:
         indices=np.asarray(split.indices[pick]).astype(np.int64),
         source=split.source,
         n_available=total,
+        family=family,
     )
 
 
 def corrupted(evalset: EvaluationSet, setting: Setting, seed: int, chunk: int = 1000) -> np.ndarray:
-    """The images of ``evalset`` under ``setting`` (uint8 [N, 32, 32, 3]; clean: the images themselves),
-    corrupted ``chunk`` images at a time to bound the float intermediates (the result does not
-    depend on the chunking)."""
+    """The images of ``evalset`` under ``setting`` (uint8, their shape; clean: the images themselves),
+    corrupted by the set's family ``chunk`` images at a time to bound the float intermediates (the
+    result does not depend on the chunking)."""
     name, severity = setting
     if name == CLEAN:
         return evalset.images
+    family = evalset.family
+    if name not in family.corruptions or int(severity) not in family.severities:
+        raise ValueError(f"{setting_label(setting)} is not a setting of {family.name}")
     out = np.empty_like(evalset.images)
     for start in range(0, len(evalset), chunk):
         part = slice(start, start + chunk)
-        out[part] = corrupt(evalset.images[part], name, int(severity), seed=int(seed), indices=evalset.indices[part])
+        out[part] = family.corrupt(evalset.images[part], name, int(severity), int(seed), evalset.indices[part])
     return out
 
 
@@ -175,7 +286,8 @@ class GridResult:
 
     predictions [S, N]; labels [N]; log_p [S, N, K] class log-likelihoods (generative classifiers
     only, else None); nfe [S, N, K] score evaluations (generative only); seconds [S] wall time of
-    the classifier per setting; images_sha256 the digest of all images evaluated, in order.
+    the classifier per setting; images_sha256 the digest of all images evaluated, in order;
+    family the name of the benchmark (:class:`CorruptionFamily`) the settings belong to.
     """
 
     name: str
@@ -187,6 +299,11 @@ class GridResult:
     seconds: np.ndarray
     images_sha256: str
     image_indices: np.ndarray
+    family: str = CIFAR10_C.name
+
+    @property
+    def corruption_family(self) -> CorruptionFamily:
+        return corruption_family(self.family)
 
     @property
     def n_images(self) -> int:
@@ -209,8 +326,8 @@ class GridResult:
         return log_marginal(self.log_p.reshape(s * n, k)).reshape(s, n)
 
     def marginal_bpd(self) -> np.ndarray:
-        """Bits/dim of log p(x) for [0, 1]-scaled 32×32×3 images: [S, N]."""
-        return bits_per_dim(self.log_marginal(), 32 * 32 * 3)
+        """Bits/dim of log p(x) for [0, 1]-scaled images of the family's shape: [S, N]."""
+        return bits_per_dim(self.log_marginal(), self.corruption_family.dim)
 
     def index(self, setting: Setting) -> int:
         return self.settings.index(setting)
@@ -221,6 +338,37 @@ class GridResult:
         pick = lambda a: None if a is None else a[rows]  # noqa: E731
         return dataclasses.replace(self, settings=tuple(keep), predictions=self.predictions[rows],
                                    log_p=pick(self.log_p), nfe=pick(self.nfe), seconds=self.seconds[rows])
+
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The result as plain numpy arrays for :mod:`sbgc.book.cache` (strings as unicode arrays, no
+        object arrays; log_p and nfe only where present); :meth:`from_arrays` rebuilds it."""
+        out = {"name": np.asarray(self.name, dtype=np.str_), "family": np.asarray(self.family, dtype=np.str_),
+               "settings": np.asarray([setting_label(s) for s in self.settings], dtype=np.str_),
+               "labels": np.asarray(self.labels), "predictions": np.asarray(self.predictions),
+               "seconds": np.asarray(self.seconds, np.float64),
+               "images_sha256": np.asarray(self.images_sha256, dtype=np.str_),
+               "image_indices": np.asarray(self.image_indices)}  # fmt: skip
+        for field in ("log_p", "nfe"):
+            value = getattr(self, field)
+            if value is not None:
+                out[field] = np.asarray(value)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "GridResult":
+        """The result :meth:`to_arrays` wrote (e.g. a cache entry's ``arrays``)."""
+        missing = {"name", "family", "settings", "labels", "predictions", "seconds", "images_sha256",
+                   "image_indices"} - set(arrays)
+        if missing:
+            raise ValueError(f"not a stored GridResult: lacks {sorted(missing)}")
+        labels = np.asarray(arrays["settings"])
+        return cls(name=str(arrays["name"]), settings=tuple(parse_setting_label(str(x)) for x in labels.reshape(-1)),
+                   labels=np.asarray(arrays["labels"]), predictions=np.asarray(arrays["predictions"]),
+                   log_p=np.asarray(arrays["log_p"]) if "log_p" in arrays else None,
+                   nfe=np.asarray(arrays["nfe"]) if "nfe" in arrays else None,
+                   seconds=np.asarray(arrays["seconds"]), images_sha256=str(arrays["images_sha256"]),
+                   image_indices=np.asarray(arrays["image_indices"]), family=str(arrays["family"]))  # fmt: skip
 
 
 Classifier = Callable[[np.ndarray], Any]
@@ -277,13 +425,19 @@ def evaluate_grid(
 ) -> dict[str, GridResult]:
     """Every classifier on the SAME images of every setting (each setting corrupted once).
 
-    Returns {name: GridResult}; all results carry the same ``images_sha256``.
+    The settings must belong to the family of ``evalset`` (which corrupts them). Returns
+    {name: GridResult}; all results carry the same ``images_sha256``.
     """
     if not classifiers:
         raise ValueError("evaluate_grid needs at least one classifier")
     grid = tuple((str(c), int(s)) for c, s in grid)
     if len(set(grid)) != len(grid):
         raise ValueError(f"settings must be distinct, got {grid}")
+    family = evalset.family
+    foreign = [setting_label(s) for s in grid
+               if s[0] != CLEAN and (s[0] not in family.corruptions or s[1] not in family.severities)]
+    if foreign:
+        raise ValueError(f"settings {', '.join(foreign)} are not settings of {family.name}")
     n = len(evalset)
     digest = hashlib.sha256()
     preds = {k: np.empty((len(grid), n), np.int64) for k in classifiers}
@@ -313,6 +467,7 @@ def evaluate_grid(
             name=name, settings=grid, labels=np.asarray(evalset.labels, np.int64), predictions=preds[name],
             log_p=np.stack(log_ps[name]) if has_lp else None, nfe=np.stack(nfes[name]) if has_nfe else None,
             seconds=seconds[name], images_sha256=digest.hexdigest(), image_indices=np.asarray(evalset.indices),
+            family=family.name,
         )  # fmt: skip
     return results
 
@@ -367,15 +522,19 @@ def image_bootstrap_interval(
     return float(np.quantile(acc, alpha / 2)), float(np.quantile(acc, 1 - alpha / 2))
 
 
-def group_settings(grid: Sequence[Setting], group: str) -> tuple[Setting, ...]:
-    """The settings of ``grid`` that belong to a Table 2 group (see :data:`GROUPS`)."""
+def group_settings(grid: Sequence[Setting], group: str, family: CorruptionFamily = CIFAR10_C) -> tuple[Setting, ...]:
+    """The settings of ``grid`` that belong to a Table 2 group (see :data:`GROUPS`), or to ``"noise"``
+    (the family's noise corruptions alone); "w/o noises" leaves out the family's noise corruptions."""
+    noise = set(family.noise_corruptions)
     if group == "clean":
         return tuple(s for s in grid if s[0] == CLEAN)
     if group == "all":
         return tuple(s for s in grid if s[0] != CLEAN)
     if group == "all_wo_noise":
-        return tuple(s for s in grid if s[0] != CLEAN and s[0] not in NOISE_CORRUPTIONS)
-    raise ValueError(f"group must be one of {GROUPS}, got {group!r}")
+        return tuple(s for s in grid if s[0] != CLEAN and s[0] not in noise)
+    if group == "noise":
+        return tuple(s for s in grid if s[0] in noise)
+    raise ValueError(f"group must be one of {GROUPS + ('noise',)}, got {group!r}")
 
 
 def accuracy_of(correct: np.ndarray, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> Accuracy:
@@ -388,22 +547,26 @@ def accuracy_of(correct: np.ndarray, *, n_boot: int = 2000, seed: int = 0, level
                     None if boot is None else boot[0], None if boot is None else boot[1], level)  # fmt: skip
 
 
-def table2_row(result: GridResult, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Accuracy | None]:
-    """{group: Accuracy, or None where the result has no setting of the group}."""
+def table2_row(result: GridResult, *, n_boot: int = 2000, seed: int = 0,
+               family: CorruptionFamily | None = None) -> dict[str, Accuracy | None]:
+    """{group: Accuracy, or None where the result has no setting of the group}; ``family`` defaults
+    to the result's."""
+    family = family or result.corruption_family
     row: dict[str, Accuracy | None] = {}
     for group in GROUPS:
-        members = group_settings(result.settings, group)
+        members = group_settings(result.settings, group, family)
         row[group] = None if not members else accuracy_of(result.select(members).correct, n_boot=n_boot, seed=seed)
     return row
 
 
 def paired_difference(a: GridResult, b: GridResult, group: str = "all", *, n_boot: int = 2000,
-                      seed: int = 0) -> dict[str, Any] | None:
-    """Accuracy of ``a`` minus that of ``b`` over a group, on the SAME cases (checked by the digest),
-    with the discordant counts and an image-bootstrap percentile interval (None below 2 images)."""
+                      seed: int = 0, family: CorruptionFamily | None = None) -> dict[str, Any] | None:
+    """Accuracy of ``a`` minus that of ``b`` over a group (one of :data:`GROUPS` or "noise"), on the
+    SAME cases (checked by the digest), with the discordant counts and an image-bootstrap percentile
+    interval (None below 2 images). ``family`` defaults to ``a``'s."""
     if a.images_sha256 != b.images_sha256 or a.settings != b.settings:
         raise ValueError(f"{a.name} and {b.name} were not evaluated on the same images and settings")
-    members = group_settings(a.settings, group)
+    members = group_settings(a.settings, group, family or a.corruption_family)
     if not members:
         return None
     ca, cb = a.select(members).correct, b.select(members).correct
@@ -428,10 +591,12 @@ class TableRow:
     cells: Mapping[str, Accuracy | float | None]
 
 
-def paper_rows() -> list[TableRow]:
-    """The paper's Table 2, marked as the paper's."""
-    return [TableRow(f"{model}, {augment}", "paper", "CIFAR-10 test / CIFAR-10-C",
-                     dict(zip(GROUPS, (clean, allc, wo))))
+def paper_rows(family: CorruptionFamily = CIFAR10_C) -> list[TableRow]:
+    """The paper's Table 2 (CIFAR-10-C), marked as the paper's; beside another benchmark's rows their
+    images column says that these are CIFAR-10-C numbers, not that benchmark's."""
+    images = "CIFAR-10 test / CIFAR-10-C" + ("" if family.name == CIFAR10_C.name else
+                                            f" (the paper's CIFAR-10-C numbers, not {family.name})")
+    return [TableRow(f"{model}, {augment}", "paper", images, dict(zip(GROUPS, (clean, allc, wo))))
             for model, augment, clean, allc, wo in PAPER_TABLE2]  # fmt: skip
 
 
@@ -485,30 +650,43 @@ def _panel_points(result: GridResult, name: str) -> tuple[list[int], list[int]]:
     return xs, rows
 
 
-def plot_fig4(sbgc: GridResult, baselines: Mapping[str, GridResult] | None = None, *, n_cols: int = 5):
+def _fig4_numbers(sbgc: GridResult) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """(mean log p [S], its SEM [S] or None, accuracy [S], exact 95 % interval [S, 2])."""
+    lm_all = sbgc.log_marginal()
+    lm = lm_all.mean(axis=1)
+    sem = lm_all.std(axis=1, ddof=1) / math.sqrt(sbgc.n_images) if sbgc.n_images >= 2 else None
+    k = sbgc.correct.sum(axis=1)
+    ci = np.array([binomial_interval(int(c), sbgc.n_images) for c in k])  # [S, 2]
+    return lm, sem, sbgc.accuracy(), ci
+
+
+def plot_fig4(sbgc: GridResult, baselines: Mapping[str, GridResult] | None = None, *, n_cols: int = 5,
+              family: CorruptionFamily | None = None):
     """The paper's Fig. 4: per corruption, mean log p(x) (orange, left axis) and SBGC accuracy (black,
     right axis, exact 95 % intervals) over the severities, "Cl." = clean; baselines dashed (right
-    axis). Corruptions that were not evaluated get an empty panel saying so."""
+    axis). Corruptions that were not evaluated get an empty panel saying so. ``family`` (default: the
+    result's) gives the panels; a benchmark with one severity (MNIST-C) gets two stacked panels over
+    clean and every corruption instead (:func:`plot_fig4_single_severity`)."""
     import matplotlib.pyplot as plt
 
     if sbgc.log_p is None:
         raise ValueError(f"{sbgc.name} has no likelihoods to plot")
+    family = family or sbgc.corruption_family
+    if len(family.severities) == 1:
+        return plot_fig4_single_severity(sbgc, baselines, family=family)
     baselines = dict(baselines or {})
-    n_rows = math.ceil(len(CORRUPTIONS) / n_cols)
+    corruptions = family.corruptions
+    n_rows = math.ceil(len(corruptions) / n_cols)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.0 * n_cols, 2.5 * n_rows), squeeze=False,
                              constrained_layout=True)  # fmt: skip
-    lm = sbgc.log_marginal().mean(axis=1)
-    sem = sbgc.log_marginal().std(axis=1, ddof=1) / math.sqrt(sbgc.n_images) if sbgc.n_images >= 2 else None
-    acc = sbgc.accuracy()
-    n = sbgc.n_images
-    k = sbgc.correct.sum(axis=1)
-    ci = np.array([binomial_interval(int(c), n) for c in k])  # [S, 2]
+    lm, sem, acc, ci = _fig4_numbers(sbgc)
     evaluated = {c for c, _ in sbgc.settings}
+    ticks = [0, *family.severities]
     handles = {}
-    for ax, name in zip(axes.flat, CORRUPTIONS):
+    for ax, name in zip(axes.flat, corruptions):
         ax.set_title(name.replace("_", " "), fontsize=9)
-        ax.set_xticks(range(6), ["Cl.", "1", "2", "3", "4", "5"])
-        ax.set_xlim(-0.4, 5.4)
+        ax.set_xticks(ticks, ["Cl.", *map(str, family.severities)])
+        ax.set_xlim(-0.4, max(ticks) + 0.4)
         ax.tick_params(labelsize=7)
         if name not in evaluated:
             ax.text(0.5, 0.5, "not evaluated\nat this profile", ha="center", va="center", transform=ax.transAxes,
@@ -530,7 +708,7 @@ def plot_fig4(sbgc: GridResult, baselines: Mapping[str, GridResult] | None = Non
             bx, brows = _panel_points(base, name)
             (h,) = right.plot(bx, base.accuracy()[brows], color=f"C{j + 2}", ls="--", marker=".", lw=1)
             handles.setdefault(f"{label} accuracy (right)", h)
-    for ax in axes.flat[len(CORRUPTIONS):]:
+    for ax in axes.flat[len(corruptions):]:
         ax.set_visible(False)
     fig.supxlabel("severity (Cl. = clean)", fontsize=9)
     fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", bbox_to_anchor=(0.5, 1.0),
@@ -538,29 +716,252 @@ def plot_fig4(sbgc: GridResult, baselines: Mapping[str, GridResult] | None = Non
     return fig
 
 
-def plot_corruption_grid(image_u8: np.ndarray, grid_u8: np.ndarray, title: str | None = None):
-    """One image clean and under every corruption (columns) and severity 1..5 (rows):
-    ``grid_u8`` as returned by :func:`sbgc.data.corruptions.corruption_grid`, uint8 [15, 5, 32, 32, 3]."""
+def plot_fig4_single_severity(sbgc: GridResult, baselines: Mapping[str, GridResult] | None = None, *,
+                              family: CorruptionFamily | None = None):
+    """Fig. 4 for a benchmark with one severity: x = clean, then every corruption of the family (at
+    x = 1, 2, ...); top: mean log p(x) ± SEM (orange, the clean level dotted across); bottom: the
+    SBGC's accuracy with exact 95 % intervals (black) and the baselines' (markers). Corruptions not
+    evaluated have no point and a grey tick label."""
+    import matplotlib.pyplot as plt
+
+    if sbgc.log_p is None:
+        raise ValueError(f"{sbgc.name} has no likelihoods to plot")
+    family = family or sbgc.corruption_family
+    baselines = dict(baselines or {})
+    names = (CLEAN, *family.corruptions)
+    lm, sem, acc, ci = _fig4_numbers(sbgc)
+    where = {c: i for i, (c, _) in enumerate(sbgc.settings)}  # one severity: one row per corruption
+    xs = [x for x, c in enumerate(names) if c in where]
+    rows = [where[names[x]] for x in xs]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6.0, 0.55 * len(names) + 1.5), 5.2), sharex=True,
+                                      constrained_layout=True)  # fmt: skip
+    top.errorbar(xs, lm[rows], yerr=None if sem is None else sem[rows], color="C1", marker="o", ms=4, lw=0,
+                 elinewidth=1.5, capsize=2, label="mean log p(x) [nats]")  # fmt: skip
+    if CLEAN in where:
+        top.axhline(lm[where[CLEAN]], color="C1", ls=":", lw=1)
+    top.set_ylabel("mean log p(x) [nats]", fontsize=8)
+    top.tick_params(labelsize=7)
+    top.set_title(f"{family.name}, severity {family.severities[0]}: likelihood (top) and accuracy (bottom)", fontsize=9)
+    err = np.abs(ci[rows].T - acc[rows])
+    bottom.errorbar(xs, acc[rows], yerr=err, color="k", marker="s", ms=4, lw=0, elinewidth=1.5, capsize=2,
+                    label=f"{sbgc.name} (exact 95 % interval)")  # fmt: skip
+    for j, (label, base) in enumerate(baselines.items()):
+        bwhere = {c: i for i, (c, _) in enumerate(base.settings)}
+        bx = [x for x, c in enumerate(names) if c in bwhere]
+        offset = 0.12 * (j + 1)
+        bottom.plot(np.asarray(bx, float) + offset, base.accuracy()[[bwhere[names[x]] for x in bx]], color=f"C{j + 2}",
+                    ls="none", marker="D", ms=4, label=label)  # fmt: skip
+    bottom.set_ylim(-0.03, 1.03)
+    bottom.set_ylabel("accuracy", fontsize=8)
+    bottom.tick_params(labelsize=7)
+    bottom.set_xticks(range(len(names)), [n.replace("_", " ") for n in names], rotation=60, ha="right")
+    for x, tick in enumerate(bottom.get_xticklabels()):
+        if names[x] not in where:
+            tick.set_color("0.6")
+    bottom.set_xlim(-0.5, len(names) - 0.5)
+    bottom.legend(fontsize=7, loc="lower left", frameon=False)
+    return fig
+
+
+def corruption_grid_of(image_u8: np.ndarray, *, seed: int = 0, index: int = 0,
+                       family: CorruptionFamily = CIFAR10_C) -> np.ndarray:
+    """One image (uint8, the family's image shape) under every corruption and severity of ``family``:
+    uint8 [corruptions, severities, *image_shape], rows in the family's order. For CIFAR-10-C the
+    same as :func:`sbgc.data.corruptions.corruption_grid`."""
+    x = np.asarray(image_u8)
+    if x.dtype != np.uint8 or x.shape != family.image_shape:
+        raise ValueError(f"{family.name} grid takes one uint8 image of shape {family.image_shape}, got {x.dtype} {x.shape}")
+    idx = np.array([int(index)], np.int64)
+    return np.stack([np.stack([family.corrupt(x[None], name, s, int(seed), idx)[0] for s in family.severities])
+                     for name in family.corruptions])  # fmt: skip
+
+
+def mnist_c_grid(image_u8: np.ndarray, *, seed: int = 0, index: int = 0) -> np.ndarray:
+    """One MNIST image [28, 28, 1] under the 15 MNIST-C corruptions: uint8 [15, 1, 28, 28, 1]."""
+    return corruption_grid_of(image_u8, seed=seed, index=index, family=MNIST_C)
+
+
+def plot_corruption_grid(image_u8: np.ndarray, grid_u8: np.ndarray, title: str | None = None, *,
+                         family: CorruptionFamily = CIFAR10_C):
+    """One image clean and under every corruption (columns) and severity (rows):
+    ``grid_u8`` as returned by :func:`corruption_grid_of` (CIFAR-10-C: uint8 [15, 5, 32, 32, 3], as
+    :func:`sbgc.data.corruptions.corruption_grid`). A family with one severity (MNIST-C) gets one row:
+    the clean image, then each corruption. Grayscale images are drawn with the gray colour map."""
     import matplotlib.pyplot as plt
 
     grid_u8 = np.asarray(grid_u8)
-    if grid_u8.shape != (len(CORRUPTIONS), len(SEVERITIES), 32, 32, 3):
-        raise ValueError(f"expected a corruption grid [15, 5, 32, 32, 3], got {grid_u8.shape}")
+    expected = (len(family.corruptions), len(family.severities), *family.image_shape)
+    if grid_u8.shape != expected:
+        raise ValueError(f"expected a {family.name} corruption grid {list(expected)}, got {grid_u8.shape}")
+    image_u8 = np.asarray(image_u8)
+
+    def show(ax, img):
+        if family.grayscale:
+            ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        else:
+            ax.imshow(img, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+
     n_c, n_s = grid_u8.shape[:2]
-    fig, axes = plt.subplots(n_s + 1, n_c, figsize=(1.0 * n_c, 1.1 * (n_s + 1)), squeeze=False)
-    for c, name in enumerate(CORRUPTIONS):
+    if n_s == 1:
+        fig, axes = plt.subplots(1, n_c + 1, figsize=(0.9 * (n_c + 1), 1.45), squeeze=False)
+        show(axes[0, 0], image_u8)
+        axes[0, 0].set_title("clean", fontsize=7)
+        for c, name in enumerate(family.corruptions):
+            show(axes[0, c + 1], grid_u8[c, 0])
+            axes[0, c + 1].set_title(name.replace("_", "\n"), fontsize=7)
+        fig.subplots_adjust(wspace=0.05, left=0.01, right=0.99, bottom=0.02, top=0.62 if title else 0.75)
+    else:
+        fig, axes = plt.subplots(n_s + 1, n_c, figsize=(1.0 * n_c, 1.1 * (n_s + 1)), squeeze=False)
+        for c, name in enumerate(family.corruptions):
+            for r in range(n_s + 1):
+                show(axes[r, c], image_u8 if r == 0 else grid_u8[c, r - 1])
+            axes[0, c].set_title(name.replace("_", "\n"), fontsize=7)
         for r in range(n_s + 1):
-            ax = axes[r, c]
-            ax.imshow(image_u8 if r == 0 else grid_u8[c, r - 1], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[0, c].set_title(name.replace("_", "\n"), fontsize=7)
-    for r in range(n_s + 1):
-        axes[r, 0].set_ylabel("clean" if r == 0 else f"severity {r}", fontsize=7)
-    fig.subplots_adjust(wspace=0.05, hspace=0.05, left=0.04, right=0.99, bottom=0.01, top=0.9)
+            axes[r, 0].set_ylabel("clean" if r == 0 else f"severity {family.severities[r - 1]}", fontsize=7)
+        fig.subplots_adjust(wspace=0.05, hspace=0.05, left=0.04, right=0.99, bottom=0.01, top=0.9)
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
+
+
+# --- does log p(x) detect the corruptions? ------------------------------------------------------------
+def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Area under the ROC curve of a score that should be higher for ``positive`` than for
+    ``negative`` cases: P(score(pos) > score(neg)) + ½ P(tie), over all pairs, computed from the
+    (tie-averaged) ranks of the pooled scores (the Mann–Whitney U statistic / (n_pos n_neg))."""
+    from scipy.stats import rankdata
+
+    pos, neg = np.asarray(positive, np.float64).ravel(), np.asarray(negative, np.float64).ravel()
+    if pos.size == 0 or neg.size == 0:
+        raise ValueError(f"auroc needs at least one case of each kind, got {pos.size} and {neg.size}")
+    if not (np.all(np.isfinite(pos)) and np.all(np.isfinite(neg))):
+        raise ValueError("auroc needs finite scores")
+    ranks = rankdata(np.concatenate([pos, neg]))
+    u = ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2.0
+    return float(u / (pos.size * neg.size))
+
+
+def likelihood_auroc(result: GridResult) -> list[dict[str, Any]]:
+    """Per corruption evaluated (and ``"all"``, every corrupted setting pooled): how well log p(x)
+    tells the clean images (higher log p = "clean") from their corrupted versions (all the
+    corruption's evaluated severities): the AUROC, the case counts, the mean change of log p
+    (nats) and the fraction of (image, severity) pairs whose corrupted version is less likely."""
+    if result.log_p is None:
+        raise ValueError(f"{result.name} is not a generative classifier: it has no likelihoods")
+    lm = result.log_marginal()
+    if (CLEAN, 0) not in result.settings:
+        raise ValueError("the likelihood AUROC needs the clean setting")
+    clean = lm[result.index((CLEAN, 0))]
+    names = list(dict.fromkeys(c for c, _ in result.settings if c != CLEAN))
+    out = []
+    for name in [*names, "all"]:
+        rows = [i for i, (c, _) in enumerate(result.settings) if c != CLEAN and (name == "all" or c == name)]
+        if not rows:
+            continue
+        corrupted_lp = lm[rows]  # [R, N]
+        out.append({"corruption": name, "auroc": auroc(clean, corrupted_lp), "n_clean": int(clean.size),
+                    "n_corrupted": int(corrupted_lp.size),
+                    "mean_change_nats": float((corrupted_lp - clean[None]).mean()),
+                    "fraction_less_likely": float((corrupted_lp < clean[None]).mean())})  # fmt: skip
+    return out
+
+
+# --- the verdict ------------------------------------------------------------------------------------
+def _direction(d: Mapping[str, Any] | None) -> str | None:
+    """"higher"/"lower" when the 95 % interval excludes 0, "unresolved" when it contains 0,
+    "no interval" below two images, None when the group was not evaluated."""
+    if d is None:
+        return None
+    if d.get("lo") is None:
+        return "no interval"
+    if d["lo"] > 0:
+        return "higher"
+    if d["hi"] < 0:
+        return "lower"
+    return "unresolved"
+
+
+def _difference_text(d: Mapping[str, Any] | None) -> str:
+    if d is None:
+        return "not evaluated"
+    interval = "no interval (one image)" if d.get("lo") is None else f"[{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
+    return f"{100 * d['difference']:+.1f} points {interval}"
+
+
+def robustness_verdict(paired: Mapping[str, Mapping[str, Any] | None], *, a: str = "SBGC",
+                       b: str = "CNN") -> dict[str, Any]:
+    """Is the ``a`` more robust than the ``b`` overall, only on the noise corruptions, or not at all? From the
+    paired differences ``a − b`` (:func:`paired_difference`) of the groups "all", "all_wo_noise" and
+    "noise" (and "clean", for context) with their 95 % image-bootstrap intervals: a difference counts
+    only where its interval excludes 0. Returns {"verdict": a key, "text": a sentence, "directions"}.
+
+    Keys: "overall" (higher on all corruptions and without the noises), "noise_only" (higher on the
+    noises, not without them), "overall_pooled_only" (higher pooled, neither subgroup resolved),
+    "non_noise_only", "less_robust" (lower on all corruptions pooled or without the noises and higher
+    nowhere), "not_shown" (every interval contains 0), "undetermined" (no intervals: one image).
+    """
+    dirs = {g: _direction(paired.get(g)) for g in ("clean", "all", "all_wo_noise", "noise")}
+    names = (a, b)
+    a, b = f"the {a}", f"the {b}"
+    al, wo, noise = dirs["all"], dirs["all_wo_noise"], dirs["noise"]
+    if al is None:
+        raise ValueError("the verdict needs the paired difference over all corruptions")
+    if al == "no interval":
+        key, text = "undetermined", (f"with fewer than two images there is no interval, so this run cannot say "
+                                     f"whether {a} is more robust than {b}")
+    elif al == "higher" and wo == "higher":
+        key, text = "overall", (f"{a} is more robust than {b} overall: more accurate on all corruptions pooled "
+                                f"and also once the noise corruptions are left out")
+    elif noise == "higher" and wo != "higher":
+        key = "noise_only"
+        rest = {"lower": "less accurate on the others", "unresolved": "not resolved on the others",
+                None: "the others were not evaluated"}.get(wo, "not resolved on the others")
+        text = f"{a} is more robust than {b} only on the noise corruptions (more accurate there; {rest})"
+    elif al == "higher":
+        key, text = "overall_pooled_only", (f"{a} is more accurate than {b} on all corruptions pooled, but neither "
+                                            f"on the noises alone nor without them is the difference resolved")
+    elif wo == "higher":
+        key, text = "non_noise_only", (f"{a} is more robust than {b} on the non-noise corruptions, not on the "
+                                       f"noises")
+    elif "lower" in (al, wo):
+        key, text = "less_robust", (f"{a} is not more robust than {b}: it is less accurate on "
+                                    + ("all corruptions pooled" if al == "lower" else "the corruptions other than noise"))
+    else:
+        key, text = "not_shown", (f"{a} is not shown to be more robust than {b}: every interval of the "
+                                  f"corrupted groups contains 0")
+    details = "; ".join(f"{GROUP_TITLES[g]} {_difference_text(paired.get(g))}"
+                        for g in ("clean", "all", "all_wo_noise", "noise") if g in paired)
+    text = (text[0].upper() + text[1:] + f". Paired differences, {names[0]} − {names[1]} (accuracy, 95 % interval "
+            f"resampling images): {details}.")
+    if dirs["clean"] in ("higher", "lower"):
+        text += (f" On clean images {a} is already {'more' if dirs['clean'] == 'higher' else 'less'} accurate, "
+                 "which the corrupted groups inherit.")
+    return {"verdict": key, "text": text, "directions": dirs}
+
+
+# --- results, cache and text ----------------------------------------------------------------------------
+def cache_settings(knobs: Any, family: CorruptionFamily) -> dict[str, Any]:
+    """The settings of the cached SBGC grid (JSON-able, nothing volatile): the chapter's knobs except
+    those that do not change the SBGC's numbers (``n_baseline_images``), the benchmark, and how the
+    key is drawn (``jax.random.fold_in(key(seed), 1)``, one key for every setting)."""
+    kept = {f.name: getattr(knobs, f.name) for f in dataclasses.fields(knobs) if f.name != "n_baseline_images"}
+    return {"knobs": kept, "family": family.name, "key": "fold_in(key(seed), 1)"}
+
+
+MNIST_C_PUBLISHED_NOTE = (
+    "The MNIST-C paper (Mu & Gilmer 2019, arXiv:1906.02337) reports the test error of its own CNN (and of "
+    "adversarially trained models) per corruption; those numbers are not quoted here, because they could not "
+    "be checked against the paper from this machine, and that CNN is not this project's baseline.")
+
+
+def family_description(family: CorruptionFamily) -> str:
+    """A sentence saying which benchmark the page evaluates and how its images are made."""
+    return (f"**{family.name}**: {len(family.corruptions)} corruptions × {len(family.severities)} "
+            f"severit{'y' if len(family.severities) == 1 else 'ies'} of the {family.dataset.upper().replace('CIFAR10', 'CIFAR-10')} "
+            f"test images, {family.generator}. Noise corruptions (left out of *w/o noises*): "
+            f"{', '.join(n.replace('_', ' ') for n in family.noise_corruptions)}.")
 
 
 def results_record(result: GridResult, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
@@ -568,10 +969,13 @@ def results_record(result: GridResult, *, n_boot: int = 2000, seed: int = 0) -> 
     row = table2_row(result, n_boot=n_boot, seed=seed)
     return {
         "classifier": result.name,
+        "family": result.family,
         "n_images": result.n_images,
         "n_settings": len(result.settings),
         "images_sha256": result.images_sha256,
         "table2": {g: None if a is None else a.as_dict() for g, a in row.items()},
         "per_setting": per_setting(result),
+        "likelihood_auroc": likelihood_auroc(result) if result.log_p is not None and (CLEAN, 0) in result.settings
+        and len(result.settings) > 1 else None,
         "seconds": float(result.seconds.sum()),
     }
