@@ -111,6 +111,7 @@ fig = conv.plot_fig3(acc, ll, P.n_images)
 
 # %%
 hits = int(np.sum(shared.result.predict() == images.labels))
+m_enough, m_tol = conv.sufficient_repetitions(acc, P.n_images)
 ci_lo, ci_hi = binomial_interval(hits, P.n_images)
 at = lambda m: int(np.searchsorted(ms, min(m, P.ode.n_probes)))  # index of m (or of n if m > n)
 display(Markdown(markdown_table(
@@ -119,6 +120,11 @@ display(Markdown(markdown_table(
     [(ms[i], f"{100 * acc.mean[i]:.1f} % ± {200 * acc.std[i]:.1f}", f"{ll.correct_mean[i]:.1f}", f"{ll.wrong_mean[i]:.1f}",
       f"{ll.correct_sem[i]:.2f}") for i in sorted({at(1), at(10), at(P.ode.n_probes)})],
 ) + f"""
+
+**Which n suffices on this sample:** from m = {m_enough} repetitions on, the mean accuracy over subsets is
+within {100 * m_tol:.1f} points (one binomial standard error over these {P.n_images} images, the resolution of the
+sample) of the accuracy with all {P.ode.n_probes}; at m = 1 it is {100 * (acc.mean[0] - acc.mean[-1]):+.1f} points
+from it.
 
 With all {P.ode.n_probes} repetitions: {hits} of {P.n_images} images correct, {100 * hits / P.n_images:.1f} % (95 %
 Clopper–Pearson interval over images {100 * ci_lo:.1f} – {100 * ci_hi:.1f} %). Run time {shared.seconds:.0f} s
@@ -210,7 +216,7 @@ display(Markdown(
 # %%
 numbers = {
     "ms": ms, "accuracy_mean": acc.mean, "accuracy_std": acc.std,
-    "accuracy_all_probes": hits / P.n_images, "accuracy_all_probes_ci95": (ci_lo, ci_hi),
+    "accuracy_all_probes": hits / P.n_images, "sufficient_repetitions": m_enough, "sufficient_tolerance": m_tol, "accuracy_all_probes_ci95": (ci_lo, ci_hi),
     "loglik_correct_mean_nats": ll.correct_mean, "loglik_correct_sem_nats": ll.correct_sem,
     "loglik_best_wrong_mean_nats": ll.wrong_mean, "loglik_best_wrong_sem_nats": ll.wrong_sem,
     "margin_mean_nats": ll.margin_mean, "margin_sem_nats": ll.margin_sem,

@@ -171,3 +171,15 @@ def test_independent_random_numbers_per_class():
     one = log_likelihood(score, mix.sde, x, np.full(2, 2, np.int32), jax.random.fold_in(key, 2), **kw)
     np.testing.assert_allclose(ind.log_p_probes[:, 2], one.log_p_probes, rtol=1e-6)
     np.testing.assert_array_equal(ind.predict(), np.argmax(ind.log_p, axis=1))
+
+
+def test_sufficient_repetitions_is_the_first_m_within_the_sample_resolution():
+    from sbgc.experiments.convergence import RepetitionCurve, sufficient_repetitions
+
+    ms = np.arange(1, 6)
+    mean = np.array([0.80, 0.88, 0.905, 0.91, 0.91])
+    curve = RepetitionCurve(ms, mean[:, None], mean, np.zeros(5))
+    m, tol = sufficient_repetitions(curve, n_images=300)
+    assert tol == pytest.approx(np.sqrt(0.91 * 0.09 / 300)) and m == 3  # 0.88 is 3 points off, 0.905 within 1.65
+    assert sufficient_repetitions(curve, n_images=300, tolerance=0.05)[0] == 2
+    assert sufficient_repetitions(curve, n_images=300, tolerance=0.0)[0] == 4

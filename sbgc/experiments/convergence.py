@@ -30,6 +30,7 @@ Two comparisons the paper did not make, at equal compute:
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Callable
 
@@ -138,6 +139,20 @@ class LikelihoodCurves:
     margin_sem: np.ndarray  # [M]
     first_m_correct: np.ndarray  # [M] the running mean over the first m repetitions (one realisation)
     first_m_wrong: np.ndarray  # [M]
+
+
+def sufficient_repetitions(acc: RepetitionCurve, n_images: int, tolerance: float | None = None) -> tuple[int, float]:
+    """(m, tolerance): the smallest m whose mean accuracy over subsets is within ``tolerance`` of
+    the accuracy with all n repetitions; by default the tolerance is one binomial standard error of
+    that accuracy over ``n_images`` images, the resolution of the sample (no smaller m is
+    distinguishable from n with it)."""
+    if n_images < 1:
+        raise ValueError(f"n_images must be positive, got {n_images}")
+    full = float(acc.mean[-1])
+    if tolerance is None:
+        tolerance = math.sqrt(max(full * (1 - full), 1.0 / n_images) / n_images)
+    close = np.flatnonzero(np.abs(acc.mean - full) <= tolerance)
+    return int(acc.ms[close[0]]), float(tolerance)
 
 
 def probe_std(per_probe, labels) -> dict[str, np.ndarray]:
