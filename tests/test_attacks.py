@@ -303,3 +303,52 @@ def test_pgd_flips_the_same_images_when_the_logits_are_rescaled(k, loss):
     with pytest.raises(ValueError, match="different threat models"):
         attacks.worst_case([a, attacks.run_pgd(attacks.baseline_logits_fn(ScaledLinear(jax.random.key(5), 192, k, 1.0)),
                                                x, a.labels, norm="l2", epsilon=0.1, steps=1, loss=loss)])
+
+
+# --- image shape from the model; results through the book's cache ----------------------------------
+def test_probes_take_the_image_shape_of_the_model():
+    mnist = types.SimpleNamespace(config=types.SimpleNamespace(image_size=28, channels=1))
+    assert attacks.image_shape(mnist) == (28, 28, 1)
+    probes = attacks.draw_attack_probes(jax.random.key(0), 2, 3, attacks.image_shape(mnist))
+    assert probes.shape == (2, 3, 28, 28, 1) and set(np.unique(np.asarray(probes)).tolist()) == {-1.0, 1.0}
+    cifar = types.SimpleNamespace(config=types.SimpleNamespace(image_size=32, channels=3))
+    assert attacks.draw_attack_probes(jax.random.key(0), 1, 1, attacks.image_shape(cifar)).shape == (1, 1, 32, 32, 3)
+    with pytest.raises(ValueError, match="image_size and channels"):
+        attacks.image_shape(types.SimpleNamespace(config=None))
+    with pytest.raises(ValueError, match=r"\(H, W, C\)"):
+        attacks.draw_attack_probes(jax.random.key(0), 1, 1, (28, 28))
+
+
+def _assert_same(a, b):
+    assert type(a) is type(b)
+    for name in a.__dataclass_fields__:
+        x, y = getattr(a, name), getattr(b, name)
+        if isinstance(x, np.ndarray):
+            assert isinstance(y, np.ndarray) and x.dtype == y.dtype, name
+            np.testing.assert_array_equal(x, y, err_msg=name)
+        else:
+            assert type(x) is type(y) and x == y, (name, x, y)
+
+
+def test_attack_results_round_trip_through_the_results_cache(linear, tmp_path):
+    from sbgc.book.cache import CacheKey, ResultCache
+
+    fn, x, labels = linear
+    results = [attacks.run_pgd(fn, x[:4], labels[:4], norm="linf", epsilon=8 / 255, steps=2, seed=0),
+               attacks.run_pgd(fn, x[:4], labels[:4], norm="l2", epsilon=0.5, steps=1, abs_stepsize=0.1,
+                               random_start=False, loss="margin")]  # rel_stepsize None
+    assert results[1].rel_stepsize is None
+    fd = attacks.FiniteDifferenceCheck(np.array([1.0, 2.0]), np.array([1.0, 2.1]), np.array([0.0, 0.05]), 0.01, 3.5, -2.0)
+    cache = ResultCache(tmp_path)
+    for i, obj in enumerate([*results, fd]):
+        arrays = obj.to_arrays()
+        assert all(isinstance(a, np.ndarray) and a.dtype != object for a in arrays.values())
+        key = CacheKey("attack", 1, {"i": i}, "0" * 64, "test", np.arange(4))
+        fresh = cache.get(key, lambda: arrays)
+        loaded = cache.get(key, lambda: pytest.fail("must load, not compute"))
+        assert fresh.computed_now and not loaded.computed_now
+        back = type(obj).from_arrays(loaded.arrays)
+        _assert_same(obj, back)
+    assert attacks.PGDResult.from_arrays(results[0].to_arrays()).robust_accuracy == results[0].robust_accuracy
+    with pytest.raises(KeyError, match="lack the field"):
+        attacks.PGDResult.from_arrays({k: v for k, v in results[0].to_arrays().items() if k != "adv_logits"})

@@ -4,6 +4,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -25,13 +27,37 @@ def test_table3_rows_and_intervals():
     linf = _result("linf", [0, 1, 2, 3], [0, 1, 2, 0], [0, 5, 5, 5], eps=8 / 255)
     l2 = _result("l2", [0, 1, 2, 3], [0, 1, 2, 0], [0, 1, 5, 5])
     md = table3.table3_markdown([("WRN", linf, l2)]).splitlines()
-    assert sum("| paper (N = 216) |" in line for line in md) == len(table3.PAPER_TABLE3) == 3
+    assert sum("| paper (N = 216) | CIFAR-10 | ε∞ = 8/255, ε₂ = 0.5 |" in line for line in md) == len(table3.PAPER_TABLE3) == 3
     ours = [line for line in md if line.startswith("| **WRN**")][0]
+    assert "| ours | CIFAR-10 | ε∞ = 8/255, ε₂ = 0.5 |" in ours
     assert "3/4 = 75.0 %" in ours and "1/4 = 25.0 %" in ours and "2/4 = 50.0 %" in ours
     assert table3.accuracy_cell(np.array([True, False])).startswith("1/2 = 50.0 % [1.3, 98.7]")
     with pytest.raises(ValueError, match="different images"):
         table3.table3_markdown([("WRN", linf, _result("l2", [9, 9, 9, 9], [0] * 4, [0] * 4))])
+    with pytest.raises(ValueError, match="expected an L∞ and an L2"):
+        table3.table3_markdown([("WRN", l2, linf)])
     settings = table3.settings_markdown([("WRN", l2)])
     assert "| WRN | l2 | cross_entropy | 0.5 | 3 | 0.125 | True | 0.01 | 0.55 | 1.0 |" in settings
     fig = table3.plot_pairs(np.zeros((4, 32, 32, 3)), [("a", linf), ("b", l2)], [str(i) for i in range(10)], n_show=2)
     assert len(fig.axes) == 2 * 5
+
+
+def test_table3_on_mnist_keeps_the_papers_cifar10_rows_apart_and_draws_grey_images():
+    shape = (4, 28, 28, 1)
+    linf = dataclasses.replace(_result("linf", [0, 1, 2, 3], [0, 1, 2, 3], [0, 5, 2, 5], eps=0.3),
+                               adversarial=np.full(shape, 0.2, np.float32))
+    l2 = dataclasses.replace(_result("l2", [0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 5], eps=1.5),
+                             adversarial=np.full(shape, 0.2, np.float32))
+    md = table3.table3_markdown([("SBGC", linf, l2)], dataset="mnist").splitlines()
+    paper = [line for line in md if "| paper (N = 216) |" in line]
+    assert len(paper) == 3 and all("| CIFAR-10 | ε∞ = 8/255, ε₂ = 0.5 |" in line for line in paper)
+    ours = [line for line in md if line.startswith("| **SBGC**")][0]
+    assert "| ours | MNIST | ε∞ = 0.3, ε₂ = 1.5 |" in ours and "2/4 = 50.0 %" in ours and "3/4 = 75.0 %" in ours
+    assert table3.published_rows("mnist")[: len(table3.PAPER_TABLE3)] == table3.PAPER_TABLE3
+    assert all(r.dataset == "MNIST" and r.source != "paper (N = 216)" for r in table3.PUBLISHED_MNIST)
+    with pytest.raises(ValueError, match="dataset must be"):
+        table3.published_rows("svhn")
+    assert [table3.format_epsilon(e) for e in (8 / 255, 0.5, 0.3, 1.5)] == ["8/255", "0.5", "0.3", "1.5"]
+    fig = table3.plot_pairs(np.zeros(shape), [("a", linf), ("b", l2)], [str(i) for i in range(10)], n_show=1)
+    images = [im for ax in fig.axes for im in ax.get_images()]
+    assert len(images) == 5 and all(im.get_array().ndim == 2 and im.get_cmap().name == "gray" for im in images)

@@ -88,7 +88,8 @@ Objects here
 :class:`SBGCLogitsConfig`, :func:`draw_attack_probes`, :func:`sbgc_logits_fn`,
 :func:`baseline_logits_fn` (a discriminative network with ``.logits``), :class:`LogitsFn`,
 :func:`cross_entropy` (Foolbox's PGD loss), :func:`input_gradient`, :func:`finite_difference_check`,
-:func:`foolbox_model`, :func:`run_pgd` / :class:`PGDResult`, :func:`attack_log_likelihoods` /
+:func:`foolbox_model`, :func:`run_pgd` / :class:`PGDResult` (``to_arrays`` / ``from_arrays`` for the
+results cache), :func:`image_shape`, :func:`attack_log_likelihoods` /
 :class:`AttackLikelihoods` (do attacks leave the data manifold by the model's own measure?).
 """
 
@@ -133,7 +134,7 @@ class ScoreModel(Protocol):
 
 
 class Classifier(Protocol):
-    """A discriminative classifier: ``logits(x_unit [B, 32, 32, 3] float in [0, 1]) -> [B, K]``."""
+    """A discriminative classifier: ``logits(x_unit [B, H, W, C] float in [0, 1]) -> [B, K]``."""
 
     def logits(self, x_unit: Array) -> Array: ...
 
@@ -176,8 +177,21 @@ class SBGCLogitsConfig:
                 f"adjoint={s.adjoint} (checkpoints={s.checkpoints})")  # fmt: skip
 
 
-def draw_attack_probes(key: Array, n_images: int, n_probes: int, shape: tuple[int, ...] = (32, 32, 3)) -> Array:
+def image_shape(model: Any) -> tuple[int, int, int]:
+    """(H, W, C) of the images a loaded model reads: ``model.config.image_size`` and ``.channels``
+    (a :class:`sbgc.train.pretrained.LoadedModel` or :class:`sbgc.train.baseline.LoadedClassifier`;
+    CIFAR-10: (32, 32, 3), MNIST: (28, 28, 1))."""
+    config = getattr(model, "config", None)
+    size, channels = getattr(config, "image_size", None), getattr(config, "channels", None)
+    if not (isinstance(size, (int, np.integer)) and isinstance(channels, (int, np.integer)) and size > 0 and channels > 0):
+        raise ValueError(f"model.config must have positive int image_size and channels, got {config!r}")
+    return int(size), int(size), int(channels)
+
+
+def draw_attack_probes(key: Array, n_images: int, n_probes: int, shape: tuple[int, ...]) -> Array:
     """Rademacher probes [B, n, *shape], image i's from ``fold_in(key, i)``, fixed for a whole attack.
+
+    shape: one image's (H, W, C), e.g. :func:`image_shape` of the attacked model.
 
     The same draws as :meth:`sbgc.method.likelihood.PreparedBatch.probes` with the same probe key (the
     second half of ``jax.random.split(key)`` in :func:`sbgc.method.likelihood.prepare_batch`), so the
@@ -188,6 +202,9 @@ def draw_attack_probes(key: Array, n_images: int, n_probes: int, shape: tuple[in
         raise ValueError(f"n_images must be a positive int, got {n_images!r}")
     if not (isinstance(n_probes, (int, np.integer)) and n_probes >= 1):
         raise ValueError(f"n_probes must be a positive int, got {n_probes!r}")
+    shape = tuple(int(d) for d in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"shape must be one image's (H, W, C), got {shape!r}")
     return image_probes(key, jnp.arange(int(n_images)), int(n_probes), tuple(shape), "rademacher")
 
 
@@ -274,6 +291,7 @@ def sbgc_logits_fn(model: ScoreModel, probes: Array, config: SBGCLogitsConfig = 
     settings = config.solver
     score_fn, sde = model.score_fn, model.sde
 
+    @highest_precision
     def logits_and_ok(x_unit: Array) -> tuple[Array, Array]:
         if tuple(x_unit.shape) != (probes.shape[0], *probes.shape[2:]):
             raise ValueError(
@@ -395,6 +413,46 @@ def input_gradient(
     return float(value), np.asarray(grad)
 
 
+# --- results as arrays (sbgc.book.cache stores numpy arrays, no pickle) -----------------------------
+def _to_arrays(result: Any) -> dict[str, np.ndarray]:
+    """A frozen dataclass of numpy arrays, numbers, strings, None and tuples of floats as
+    ``{field: array}``: strings as 0-d unicode arrays, None as a 0-d NaN with ``<field>__none`` = True,
+    tuples as float64 arrays with ``<field>__tuple`` = True. No object arrays."""
+    out: dict[str, np.ndarray] = {}
+    for f in dataclasses.fields(result):
+        value = getattr(result, f.name)
+        if value is None:
+            out[f.name], out[f"{f.name}__none"] = np.asarray(np.nan), np.asarray(True)
+        elif isinstance(value, tuple):
+            out[f.name], out[f"{f.name}__tuple"] = np.asarray(value, np.float64).reshape(-1), np.asarray(True)
+        elif isinstance(value, str):
+            out[f.name] = np.asarray(value, dtype=np.str_)
+        else:
+            out[f.name] = np.asarray(value)
+        if out[f.name].dtype == object:
+            raise TypeError(f"{type(result).__name__}.{f.name}: {type(value).__name__} cannot be stored as an array")
+    return out
+
+
+def _from_arrays(cls: type, arrays: Any) -> Any:
+    """The inverse of :func:`_to_arrays`: 0-d arrays back as Python scalars (str, bool, int, float)."""
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in arrays]
+    if missing:
+        raise KeyError(f"arrays lack the field(s) {missing} of {cls.__name__}")
+    fields = {}
+    for f in dataclasses.fields(cls):
+        a = np.asarray(arrays[f.name])
+        if f"{f.name}__none" in arrays:
+            fields[f.name] = None
+        elif f"{f.name}__tuple" in arrays:
+            fields[f.name] = tuple(float(v) for v in a)
+        elif a.ndim == 0:
+            fields[f.name] = a.item()
+        else:
+            fields[f.name] = a
+    return cls(**fields)
+
+
 @dataclasses.dataclass(frozen=True)
 class FiniteDifferenceCheck:
     """Directional derivatives of a scalar s(x) along unit directions d_j: exact vs central FD.
@@ -413,6 +471,14 @@ class FiniteDifferenceCheck:
     @property
     def max_relative_error(self) -> float:
         return float(np.max(self.relative_error))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """``{field: array}`` for :mod:`sbgc.book.cache` (no object arrays); :meth:`from_arrays` inverts it."""
+        return _to_arrays(self)
+
+    @classmethod
+    def from_arrays(cls, arrays: Any) -> "FiniteDifferenceCheck":
+        return _from_arrays(cls, arrays)
 
     @property
     def max_error_vs_gradient_norm(self) -> float:
@@ -558,6 +624,16 @@ class PGDResult:
     l2: np.ndarray  # [B] ‖x_adv − x‖_2
     seconds: float
     step_seconds: tuple[float, ...]
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """``{field: array}`` for :mod:`sbgc.book.cache`: strings as 0-d unicode arrays, ``rel_stepsize``
+        None as NaN with a flag, ``step_seconds`` as float64 [S]; :meth:`from_arrays` inverts it exactly."""
+        return _to_arrays(self)
+
+    @classmethod
+    def from_arrays(cls, arrays: Any) -> "PGDResult":
+        """A :class:`PGDResult` from :meth:`to_arrays`' output (e.g. a cache entry's ``arrays``)."""
+        return _from_arrays(cls, arrays)
 
     @property
     def clean_accuracy(self) -> float:

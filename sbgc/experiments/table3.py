@@ -18,18 +18,48 @@ from sbgc.stats import binomial_interval
 
 @dataclasses.dataclass(frozen=True)
 class PaperRow3:
+    """A published row: accuracies [%] clean and under L∞ / L2 attacks with budgets eps_linf / eps_l2
+    ([0, 1] pixel scale) on ``dataset``, from ``source`` (with N test images)."""
+
     model: str
     clean: float
-    linf: float  # accuracy [%] under L∞ PGD, ε = 8/255
-    l2: float  # accuracy [%] under L2 PGD, ε = 0.5
+    linf: float  # accuracy [%] under L∞ attacks, ε = eps_linf
+    l2: float  # accuracy [%] under L2 attacks, ε = eps_l2
+    dataset: str = "CIFAR-10"
+    eps_linf: float = 8 / 255
+    eps_l2: float = 0.5
+    source: str = "paper (N = 216)"
 
 
-# Zimmermann et al. (2021), Table 3 (N = 216 test images, n = 10 probes for the SBGC).
+# Zimmermann et al. (2021), Table 3 (CIFAR-10, N = 216 test images, n = 10 probes for the SBGC).
 PAPER_TABLE3: tuple[PaperRow3, ...] = (
     PaperRow3("SBGC (Zimmermann et al.)", 95.04, 0.00, 0.00),
     PaperRow3("WideResNet-28-12 (Targ et al.)", 95.42, 0.00, 0.00),
     PaperRow3("WRN-70-16, adversarially trained (Rebuffi et al.; robust state of the art)", 92.23, 66.56, 82.32),
 )
+
+# Published MNIST rows at the MNIST budgets (L∞ ε = 0.3, L2 ε = 1.5): Schott et al. (2019), "Towards the
+# first adversarially robust neural network model on MNIST", Table 1, would supply ABS, binary ABS, Madry
+# et al.'s adversarially trained CNN and a vanilla CNN. Their table could not be read from this
+# environment, so no number of it is quoted here (none is typed from memory). Rows added here must be
+# copied from the source, marked with their source, dataset and budgets.
+PUBLISHED_MNIST: tuple[PaperRow3, ...] = ()
+
+
+def published_rows(dataset: str) -> tuple[PaperRow3, ...]:
+    """Published rows shown beside ours on ``dataset`` ("cifar10" or "mnist"): the paper's Table 3
+    (CIFAR-10) always, then published MNIST rows on MNIST."""
+    if dataset not in ("cifar10", "mnist"):
+        raise ValueError(f"dataset must be 'cifar10' or 'mnist', got {dataset!r}")
+    return PAPER_TABLE3 + (PUBLISHED_MNIST if dataset == "mnist" else ())
+
+
+def format_epsilon(eps: float) -> str:
+    """'8/255' for multiples of 1/255 below 1/4, else the number ('0.3', '1.5')."""
+    k = eps * 255
+    if eps < 0.25 and abs(k - round(k)) < 1e-6 and round(k) >= 1:
+        return f"{round(k)}/255"
+    return f"{eps:g}"
 
 
 def accuracy_cell(correct: np.ndarray) -> str:
@@ -42,16 +72,27 @@ def accuracy_cell(correct: np.ndarray) -> str:
     return f"{k}/{n} = {100 * k / n:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-def table3_markdown(ours: Sequence[tuple[str, PGDResult, PGDResult]]) -> str:
-    """Table 3 with the paper's rows (marked "paper") and ours: (name, L∞ result, L2 result) on the
-    same images (the clean accuracy is the L∞ result's clean forward pass)."""
-    rows = [(r.model, "paper (N = 216)", f"{r.clean:.2f}", f"{r.linf:.2f}", f"{r.l2:.2f}") for r in PAPER_TABLE3]
+def table3_markdown(ours: Sequence[tuple[str, PGDResult, PGDResult]], dataset: str = "cifar10",
+                    published: Sequence[PaperRow3] | None = None) -> str:
+    """Table 3 with the published rows (the paper's marked "paper", each with its dataset and budgets)
+    and ours: (name, L∞ result, L2 result) on the same images of ``dataset`` (the clean accuracy is
+    the L∞ result's clean forward pass; the budgets are the results' ε)."""
+    names = {"cifar10": "CIFAR-10", "mnist": "MNIST"}
+    published = published_rows(dataset) if published is None else tuple(published)
+    if dataset not in names:
+        raise ValueError(f"dataset must be one of {list(names)}, got {dataset!r}")
+    budget = lambda e_inf, e_2: f"ε∞ = {format_epsilon(e_inf)}, ε₂ = {format_epsilon(e_2)}"
+    rows = [(r.model, r.source, r.dataset, budget(r.eps_linf, r.eps_l2), f"{r.clean:.2f}", f"{r.linf:.2f}",
+             f"{r.l2:.2f}") for r in published]  # fmt: skip
     for name, linf, l2 in ours:
         if not np.array_equal(linf.labels, l2.labels):
             raise ValueError(f"{name}: the L∞ and L2 attacks ran on different images")
-        rows.append((f"**{name}**", "ours", accuracy_cell(linf.clean_pred == linf.labels),
-                     accuracy_cell(linf.adv_pred == linf.labels), accuracy_cell(l2.adv_pred == l2.labels)))
-    return markdown_table(("model", "source", "clean [%]", "L∞ PGD, ε = 8/255 [%]", "L2 PGD, ε = 0.5 [%]"), rows)
+        if linf.norm != "linf" or l2.norm != "l2":
+            raise ValueError(f"{name}: expected an L∞ and an L2 result, got {linf.norm} and {l2.norm}")
+        rows.append((f"**{name}**", "ours", names[dataset], budget(linf.epsilon, l2.epsilon),
+                     accuracy_cell(linf.clean_pred == linf.labels), accuracy_cell(linf.adv_pred == linf.labels),
+                     accuracy_cell(l2.adv_pred == l2.labels)))  # fmt: skip
+    return markdown_table(("model", "source", "data", "budgets", "clean [%]", "L∞ PGD [%]", "L2 PGD [%]"), rows)
 
 
 def settings_markdown(results: Sequence[tuple[str, PGDResult]]) -> str:
@@ -62,10 +103,19 @@ def settings_markdown(results: Sequence[tuple[str, PGDResult]]) -> str:
                            "max ‖δ‖₂", "seconds"), rows)
 
 
+def _show(ax, image: np.ndarray) -> None:
+    """An [H, W, C] image in [0, 1]: colour as is, one channel in grey."""
+    image = np.clip(np.asarray(image), 0, 1)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+    else:
+        ax.imshow(image)
+
+
 def plot_pairs(clean: np.ndarray, results: Sequence[tuple[str, PGDResult]], class_names: Sequence[str],
                n_show: int = 3):
     """Clean images, and per attack the adversarial image and its perturbation (amplified to fill
-    the colour range), titled with the predicted classes."""
+    the colour range; grey for one-channel images), titled with the predicted classes."""
     import matplotlib.pyplot as plt
 
     n_show = min(n_show, len(clean))
@@ -73,15 +123,15 @@ def plot_pairs(clean: np.ndarray, results: Sequence[tuple[str, PGDResult]], clas
     fig, axes = plt.subplots(n_show, cols, figsize=(1.9 * cols, 2.1 * n_show), squeeze=False)
     for i in range(n_show):
         first = results[0][1]
-        axes[i, 0].imshow(np.clip(clean[i], 0, 1))
+        _show(axes[i, 0], clean[i])
         axes[i, 0].set_title(f"clean: {class_names[first.clean_pred[i]]}\n(true {class_names[first.labels[i]]})",
                              fontsize=7)  # fmt: skip
         for j, (name, r) in enumerate(results):
             delta = r.adversarial[i] - clean[i]
             scale = max(float(np.abs(delta).max()), 1e-12)
-            axes[i, 1 + 2 * j].imshow(np.clip(r.adversarial[i], 0, 1))
+            _show(axes[i, 1 + 2 * j], r.adversarial[i])
             axes[i, 1 + 2 * j].set_title(f"{name}: {class_names[r.adv_pred[i]]}", fontsize=7)
-            axes[i, 2 + 2 * j].imshow(0.5 + 0.5 * delta / scale)
+            _show(axes[i, 2 + 2 * j], 0.5 + 0.5 * delta / scale)
             axes[i, 2 + 2 * j].set_title(f"δ ×{0.5 / scale:.0f}", fontsize=7)
     for ax in axes.ravel():
         ax.set_xticks([])
