@@ -338,7 +338,7 @@ PROFILES: dict[str, Profile] = {
                                                                    n_steps=8), pgd_steps=5, rel_stepsize=0.25,
                                                n_fd_directions=4, fd_h=2e-3, n_show=3),
             "05_interpolation": InterpolationKnobs(seed=0, data="mnist", n_pairs=100, n_t=5, ode=_MNIST_ODE, n_strips=4),
-            "06_convergence": ConvergenceKnobs(seed=0, data="mnist", n_images=300, n_subsamples=100,
+            "06_convergence": ConvergenceKnobs(seed=0, data="mnist", n_images=150, n_subsamples=100,
                                                n_compare_images=6, ode=Ode(n_probes=4, rtol=1e-3, atol=1e-3)),
             "07_compute": ComputeKnobs(seed=0, data="mnist", n_images=60, ode_probes=(1, 3), ode_rtols=(1e-2, 1e-3),
                                        ode_chunk=50, bound_times=(10, 30, 100), pruning=((10, 2, 50), (10, 3, 100)),
