@@ -106,8 +106,9 @@ class CachedResult:
         r = self.record
         how = "computed now" if self.computed_now else f"loaded from {self.path.parent.name}/{self.path.name}"
         origin = f"; imported from {r['origin']}" if r.get("origin") else ""
+        commit = r["commit"][:8] + (" + changes" if r["commit"].endswith("+ changes") else "")
         return (f"{how} (computed {r['computed_at']} on {r['device']} in {r['seconds']:.0f} s, "
-                f"commit {r['commit'][:8]}{origin})")
+                f"commit {commit}{origin})")
 
 
 class ResultCache:
@@ -156,6 +157,8 @@ class ResultCache:
         if self.read_only:
             raise CacheError(f"no cached result for {key.name} (key {key.digest()[:16]}) in {self.directory} and "
                              f"the cache is read-only; its inputs: {json.dumps(key.inputs(), sort_keys=True)}")
+        if commit is None:  # the code that computes is the one checked out now, not at the end of a long run
+            commit = _commit_now()
         start = time.perf_counter()
         arrays = dict(compute())
         seconds = time.perf_counter() - start
@@ -172,11 +175,11 @@ class ResultCache:
         if any(a.dtype == object for a in arrays.values()):
             raise TypeError(f"cache {key.name}: object arrays cannot be stored without pickle")
         if device is None or commit is None:
-            from sbgc.book.provenance import device_info, git_state
+            from sbgc.book.provenance import device_info
 
             info = device_info()
             device = f"{info['device_count']}x {info['device_kind']}" if device is None else device
-            commit = git_state()[0] if commit is None else commit
+            commit = _commit_now() if commit is None else commit
         self.directory.mkdir(parents=True, exist_ok=True)
         data, meta = self.paths(key)
         atomic_savez(data, **arrays)
@@ -192,6 +195,14 @@ class ResultCache:
         os.chmod(tmp, 0o644)
         os.replace(tmp, meta)
         return CachedResult(arrays, True, record, data)
+
+
+def _commit_now() -> str:
+    """HEAD, marked "+ changes" when tracked files differ from it (the code that runs is then not HEAD's)."""
+    from sbgc.book.provenance import git_state
+
+    commit, dirty = git_state()
+    return commit + (" + changes" if dirty else "")
 
 
 def default_cache_dir() -> Path:
