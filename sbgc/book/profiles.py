@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from sbgc.data.corruptions import CORRUPTIONS
+from sbgc.data.datasets import SPLIT_DATASET
 from sbgc.data.mnist_c import MNIST_C_CORRUPTIONS
 from sbgc.method.likelihood import SolverSettings
 from sbgc.report import markdown_table
@@ -123,7 +124,6 @@ class ModelSpec:
 
 
 DATASETS = ("cifar10", "mnist")
-SPLIT_DATASET = {"exact_head": "cifar10", "cifar10": "cifar10", "mnist": "mnist"}  # evaluation split -> dataset
 
 CI_SBGC = ModelSpec("ci", "sbgc", "cifar10", "ci", 3_600)
 CI_BASELINE = ModelSpec("ci", "baseline", "cifar10", "ci", 6_000)

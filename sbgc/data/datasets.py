@@ -15,16 +15,22 @@ from sbgc.data.files import ImageSet
 from sbgc.data.mnist import load_mnist
 
 EVALUATION_SPLITS = ("mnist", "cifar10", "exact_head")
+SPLIT_DATASET = {"mnist": "mnist", "cifar10": "cifar10", "exact_head": "cifar10"}  # evaluation split -> dataset
 MNIST_CLASS_NAMES: tuple[str, ...] = tuple(str(d) for d in range(10))
+
+
+def dataset_of(data: str) -> str:
+    """The dataset ("mnist", "cifar10") of an evaluation split or a dataset name (the toy stand-in
+    counts as CIFAR-10); a ValueError names the known splits otherwise."""
+    dataset = {**SPLIT_DATASET, "toy": "cifar10"}.get(data)
+    if dataset is None:
+        raise ValueError(f"data must be one of {EVALUATION_SPLITS}, got {data!r}")
+    return dataset
 
 
 def class_names(data: str) -> tuple[str, ...]:
     """The 10 class names of an evaluation split's (or a dataset's) labels: digits or CIFAR-10's classes."""
-    if data == "mnist":
-        return MNIST_CLASS_NAMES
-    if data in ("cifar10", "exact_head", "toy"):
-        return cifar10.CLASS_NAMES
-    raise ValueError(f"data must be one of {EVALUATION_SPLITS}, got {data!r}")
+    return MNIST_CLASS_NAMES if dataset_of(data) == "mnist" else cifar10.CLASS_NAMES
 
 
 def training_set(name: str, data_dir: str | None, toy_size: int) -> tuple[np.ndarray, np.ndarray, str]:

@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 
 from sbgc.data.corruptions import CORRUPTIONS, NOISE_CORRUPTIONS, SEVERITIES, corrupt
+from sbgc.data.datasets import dataset_of
 from sbgc.data.mnist_c import MNIST_C_CORRUPTIONS, MNIST_C_NOISE, corrupt_mnist
 from sbgc.method.classify import log_marginal
 from sbgc.method.likelihood import bits_per_dim
@@ -139,7 +140,6 @@ MNIST_C = CorruptionFamily(
     "Gilmer 2019), one severity per corruption (each function's default, the one the published benchmark "
     "used): a fresh draw, not the published arrays")
 FAMILIES: Mapping[str, CorruptionFamily] = {"cifar10": CIFAR10_C, "mnist": MNIST_C}
-_SPLIT_DATASET = {"exact_head": "cifar10", "toy": "cifar10"}  # evaluation splits named otherwise than their dataset
 
 
 def corruption_family(dataset: str) -> CorruptionFamily:
@@ -148,10 +148,11 @@ def corruption_family(dataset: str) -> CorruptionFamily:
     by_name = {f.name: f for f in FAMILIES.values()}
     if dataset in by_name:
         return by_name[dataset]
-    family = FAMILIES.get(_SPLIT_DATASET.get(dataset, dataset))
-    if family is None:
-        raise ValueError(f"no corruption benchmark for {dataset!r}; datasets: {', '.join(FAMILIES)}")
-    return family
+    try:
+        return FAMILIES[dataset_of(dataset)]
+    except ValueError:
+        raise ValueError(f"no corruption benchmark for {dataset!r}; datasets: {', '.join(FAMILIES)}") from None
+
 
 # Table 2 of the paper (accuracy in %): model, training data augmentation, clean, all, w/o noises.
 PAPER_TABLE2: tuple[tuple[str, str, float, float, float], ...] = (
