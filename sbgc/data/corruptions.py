@@ -193,12 +193,12 @@ _GREY_WEIGHTS = np.array([0.299, 0.587, 0.114])
 # ------------------------------------------------------------------------------------------------
 # Helpers
 # ------------------------------------------------------------------------------------------------
-def _to_unit(x_u8: np.ndarray) -> FloatImages:
+def to_unit(x_u8: np.ndarray) -> FloatImages:
     """uint8 → float64 on [0, 1] (the reference's ``np.array(x) / 255.``)."""
     return x_u8 / 255.0
 
 
-def _from_unit(x: FloatImages) -> FloatImages:
+def from_unit(x: FloatImages) -> FloatImages:
     """float on [0, 1] → float on [0, 255], clipped (the reference's ``np.clip(x, 0, 1) * 255``)."""
     return np.clip(x, 0.0, 1.0) * 255.0
 
@@ -366,38 +366,38 @@ def glass_shuffle(x_u8: np.ndarray, offsets: np.ndarray, max_delta: int = 1) -> 
 def gaussian_noise(x_u8: np.ndarray, rngs: Rngs, sigma: float) -> np.ndarray:
     """x + N(0, σ²) per value, on [0, 1]."""
     noise = np.stack([rng.normal(size=IMAGE_SHAPE) for rng in rngs])  # [N, 32, 32, 3]
-    return _from_unit(_to_unit(x_u8) + sigma * noise)
+    return from_unit(to_unit(x_u8) + sigma * noise)
 
 
 def shot_noise(x_u8: np.ndarray, rngs: Rngs, photons: float) -> np.ndarray:
     """Poisson(x · c) / c per value, on [0, 1] (c photons at full intensity)."""
-    rate = _to_unit(x_u8) * photons
+    rate = to_unit(x_u8) * photons
     counts = np.stack([rng.poisson(lam) for rng, lam in zip(rngs, rate)])
-    return _from_unit(counts / photons)
+    return from_unit(counts / photons)
 
 
 def impulse_noise(x_u8: np.ndarray, rngs: Rngs, amount: float) -> np.ndarray:
     """Salt and pepper: each value independently becomes 1 (salt) or 0 (pepper) with
     probability ``amount``, salt and pepper equally likely (scikit-image ``random_noise(mode='s&p')``)."""
-    x = _to_unit(x_u8).copy()
+    x = to_unit(x_u8).copy()
     for xi, rng in zip(x, rngs):
         hit = rng.random(IMAGE_SHAPE) < amount
         salt = rng.random(IMAGE_SHAPE) < 0.5
         xi[hit & salt] = 1.0
         xi[hit & ~salt] = 0.0
-    return _from_unit(x)
+    return from_unit(x)
 
 
 def defocus_blur(x_u8: np.ndarray, rngs: Rngs, p: DefocusParams) -> np.ndarray:
     """Correlation with :func:`disk_kernel`, reflect-101 border (OpenCV ``filter2D``)."""
     kernel = disk_kernel(p.radius, p.alias_blur)
-    out = ndi.correlate(_to_unit(x_u8), kernel[None, :, :, None], mode="mirror")
-    return _from_unit(out)
+    out = ndi.correlate(to_unit(x_u8), kernel[None, :, :, None], mode="mirror")
+    return from_unit(out)
 
 
 def glass_blur(x_u8: np.ndarray, rngs: Rngs, p: GlassParams) -> np.ndarray:
     """Gaussian blur (σ), to uint8 (truncated), ``iterations`` × :func:`glass_shuffle`, blur again."""
-    blurred = (_skimage_gaussian(_to_unit(x_u8), p.sigma) * 255).astype(np.uint8)
+    blurred = (_skimage_gaussian(to_unit(x_u8), p.sigma) * 255).astype(np.uint8)
     n = IMAGE_SIZE - 2 * p.max_delta
     shuffled = np.empty_like(blurred)
     for i, rng in enumerate(rngs):
@@ -406,7 +406,7 @@ def glass_blur(x_u8: np.ndarray, rngs: Rngs, p: GlassParams) -> np.ndarray:
         for it in range(p.iterations):
             xi = glass_shuffle(xi, offsets[it], p.max_delta)
         shuffled[i] = xi
-    return _from_unit(_skimage_gaussian(_to_unit(shuffled), p.sigma))
+    return from_unit(_skimage_gaussian(to_unit(shuffled), p.sigma))
 
 
 def motion_blur(x_u8: np.ndarray, rngs: Rngs, p: MotionParams) -> np.ndarray:
@@ -438,13 +438,13 @@ def zoom_blur(x_u8: np.ndarray, rngs: Rngs, factors: tuple[float, ...]) -> np.nd
     The zooms are applied as R_z · x · R_zᵀ per channel (:func:`zoom_matrix`), equal to
     :func:`clipped_zoom` up to float rounding and much faster on a batch.
     """
-    x = _to_unit(x_u8).astype(np.float32)
+    x = to_unit(x_u8).astype(np.float32)
     planes = np.moveaxis(x, -1, 1)  # [N, 3, 32, 32]
     acc = np.zeros_like(planes)
     for z in factors:
         r = zoom_matrix(z).astype(np.float32)
         acc += r @ planes @ r.T
-    return _from_unit((x + np.moveaxis(acc, 1, -1)) / (len(factors) + 1))
+    return from_unit((x + np.moveaxis(acc, 1, -1)) / (len(factors) + 1))
 
 
 def snow_layer(rng: np.random.Generator, p: SnowParams) -> np.ndarray:
@@ -465,11 +465,11 @@ def snow_layer(rng: np.random.Generator, p: SnowParams) -> np.ndarray:
 
 def snow(x_u8: np.ndarray, rngs: Rngs, p: SnowParams) -> np.ndarray:
     """Whiten the image towards max(x, 1.5·grey + 0.5), then add the snow layer and its 180° turn."""
-    x = _to_unit(x_u8).astype(np.float32)
+    x = to_unit(x_u8).astype(np.float32)
     layers = np.stack([snow_layer(rng, p) for rng in rngs])  # [N, 32, 32, 1]
     grey = (x @ _GREY_WEIGHTS.astype(np.float32))[..., None]  # [N, 32, 32, 1]
     x = p.image_weight * x + (1 - p.image_weight) * np.maximum(x, grey * 1.5 + 0.5)
-    return _from_unit(x + layers + np.rot90(layers, k=2, axes=(1, 2)))
+    return from_unit(x + layers + np.rot90(layers, k=2, axes=(1, 2)))
 
 
 @functools.cache
@@ -509,10 +509,10 @@ def frost(x_u8: np.ndarray, rngs: Rngs, p: FrostParams) -> np.ndarray:
 
 def fog(x_u8: np.ndarray, rngs: Rngs, p: FogParams) -> np.ndarray:
     """(x + s·plasma) · m / (m + s), m = the image's maximum value, s = ``strength``."""
-    x = _to_unit(x_u8)
+    x = to_unit(x_u8)
     plasma = np.stack([plasma_fractal(rng, IMAGE_SIZE, p.decay) for rng in rngs])[..., None]
     peak = x.max(axis=(1, 2, 3), keepdims=True)  # [N, 1, 1, 1]
-    return _from_unit((x + p.strength * plasma) * peak / (peak + p.strength))
+    return from_unit((x + p.strength * plasma) * peak / (peak + p.strength))
 
 
 def brightness(x_u8: np.ndarray, rngs: Rngs, delta: float) -> np.ndarray:
@@ -521,18 +521,18 @@ def brightness(x_u8: np.ndarray, rngs: Rngs, delta: float) -> np.ndarray:
     At fixed hue and saturation RGB is proportional to V = max(R, G, B), so the HSV round trip is
     rgb · V' / V with V' = min(V + delta, 1); black (V = 0, saturation 0) becomes grey V'.
     """
-    x = _to_unit(x_u8)
+    x = to_unit(x_u8)
     v = x.max(axis=-1, keepdims=True)
     v_new = np.minimum(v + delta, 1.0)
     scale = np.divide(v_new, v, out=np.zeros_like(v), where=v > 0)
-    return _from_unit(np.where(v > 0, x * scale, v_new))
+    return from_unit(np.where(v > 0, x * scale, v_new))
 
 
 def contrast(x_u8: np.ndarray, rngs: Rngs, factor: float) -> np.ndarray:
     """(x − μ) · factor + μ, μ = each image's per-channel mean."""
-    x = _to_unit(x_u8)
+    x = to_unit(x_u8)
     mean = x.mean(axis=(1, 2), keepdims=True)  # [N, 1, 1, 3]
-    return _from_unit((x - mean) * factor + mean)
+    return from_unit((x - mean) * factor + mean)
 
 
 class ElasticField(NamedTuple):
@@ -613,9 +613,9 @@ def apply_elastic_field(x: FloatImages, field: ElasticField) -> FloatImages:
 
 def elastic_transform(x_u8: np.ndarray, rngs: Rngs, p: ElasticParams) -> np.ndarray:
     """Random affine warp followed by a smooth random displacement (:func:`elastic_field`)."""
-    x = _to_unit(x_u8).astype(np.float32)
+    x = to_unit(x_u8).astype(np.float32)
     out = np.stack([apply_elastic_field(xi, elastic_field(rng, p)) for xi, rng in zip(x, rngs)])
-    return _from_unit(out)
+    return from_unit(out)
 
 
 def pixelate(x_u8: np.ndarray, rngs: Rngs, factor: float) -> np.ndarray:

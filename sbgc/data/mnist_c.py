@@ -67,7 +67,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.ndimage as ndi
 
-from sbgc.data.corruptions import motion_blur_image, plasma_fractal
+from sbgc.data.corruptions import from_unit, motion_blur_image, plasma_fractal, to_unit
 
 IMAGE_SIZE = 28
 CENTRE = 13.5  # the reference keeps the pixel-grid centre (13.5, 13.5) fixed in shear/scale/rotate
@@ -192,16 +192,6 @@ _RGB2GRAY = np.array([0.2125, 0.7154, 0.0721])
 # ------------------------------------------------------------------------------------------------
 # Helpers
 # ------------------------------------------------------------------------------------------------
-def _unit(x_u8: np.ndarray) -> FloatImages:
-    """uint8 → float64 on [0, 1] (the reference's ``np.array(x) / 255.``)."""
-    return x_u8 / 255.0
-
-
-def _from_unit(x: FloatImages) -> FloatImages:
-    """float on [0, 1] → float on [0, 255], clipped (the reference's ``np.clip(x, 0, 1) * 255``)."""
-    return np.clip(x, 0.0, 1.0) * 255.0
-
-
 def to_uint8(x255: np.ndarray) -> np.ndarray:
     """Float on [0, 255] → uint8 as the reference repository does: the corruption returns
     ``float32``, then ``np.round(x).astype(np.uint8)`` (round half to even)."""
@@ -443,22 +433,22 @@ def glass_shuffle(x_u8: np.ndarray, swap: np.ndarray, offsets: np.ndarray, max_d
 def shot_noise(x_u8: np.ndarray, rngs: Rngs) -> np.ndarray:
     """Poisson(x · c) / c per pixel on [0, 1], c = 3 photons at full intensity."""
     c = PARAMETERS["shot_noise"]
-    rate = _unit(x_u8) * c
-    return _from_unit(np.stack([rng.poisson(lam) for rng, lam in zip(rngs, rate)]) / c)
+    rate = to_unit(x_u8) * c
+    return from_unit(np.stack([rng.poisson(lam) for rng, lam in zip(rngs, rate)]) / c)
 
 
 def impulse_noise(x_u8: np.ndarray, rngs: Rngs) -> np.ndarray:
     """Salt and pepper (scikit-image ``random_noise(mode='s&p', amount=0.17)``): each pixel is hit
     with probability 0.17 and then set to 1 or 0 with equal probability."""
     amount = PARAMETERS["impulse_noise"]
-    x = _unit(x_u8).copy()
+    x = to_unit(x_u8).copy()
     shape = x.shape[1:]
     for xi, rng in zip(x, rngs):
         hit = rng.random(shape) < amount
         salt = rng.random(shape) < 0.5
         xi[hit & salt] = 1.0
         xi[hit & ~salt] = 0.0
-    return _from_unit(x)
+    return from_unit(x)
 
 
 def glass_blur(x_u8: np.ndarray, rngs: Rngs) -> np.ndarray:
@@ -472,7 +462,7 @@ def glass_blur(x_u8: np.ndarray, rngs: Rngs) -> np.ndarray:
     """
     p: GlassParams = PARAMETERS["glass_blur"]
     blur = (p.sigma, 0.0)
-    x = (_skimage_gaussian(_unit(x_u8), blur) * 255).astype(np.uint8)
+    x = (_skimage_gaussian(to_unit(x_u8), blur) * 255).astype(np.uint8)
     n = IMAGE_SIZE - 2 * p.max_delta
     draws = [
         (rng.random((p.iterations, n, n)) < 0.5, rng.integers(-p.max_delta, p.max_delta, (p.iterations, n, n, 2)))
@@ -482,7 +472,7 @@ def glass_blur(x_u8: np.ndarray, rngs: Rngs) -> np.ndarray:
     offsets = np.stack([d[1] for d in draws])
     for it in range(p.iterations):
         x = glass_shuffle(x, swap[:, it], offsets[:, it], p.max_delta)
-    return _from_unit(_skimage_gaussian(_unit(x), blur))
+    return from_unit(_skimage_gaussian(to_unit(x), blur))
 
 
 def motion_blur(x_u8: np.ndarray, rngs: Rngs) -> np.ndarray:
@@ -503,7 +493,7 @@ def motion_blur(x_u8: np.ndarray, rngs: Rngs) -> np.ndarray:
 
 
 def _warp(x_u8: np.ndarray, maps: np.ndarray) -> np.ndarray:
-    return _from_unit(affine_warp(_unit(x_u8), maps))
+    return from_unit(affine_warp(to_unit(x_u8), maps))
 
 
 def shear(x_u8: np.ndarray, rngs: Rngs) -> np.ndarray:
@@ -537,8 +527,8 @@ def brightness(x_u8: np.ndarray, rngs: Rngs) -> np.ndarray:
     min(v + 0.5, 1) up to float rounding, which the reference's float32 output absorbs: a pixel
     x becomes round_half_even(min(x + 127.5, 255)).
     """
-    v = np.clip(_unit(x_u8) + PARAMETERS["brightness"], 0.0, 1.0)
-    return _from_unit(np.stack([v, v, v], axis=-1) @ _RGB2GRAY)
+    v = np.clip(to_unit(x_u8) + PARAMETERS["brightness"], 0.0, 1.0)
+    return from_unit(np.stack([v, v, v], axis=-1) @ _RGB2GRAY)
 
 
 def translate(x_u8: np.ndarray, rngs: Rngs) -> np.ndarray:
@@ -567,13 +557,13 @@ def fog(x_u8: np.ndarray, rngs: Rngs) -> np.ndarray:
     (:func:`sbgc.data.corruptions.plasma_fractal`); max(x) is the image's own maximum.
     """
     p: FogParams = PARAMETERS["fog"]
-    x = _unit(x_u8)
+    x = to_unit(x_u8)
     out = np.empty_like(x)
     for i, rng in enumerate(rngs):
         top = x[i].max()
         plasma = plasma_fractal(rng, size=p.map_size, decay=p.decay)[:IMAGE_SIZE, :IMAGE_SIZE]
         out[i] = (x[i] + p.strength * plasma) * top / (top + p.strength)
-    return _from_unit(out)
+    return from_unit(out)
 
 
 def spatter(x_u8: np.ndarray, rngs: Rngs) -> np.ndarray:
@@ -584,23 +574,23 @@ def spatter(x_u8: np.ndarray, rngs: Rngs) -> np.ndarray:
     x ← x · (1 − m) + (63 / 255) · m.
     """
     p: SpatterParams = PARAMETERS["spatter"]
-    x = _unit(x_u8)
+    x = to_unit(x_u8)
     field = np.stack([rng.normal(p.loc, p.scale, size=x.shape[1:]) for rng in rngs])
     field = _skimage_gaussian(field, p.sigma)
     field[field < p.threshold] = 0.0
     m = _skimage_gaussian((field > p.threshold).astype(np.float64), p.mask_sigma)
     m[m < p.mask_threshold] = 0.0
-    return _from_unit(x * (1.0 - m) + p.colour * m)
+    return from_unit(x * (1.0 - m) + p.colour * m)
 
 
 def dotted_line(x_u8: np.ndarray, rngs: Rngs) -> np.ndarray:
     """Add a dashed line (:func:`dotted_line_layer`) from (column 0, row r0) to (27, r1),
     r0, r1 ~ U{0, …, 26} independently, clipped to [0, 1]."""
     period = PARAMETERS["dotted_line"]
-    x = _unit(x_u8)
+    x = to_unit(x_u8)
     rows = [rng.integers(0, IMAGE_SIZE - 1, size=2) for rng in rngs]
     lines = np.stack([dotted_line_layer(int(r0), int(r1), period) for r0, r1 in rows])
-    return _from_unit(x + lines)
+    return from_unit(x + lines)
 
 
 def zigzag(x_u8: np.ndarray, rngs: Rngs) -> np.ndarray:
@@ -608,7 +598,7 @@ def zigzag(x_u8: np.ndarray, rngs: Rngs) -> np.ndarray:
     [0, 1] after each) along a line from (column 2, row r0) to (25, r1), r0 ~ U{0, …, 26},
     r1 − r0 ~ U{−5, …, 4}."""
     p: ZigzagParams = PARAMETERS["zigzag"]
-    x = _unit(x_u8).copy()
+    x = to_unit(x_u8).copy()
     for i, rng in enumerate(rngs):
         r0 = int(rng.integers(0, p.max_row))
         r1 = r0 + int(rng.integers(*p.drop))
@@ -617,12 +607,12 @@ def zigzag(x_u8: np.ndarray, rngs: Rngs) -> np.ndarray:
         for k in range(1, len(cs)):
             xi = np.clip(xi + line_layer(cs[k - 1], rs[k - 1], cs[k], rs[k]), 0.0, 1.0)
         x[i] = xi
-    return _from_unit(x)
+    return from_unit(x)
 
 
 def canny_edges(x_u8: np.ndarray, rngs: Rngs) -> np.ndarray:
     """Canny edge map (:func:`canny`, σ = 1, thresholds 0.1 / 0.2 on [0, 1]) as 0 / 255."""
-    return canny(_unit(x_u8)).astype(np.float32) * 255.0
+    return canny(to_unit(x_u8)).astype(np.float32) * 255.0
 
 
 CorruptionFn = Callable[[np.ndarray, Rngs], np.ndarray]
