@@ -36,7 +36,6 @@ import datetime
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -45,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from sbgc.data.files import atomic_savez, file_digest
+from sbgc.train.checkpoint import write_json_atomic
 
 FORMAT = "sbgc-result-cache/1"
 CACHE_ENV = "SBGC_CACHE_DIR"  # where chapter_cache keeps its entries (default <repo>/results-cache)
@@ -174,12 +174,12 @@ class ResultCache:
         arrays = {k: np.asarray(v) for k, v in dict(arrays).items()}
         if any(a.dtype == object for a in arrays.values()):
             raise TypeError(f"cache {key.name}: object arrays cannot be stored without pickle")
-        if device is None or commit is None:
+        if device is None:
             from sbgc.book.provenance import device_info
 
             info = device_info()
-            device = f"{info['device_count']}x {info['device_kind']}" if device is None else device
-            commit = _commit_now() if commit is None else commit
+            device = f"{info['device_count']}x {info['device_kind']}"
+        commit = _commit_now() if commit is None else commit
         self.directory.mkdir(parents=True, exist_ok=True)
         data, meta = self.paths(key)
         atomic_savez(data, **arrays)
@@ -189,11 +189,7 @@ class ResultCache:
                   "seconds": float(seconds), "device": device, "commit": commit}
         if origin:
             record["origin"] = origin
-        fd, tmp = tempfile.mkstemp(prefix=meta.name + ".", suffix=".tmp", dir=meta.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=2, sort_keys=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, meta)
+        write_json_atomic(meta, record)
         return CachedResult(arrays, True, record, data)
 
 

@@ -110,6 +110,11 @@ def ode_settings(data: str, n_images: int, seed: int, ode, batch: int = BOOK_BAT
                         eps=ode.eps, batch=batch)
 
 
+def _partial_ident(model, settings: EvalSettings) -> str:
+    """What a partial-results file must hold to be reused: the settings and the model's sha256."""
+    return json.dumps({"settings": dataclasses.asdict(settings), "sha256": model.sha256}, sort_keys=True)
+
+
 def score_table(model, split, settings: EvalSettings, *, partial: str | Path | None = None,
                 progress: bool = True) -> dict[str, np.ndarray]:
     """Class log-likelihoods (or bounds) of ``split``'s images chosen by ``settings``.
@@ -123,7 +128,7 @@ def score_table(model, split, settings: EvalSettings, *, partial: str | Path | N
     if split.images.shape[1:] != shape:
         raise ValueError(f"{settings.data} images are {split.images.shape[1:]}, the model expects {shape}")
     idx = image_selection(len(split), settings.n_images, settings.seed)
-    ident = json.dumps({"settings": dataclasses.asdict(settings), "sha256": model.sha256}, sort_keys=True)
+    ident = _partial_ident(model, settings)
     log_p = np.full((len(idx), model.config.n_classes), np.nan)
     nfe = np.zeros(len(idx))
     seconds = 0.0
@@ -184,30 +189,26 @@ def import_evaluation(cache, model, summary_path: str | Path, *, data_dir: str |
                          f"{model.path.name} ({model.sha256[:12]})")
     split = evaluation_split(settings.data, data_dir)
     partial = Path(str(summary_path) + ".partial.npz")
-    ident = json.dumps({"settings": dataclasses.asdict(settings), "sha256": model.sha256}, sort_keys=True)
     with np.load(partial, allow_pickle=False) as z:
-        if str(z["ident"]) != ident:
+        if str(z["ident"]) != _partial_ident(model, settings):
             raise ValueError(f"{partial} holds another computation than {summary_path} describes")
         log_p, nfe = z["log_p"].copy(), z["nfe"].copy()
     if np.isnan(log_p).any():
         raise ValueError(f"{partial} is unfinished ({int(np.isnan(log_p).any(axis=1).sum())} images missing)")
     n_check = min(len(log_p), check_batches * settings.batch)
-    check = dataclasses.replace(settings, n_images=n_check)
-    if image_selection(len(split), n_check, settings.seed).tolist() != \
-            image_selection(len(split), settings.n_images, settings.seed)[:n_check].tolist():
-        raise AssertionError("image selection is not nested")
-    again = score_table(model, split, check, progress=False)["log_p"]
+    # the first n_check images of the evaluation, with the same batch keys (the selection is nested)
+    again = score_table(model, split, dataclasses.replace(settings, n_images=n_check), progress=False)["log_p"]
     worst = float(np.max(np.abs(again - log_p[:n_check])))
     if worst > atol:
         raise ValueError(f"recomputing the first {n_check} images differs from {partial} by up to {worst:.3g} nats "
                          f"(> {atol:g}): not the same computation")
-    arrays = {"indices": image_selection(len(split), settings.n_images, settings.seed), "log_p": log_p, "nfe": nfe,
-              "seconds": np.array(summary["seconds"])}
     import subprocess
 
     shipped_in = subprocess.run(["git", "log", "-1", "--format=%H", "--", summary_path.name],
                                 cwd=summary_path.parent, capture_output=True, text=True).stdout.strip() or "unknown"
-    entry = cache.put(cache_key(model, split, settings), arrays, seconds=summary["seconds"],
+    key = cache_key(model, split, settings)
+    arrays = {"indices": key.image_indices, "log_p": log_p, "nfe": nfe, "seconds": np.array(summary["seconds"])}
+    entry = cache.put(key, arrays, seconds=summary["seconds"],
                       device=summary["device"], commit=shipped_in, computed_at=summary["date"],
                       origin=f"{summary_path.name} (first {n_check} images recomputed: max |Δ log p| = {worst:.2g} nats)")
     return entry, worst
