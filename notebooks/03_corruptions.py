@@ -108,10 +108,14 @@ display(Markdown(P.to_markdown() + "\n\n" + rb.family_description(family)))
 # * **Fig. 4's likelihood** is the mean over images of $\log p(x) = \log \frac{1}{10}\sum_y p(x \mid y)$
 #   (uniform class prior; the paper's sum is larger by $\log 10$ nats everywhere) in nats of
 #   $[0, 1]$-scaled images; higher is more likely. The results file also has it in bits/dim.
-# * **Computed once.** The SBGC's grid comes from the results cache (`sbgc.book.cache`, keyed by the
-#   knobs that change it, the score model's sha256, the data and the images); the provenance lines
-#   say whether it was computed in this run or loaded, and when, where and in how long it was
-#   computed.
+# * **Computed once, block by block.** The SBGC's grid is computed in blocks of
+#   `rb.GRID_BLOCK` consecutive images of the sample (`sbgc.experiments.corruption_robustness.evaluate_blocks`),
+#   each image with the dequantization noise and probes of its position in the whole sample
+#   (`first_image`), and each block is kept in the results cache (`sbgc.book.cache`, keyed by the
+#   knobs that change it, the score model's sha256, the data, the block's positions and images). A
+#   larger sample of the same permutation therefore reuses every block already computed, and the
+#   reference run grows across sessions instead of starting over. The provenance lines say whether
+#   each block was computed in this run or loaded, and when, where and in how long it was computed.
 
 # %%
 t_start = time.perf_counter()
@@ -168,16 +172,25 @@ display(Markdown(grid_note + prov.line()))
 
 # %%
 solver = P.ode.likelihood_kwargs()
-sbgc_fn = rb.sbgc_classifier(model.score_fn, model.sde, jax.random.fold_in(key, 1), **solver)
-sbgc_key = CacheKey("corruptions_sbgc", rb.CODE_VERSION, rb.cache_settings(P.knobs, family), model.sha256,
-                    f"{P.data}: {split.source}", sbgc_set.indices)  # fmt: skip
-entry = C.get(sbgc_key, lambda: rb.evaluate_grid({"SBGC": sbgc_fn}, sbgc_set, grid, seed=P.seed)["SBGC"].to_arrays())
-sbgc = rb.GridResult.from_arrays(entry.arrays)
+likelihood_key = jax.random.fold_in(key, 1)  # one key for every setting and block
+entries = []
+
+
+def cached_block(rows, part, compute):  # one block of images: loaded from the results cache or computed once
+    block_key = CacheKey("corruptions_sbgc", rb.CODE_VERSION, rb.cache_settings(P.knobs, family, rows), model.sha256,
+                         f"{P.data}: {split.source}", part.indices)  # fmt: skip
+    entries.append(C.get(block_key, lambda: compute().to_arrays()))
+    return rb.GridResult.from_arrays(entries[-1].arrays)
+
+
+sbgc = rb.evaluate_blocks(
+    lambda rows: rb.sbgc_classifier(model.score_fn, model.sde, likelihood_key, first_image=rows.start, **solver),
+    "SBGC", sbgc_set, grid, seed=P.seed, get=cached_block)
 assert sbgc.settings == grid and np.array_equal(sbgc.image_indices, sbgc_set.indices)
-base_same = rb.evaluate_grid({"baseline": clf.predict}, sbgc_set, grid, seed=P.seed)["baseline"]
+base_same = rb.evaluate_blocks(lambda rows: clf.predict, "baseline", sbgc_set, grid, seed=P.seed)
 if base_same.images_sha256 != sbgc.images_sha256:  # the same corrupted images, byte for byte
     raise AssertionError(f"the baseline saw other images ({base_same.images_sha256[:16]}) than the cached SBGC "
-                         f"grid ({sbgc.images_sha256[:16]}): the corruption code changed; recompute the cache entry")
+                         f"grid ({sbgc.images_sha256[:16]}): the corruption code changed; recompute the cache entries")
 base_all = rb.evaluate_grid({"baseline": clf.predict}, baseline_set, grid, seed=P.seed)["baseline"]
 n_classes = sbgc.log_p.shape[2]
 display(Markdown(
@@ -185,7 +198,7 @@ display(Markdown(
     f"{sbgc.seconds.sum():.0f} s ({sbgc.nfe.mean():.0f} score evaluations per solve on average; "
     f"{P.ode.describe()}). Baseline: the same {len(sbgc_set) * len(grid)} cases, then "
     f"{len(baseline_set):,} images × {len(grid)} settings in {base_all.seconds.sum():.1f} s. Both saw the images "
-    f"with sha256 `{sbgc.images_sha256[:16]}…`.\n\n" + prov.line(note, entry)
+    f"with sha256 `{sbgc.images_sha256[:16]}…`.\n\n" + prov.line(note, entries)
 ))
 
 # %% [markdown]
@@ -212,7 +225,7 @@ table = rb.paper_rows(family) + [
     rb.TableRow(baseline_name, "ours", f"{len(baseline_set):,} × {len(grid)} settings", rows_ours["baseline, all its images"]),
 ]  # fmt: skip
 published = "" if family is rb.CIFAR10_C else rb.MNIST_C_PUBLISHED_NOTE + "\n\n"
-display(Markdown(rb.table2_markdown(table) + "\n\n" + published + prov.line(note, entry)))
+display(Markdown(rb.table2_markdown(table) + "\n\n" + published + prov.line(note, entries)))
 
 # %% [markdown]
 # The same rows with intervals that resample whole images (percentile bootstrap, 2,000 draws), which
@@ -233,7 +246,7 @@ for g, d in paired.items():
 display(Markdown(markdown_table(("group", "SBGC − baseline (points)", "95 % interval (images resampled)", "only SBGC right",
                                  "only baseline right", "cases"), lines, align=["left"] + ["right"] * 5)
                  + f"\n\n**Verdict ({family.name}, this run).** {verdict['text']} (The paper, CIFAR-10-C: more "
-                 "robust only on the noise corruptions.)\n\n" + prov.line(note, entry)))
+                 "robust only on the noise corruptions.)\n\n" + prov.line(note, entries)))
 
 # %% [markdown]
 # ## Fig. 4: likelihood and accuracy per corruption and severity
@@ -248,7 +261,7 @@ display(Markdown(markdown_table(("group", "SBGC − baseline (points)", "95 % in
 # %%
 fig = rb.plot_fig4(sbgc, {f"baseline, the SBGC's {len(sbgc_set):,} image(s)": base_same,
                           f"baseline, {len(baseline_set):,} images": base_all})  # fmt: skip
-display(Markdown(prov.line(note, entry)))
+display(Markdown(prov.line(note, entries)))
 
 # %% [markdown]
 # Where blurring-type corruptions raise the likelihood while the accuracy falls, the paper reads it
@@ -269,7 +282,7 @@ display(Markdown(
     markdown_table(("corruption", "severity", "Δ mean log p(x) vs clean [nats]", "Δ bits/dim", "SBGC accuracy [%]"),
                    change, align=["left"] + ["right"] * 4)
     + f"\n\nClean: mean log p(x) = {clean_lp:.0f} nats ({ps['mean_bpd'][0]:.3f} bits/dim) over "
-    f"{len(sbgc_set)} image(s).\n\n" + prov.line(note, entry)
+    f"{len(sbgc_set)} image(s).\n\n" + prov.line(note, entries)
 ))
 
 # %% [markdown]
@@ -303,7 +316,7 @@ display(Markdown(
        f"(AUROC < 0.5: {', '.join(inverted)})."
        if inverted else "none makes the images more likely than clean ones (no AUROC below 0.5).")
     + (" With fewer than ten images these are counts over a handful of pairs." if len(sbgc_set) < 10 else "")
-    + "\n\n" + prov.line(note, entry)
+    + "\n\n" + prov.line(note, entries)
 ))
 
 # %%
@@ -316,7 +329,7 @@ numbers = {
     "paired_difference_sbgc_minus_baseline": paired,
     "robustness_verdict": verdict,
     "likelihood_auroc": aurocs,
-    "sbgc_cache": entry.record,
+    "sbgc_cache": [e.record for e in entries],
     "sbgc": rb.results_record(sbgc, n_boot=n_boot, seed=P.seed),
     "baseline_same_images": rb.results_record(base_same, n_boot=n_boot, seed=P.seed),
     "baseline_all_images": rb.results_record(base_all, n_boot=n_boot, seed=P.seed),

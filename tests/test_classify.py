@@ -94,6 +94,14 @@ def test_common_random_numbers_across_classes():
     one = log_likelihood(score_ignoring_label, mix.sde, px, np.full(4, 2, np.int32), jax.random.key(4),
                          n_probes=4, data_scaling="centered", progress=False)  # fmt: skip
     np.testing.assert_allclose(one.log_p_probes, a.log_p_probes[:, 2], atol=1e-5)
+    # A block of the batch, passed with its offset, gets the draws it has in the whole batch (so a
+    # sample can be evaluated and cached block by block); without the offset it gets other draws.
+    block = class_log_likelihoods(score_ignoring_label, mix.sde, px[2:], jax.random.key(4), first_image=2, **kw)
+    np.testing.assert_allclose(block.log_p_probes, a.log_p_probes[2:], atol=1e-5)
+    unshifted = class_log_likelihoods(score_ignoring_label, mix.sde, px[2:], jax.random.key(4), **kw)
+    assert np.all(np.abs(unshifted.log_p - a.log_p[2:]) > 1e-3)
+    with pytest.raises(ValueError, match="first_image must be a non-negative int"):
+        class_log_likelihoods(score_ignoring_label, mix.sde, px, jax.random.key(4), first_image=-1, **kw)
 
 
 def test_pure_version_matches_and_its_gradient_is_the_data_score():

@@ -412,12 +412,68 @@ def test_grid_result_round_trips_through_the_results_cache(tmp_path):
     from sbgc.book.profiles import PROFILES
 
     knobs = PROFILES["ci"].chapters["03_corruptions"]
-    settings = rb.cache_settings(knobs, rb.MNIST_C)
+    settings = rb.cache_settings(knobs, rb.MNIST_C, slice(0, 3))
     assert "n_baseline_images" not in settings["knobs"] and settings["family"] == "MNIST-C"
     inputs = CacheKey("corruptions_sbgc", rb.CODE_VERSION, settings, "0" * 64, "mnist", evalset.indices).inputs()
     assert inputs["settings"]["knobs"]["ode"]["rtol"] == knobs.ode.rtol
-    bigger = dataclasses.replace(knobs, n_baseline_images=knobs.n_baseline_images + 1)
-    assert rb.cache_settings(bigger, rb.MNIST_C) == settings
+    # a larger sample (SBGC or baseline) keeps the key of a block; another block position changes it
+    bigger = dataclasses.replace(knobs, n_baseline_images=knobs.n_baseline_images + 1, n_images=knobs.n_images + 12)
+    assert rb.cache_settings(bigger, rb.MNIST_C, slice(0, 3)) == settings
+    assert rb.cache_settings(knobs, rb.MNIST_C, slice(3, 6)) != settings
+
+
+def test_a_sample_evaluated_block_by_block_equals_the_whole():
+    """The SBGC's grid in blocks (each with its sample positions) joins into the grid of the whole
+    sample: same predictions, likelihoods and images; a cache lookup per block is called once per
+    block, and a larger sample asks for the same first blocks again."""
+    from sbgc.checks.analytic import GaussianMixtureClasses
+    from sbgc.method.sde import SDE
+
+    dim = 28 * 28
+    means = np.stack([np.full(dim, -0.6), np.full(dim, 0.2)])
+    mix = GaussianMixtureClasses.isotropic_gaussians(jnp.asarray(means), std=0.4, sde=SDE("subvp"))
+
+    def score_fn(x, t, y):
+        return mix.score(x.reshape(x.shape[0], -1), t, y).reshape(x.shape)
+
+    evalset = rb.select_images(load_mnist("test"), 5, seed=2, family=rb.MNIST_C)
+    grid = rb.settings(("shot_noise", "fog"), (1,), family=rb.MNIST_C)
+    kw = dict(n_classes=2, n_probes=1, solver=SolverSettings(rtol=1e-2, atol=1e-2), chunk_size=4)
+    key = jax.random.key(0)
+    whole = rb.evaluate_grid({"SBGC": rb.sbgc_classifier(score_fn, mix.sde, key, **kw)}, evalset, grid, seed=0)["SBGC"]
+    asked = []
+
+    def get(rows, part, compute):
+        asked.append((rows.start, rows.stop))
+        assert np.array_equal(part.indices, evalset.indices[rows])
+        return compute()
+
+    of_block = lambda rows: rb.sbgc_classifier(score_fn, mix.sde, key, first_image=rows.start, **kw)  # noqa: E731
+    blocks = rb.evaluate_blocks(of_block, "SBGC", evalset, grid, seed=0, block=2, get=get)
+    assert asked == [(0, 2), (2, 4), (4, 5)]
+    np.testing.assert_allclose(blocks.log_p, whole.log_p, rtol=1e-5)  # float32 chunking noise only
+    np.testing.assert_array_equal(blocks.predictions, whole.predictions)
+    np.testing.assert_array_equal(blocks.image_indices, evalset.indices)
+    np.testing.assert_array_equal(blocks.labels, evalset.labels)
+    assert blocks.seconds.shape == (len(grid),)
+    # without the offsets every block would reuse the first block's draws: other numbers
+    same_draws = rb.evaluate_blocks(lambda rows: rb.sbgc_classifier(score_fn, mix.sde, key, **kw), "SBGC", evalset,
+                                    grid, seed=0, block=2)  # fmt: skip
+    assert np.abs(same_draws.log_p[:, 2:] - whole.log_p[:, 2:]).max() > 1e-3
+    # the digest is that of the blocks: a classifier on the same blocks matches, on other images not
+    labels_only = rb.evaluate_blocks(lambda rows: (lambda x: np.zeros(len(x), np.int64)), "CNN", evalset, grid,
+                                     seed=0, block=2)  # fmt: skip
+    assert labels_only.images_sha256 == blocks.images_sha256 and labels_only.log_p is None
+    other = rb.evaluate_blocks(lambda rows: (lambda x: np.zeros(len(x), np.int64)), "CNN", evalset, grid, seed=1, block=2)
+    assert other.images_sha256 != blocks.images_sha256
+    asked.clear()
+    rb.evaluate_blocks(of_block, "SBGC", evalset.head(3), grid, seed=0, block=2, get=get)
+    assert asked == [(0, 2), (2, 3)]
+    assert [(b.start, b.stop) for b in rb.image_blocks(25)] == [(0, 12), (12, 24), (24, 25)]
+    with pytest.raises(ValueError, match="positive ints"):
+        rb.image_blocks(0)
+    with pytest.raises(ValueError, match="different grids"):
+        rb.concat_grids([blocks, labels_only])
 
 
 # --- does log p(x) detect the corruptions? -----------------------------------------------------------

@@ -79,7 +79,7 @@ GROUP_TITLES: Mapping[str, str] = {
     "all_wo_noise": "w/o noises",
     "noise": "noises only",
 }
-CODE_VERSION = 1  # of the cached SBGC grid (bump when evaluate_grid or GridResult.to_arrays change what they return)
+CODE_VERSION = 2  # of the cached SBGC grid blocks (bump when evaluate_grid or GridResult.to_arrays change what they return)
 
 
 # --- the benchmarks -----------------------------------------------------------------------------------
@@ -237,7 +237,11 @@ class EvaluationSet:
         """The first n images (the sample a smaller run draws)."""
         if not 1 <= n <= len(self):
             raise ValueError(f"head needs 1 <= n <= {len(self)}, got {n}")
-        return dataclasses.replace(self, images=self.images[:n], labels=self.labels[:n], indices=self.indices[:n])
+        return self.part(slice(0, n))
+
+    def part(self, rows: slice) -> "EvaluationSet":
+        """The images ``rows`` (a slice of positions) of the set, e.g. one block of :func:`image_blocks`."""
+        return dataclasses.replace(self, images=self.images[rows], labels=self.labels[rows], indices=self.indices[rows])
 
 
 def image_order(n_available: int, seed: int) -> np.ndarray:
@@ -380,7 +384,8 @@ def sbgc_classifier(score_fn, sde, key, **likelihood_kwargs) -> Classifier:
 
     Every call uses the same ``key``, so image i of a batch gets the same dequantization noise and
     Hutchinson probes in every setting (common random numbers across corruptions and severities).
-    ``likelihood_kwargs``: solver (a SolverSettings), n_probes, chunk_size, ... of
+    ``likelihood_kwargs``: solver (a SolverSettings), n_probes, chunk_size, ``first_image`` (the
+    batch's position in its sample, for a block of :func:`evaluate_blocks`), ... of
     :func:`sbgc.method.classify.class_log_likelihoods`.
     """
     from sbgc.method.classify import class_log_likelihoods
@@ -471,6 +476,61 @@ def evaluate_grid(
             family=family.name,
         )  # fmt: skip
     return results
+
+
+# --- a sample computed block by block ------------------------------------------------------------------
+GRID_BLOCK = 12  # images per cached block of the SBGC's grid
+
+
+def image_blocks(n: int, block: int = GRID_BLOCK) -> list[slice]:
+    """Positions 0 … n−1 of a sample cut into consecutive blocks of ``block`` images (the last one
+    shorter): the units in which the SBGC's grid is computed and cached, so that a larger sample of
+    the same permutation reuses every block already computed."""
+    if not (isinstance(n, (int, np.integer)) and n >= 1 and isinstance(block, (int, np.integer)) and block >= 1):
+        raise ValueError(f"image_blocks needs positive ints n and block, got {n!r}, {block!r}")
+    return [slice(start, min(start + block, int(n))) for start in range(0, int(n), int(block))]
+
+
+def concat_grids(parts: Sequence[GridResult]) -> GridResult:
+    """One :class:`GridResult` of consecutive blocks of images (same classifier, settings and
+    benchmark): arrays joined along the image axis, seconds summed, and ``images_sha256`` the digest
+    of the blocks' digests in order (so two classifiers evaluated block by block on the same blocks
+    carry the same digest exactly when every block matched)."""
+    if not parts:
+        raise ValueError("concat_grids needs at least one block")
+    first = parts[0]
+    for p in parts[1:]:
+        if (p.name, p.settings, p.family) != (first.name, first.settings, first.family):
+            raise ValueError(f"cannot join blocks of different grids: {(p.name, p.family)} vs {(first.name, first.family)}")
+    if len(parts) == 1:
+        return first
+    join = lambda field, axis: None if getattr(first, field) is None else np.concatenate(  # noqa: E731
+        [getattr(p, field) for p in parts], axis=axis)
+    digest = hashlib.sha256("\n".join(p.images_sha256 for p in parts).encode()).hexdigest()
+    return dataclasses.replace(
+        first, labels=join("labels", 0), predictions=join("predictions", 1), log_p=join("log_p", 1),
+        nfe=join("nfe", 1), seconds=np.sum([p.seconds for p in parts], axis=0), images_sha256=digest,
+        image_indices=join("image_indices", 0))
+
+
+def evaluate_blocks(classifier_of_block: Callable[[slice], Classifier], name: str, evalset: EvaluationSet,
+                    grid: Sequence[Setting], *, seed: int, block: int = GRID_BLOCK,
+                    get: Callable[[slice, EvaluationSet, Callable[[], GridResult]], GridResult] | None = None) -> GridResult:
+    """:func:`evaluate_grid` of one classifier, block by block (:func:`image_blocks`), joined by
+    :func:`concat_grids`.
+
+    classifier_of_block(rows): the classifier of the images at positions ``rows`` (e.g. the SBGC with
+    ``first_image=rows.start``, so each image gets the random numbers it has in the whole sample).
+    get(rows, part, compute): how a block's result is obtained (default: ``compute()``; the chapter
+    passes a results-cache lookup, so each block is computed once and a larger sample reuses them).
+    """
+    get = get or (lambda rows, part, compute: compute())
+    results = []
+    for rows in image_blocks(len(evalset), block):
+        part = evalset.part(rows)
+        compute = lambda rows=rows, part=part: evaluate_grid({name: classifier_of_block(rows)}, part, grid, seed=seed)[name]  # noqa: E731
+        results.append(get(rows, part, compute))
+    return concat_grids(results)
 
 
 # --- Table 2 ----------------------------------------------------------------------------------------
@@ -943,12 +1003,15 @@ def robustness_verdict(paired: Mapping[str, Mapping[str, Any] | None], *, a: str
 
 
 # --- results, cache and text ----------------------------------------------------------------------------
-def cache_settings(knobs: Any, family: CorruptionFamily) -> dict[str, Any]:
-    """The settings of the cached SBGC grid (JSON-able, nothing volatile): the chapter's knobs except
-    those that do not change the SBGC's numbers (``n_baseline_images``), the benchmark, and how the
-    key is drawn (``jax.random.fold_in(key(seed), 1)``, one key for every setting)."""
-    kept = {f.name: getattr(knobs, f.name) for f in dataclasses.fields(knobs) if f.name != "n_baseline_images"}
-    return {"knobs": kept, "family": family.name, "key": "fold_in(key(seed), 1)"}
+def cache_settings(knobs: Any, family: CorruptionFamily, rows: slice) -> dict[str, Any]:
+    """The settings of one cached block of the SBGC's grid (JSON-able, nothing volatile): the
+    chapter's knobs except those that do not change the block's numbers (``n_images``,
+    ``n_baseline_images``), the benchmark, how the key is drawn (``jax.random.fold_in(key(seed), 1)``,
+    one key for every setting) and the block's positions in the sample (its random draws)."""
+    dropped = {"n_images", "n_baseline_images"}
+    kept = {f.name: getattr(knobs, f.name) for f in dataclasses.fields(knobs) if f.name not in dropped}
+    return {"knobs": kept, "family": family.name, "key": "fold_in(key(seed), 1)",
+            "positions": [int(rows.start), int(rows.stop)]}
 
 
 MNIST_C_PUBLISHED_NOTE = (

@@ -124,11 +124,12 @@ def log_det_model_to_unit(dim: int, data_scaling: DataScaling) -> float:
     return dim * math.log(2.0) if data_scaling == "centered" else 0.0
 
 
-def to_unit_interval(x: Array | np.ndarray, key: Array | None, dequantize: bool) -> Array:
+def to_unit_interval(x: Array | np.ndarray, key: Array | None, dequantize: bool, first_image: int = 0) -> Array:
     """Data in [0, 1] from uint8 pixels (x + u)/256, u ~ U[0, 1) (or + ½ without noise); floats pass.
 
     x: uint8 or float [B, ...] → float32 [B, ...]. Image i's noise is drawn from
-    ``fold_in(key, i)``, so it does not depend on the rest of the batch. Floats are taken to be data
+    ``fold_in(key, first_image + i)``, so it does not depend on the rest of the batch (and a block of
+    a sample, passed with its offset, gets the draws it has in the whole sample). Floats are taken to be data
     already (their range is not checked: the analytic densities live on all of R^D) and must come
     with dequantize=False.
     """
@@ -139,7 +140,7 @@ def to_unit_interval(x: Array | np.ndarray, key: Array | None, dequantize: bool)
         if key is None:
             raise ValueError("dequantize=True needs a PRNG key for the uniform noise, got key=None")
         draw = lambda i: jax.random.uniform(jax.random.fold_in(key, i), x.shape[1:], jnp.float32)
-        u = jax.vmap(draw)(jnp.arange(x.shape[0]))
+        u = jax.vmap(draw)(first_image + jnp.arange(x.shape[0]))
         return (x.astype(jnp.float32) + u) / 256.0
     if jnp.issubdtype(x.dtype, jnp.floating):
         if dequantize:
@@ -443,13 +444,16 @@ class PreparedBatch:
     probe: Probe
     log_det: float
     dim: int
+    first_image: int = 0  # image i of the batch draws as image first_image + i of its sample
 
     def probes(self, image_ids: Array | np.ndarray) -> Array | None:
-        """Probes [len(ids), n, *shape] of the given images (None for the exact trace)."""
+        """Probes [len(ids), n, *shape] of the given images (positions in the batch; None for the
+        exact trace)."""
         if self.probe == "exact":
             return None
         shape = tuple(self.x_model.shape[1:])
-        return image_probes(self.probe_key, jnp.asarray(image_ids), self.n_probes, shape, self.probe)
+        ids = self.first_image + jnp.asarray(image_ids)
+        return image_probes(self.probe_key, ids, self.n_probes, shape, self.probe)
 
 
 def prepare_batch(
@@ -460,12 +464,15 @@ def prepare_batch(
     probe: Probe,
     dequantize: bool,
     data_scaling: DataScaling,
+    first_image: int = 0,
 ) -> PreparedBatch:
     """Dequantize and map to model space a batch x [B, *shape]; fix the key of its probes.
 
     The key is split once into (dequantization key, probe key); image i's noise and probes are
     drawn from ``fold_in(·, i)`` of these, so every class of an image sees the same draws, and the
-    draws of an image do not depend on the batch it came in. Probes are drawn per chunk
+    draws of an image do not depend on the batch it came in. ``first_image`` offsets those indices:
+    a block of a sample, evaluated with its offset, gets exactly the draws it has in the whole
+    sample (so a sample can be evaluated, and cached, block by block). Probes are drawn per chunk
     (:meth:`PreparedBatch.probes`), so their memory is bounded by the chunk, not the batch.
     """
     if probe not in PROBES:
@@ -474,6 +481,8 @@ def prepare_batch(
         raise ValueError(f"n_probes must be a positive int, got {n_probes!r}")
     if data_scaling not in DATA_SCALINGS:
         raise ValueError(f"data_scaling must be one of {DATA_SCALINGS}, got {data_scaling!r}")
+    if not (isinstance(first_image, (int, np.integer)) and first_image >= 0):
+        raise ValueError(f"first_image must be a non-negative int, got {first_image!r}")
     x = jnp.asarray(x)
     if x.ndim < 2 or x.shape[0] < 1:
         raise ValueError(f"x must be a batch [B, ...] with B >= 1 and at least one data axis, got shape {x.shape}")
@@ -481,10 +490,10 @@ def prepare_batch(
     if needs_key and key is None:
         raise ValueError("a PRNG key is needed (dequantization noise or Hutchinson probes), got key=None")
     k_deq, k_probe = jax.random.split(key) if key is not None else (None, None)
-    x_model = to_model_space(to_unit_interval(x, k_deq, dequantize), data_scaling)
+    x_model = to_model_space(to_unit_interval(x, k_deq, dequantize, int(first_image)), data_scaling)
     dim = int(np.prod(x.shape[1:]))
     n = 1 if probe == "exact" else int(n_probes)
-    return PreparedBatch(x_model, k_probe, n, probe, log_det_model_to_unit(dim, data_scaling), dim)
+    return PreparedBatch(x_model, k_probe, n, probe, log_det_model_to_unit(dim, data_scaling), dim, int(first_image))
 
 
 def _failed_rows(out: RowSolution, images: np.ndarray, labels: np.ndarray) -> list[tuple[int, int, str]]:
@@ -529,6 +538,7 @@ def log_likelihood_table(
     chunk_size: int = 128,
     progress: bool = True,
     prior_logp_fn: PriorLogpFn | None = None,
+    first_image: int = 0,
 ) -> LikelihoodResult:
     """log p(x_i | labels[i, k]) for B images × K labels each, with common random numbers per image.
 
@@ -547,6 +557,9 @@ def log_likelihood_table(
         chunk_size: rows (image, label) per jitted call (bounds memory: each evaluation runs the
             network on chunk_size × (1 + n) points in shared mode). progress: tqdm over chunks.
         prior_logp_fn: ``fn(z [1, *shape], y [1]) -> [1]`` replacing the N(0, I) prior (tests).
+        first_image: the images' position in their sample, for the random draws (image i draws as
+            image ``first_image + i``): a block evaluated with its offset equals that block of the
+            whole sample's table (:func:`prepare_batch`).
 
     Returns:
         :class:`LikelihoodResult` with leading axes [B, K].
@@ -561,7 +574,8 @@ def log_likelihood_table(
     if not (isinstance(chunk_size, (int, np.integer)) and chunk_size >= 1):
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     batch = prepare_batch(
-        x, key, n_probes=n_probes, probe=probe, dequantize=dequantize, data_scaling=data_scaling
+        x, key, n_probes=n_probes, probe=probe, dequantize=dequantize, data_scaling=data_scaling,
+        first_image=first_image,
     )
     labels = np.asarray(labels)
     b = batch.x_model.shape[0]
