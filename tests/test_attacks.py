@@ -85,6 +85,27 @@ def test_fixed_steps_take_exactly_n_steps_and_validate():
 
 
 # --- gradients ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("grid", ["uniform", "log"])
+def test_unrolled_steps_equal_diffrax_and_log_grid_times(model, images, grid):
+    """unroll=True takes the same solver steps in straight-line code: same logits and gradient."""
+    fixed = dict(solver="heun", n_steps=6, step_grid=grid)
+    loop, flat = _fn(model, **fixed), _fn(model, unroll=True, **fixed)
+    np.testing.assert_allclose(flat.checked(images), loop.checked(images), rtol=1e-5)
+    target = jnp.asarray(np.argsort(np.asarray(loop(images)), axis=1)[:, -2])
+    g_loop, g_flat = (attacks.input_gradient(f, images, target)[1] for f in (loop, flat))
+    np.testing.assert_allclose(g_flat, g_loop, rtol=1e-3, atol=1e-3 * np.abs(g_loop).max())
+    times = SolverSettings(**fixed).fixed_step_times(1.0)
+    assert times[0] == 1e-5 and times[-1] == 1.0 and len(times) == 7 and np.all(np.diff(times) > 0)
+    if grid == "log":
+        np.testing.assert_allclose(np.diff(np.log(times)), np.log(1e5) / 6, rtol=1e-9)
+    with pytest.raises(ValueError, match="needs fixed steps"):
+        SolverSettings(unroll=True)
+    with pytest.raises(ValueError, match="step_grid='log' needs fixed steps"):
+        SolverSettings(step_grid="log")
+    with pytest.raises(ValueError, match="step_grid must be one of"):
+        SolverSettings(n_steps=4, step_grid="cosine")
+
+
 def test_fixed_step_gradient_matches_central_finite_differences(model, images):
     """Reverse mode through the solver steps is the exact derivative of the fixed-step solution.
 

@@ -137,3 +137,19 @@ def test_pure_version_uses_the_given_probes():
     res = class_log_likelihoods(mix.score, mix.sde, x, jax.random.key(8), n_classes=1, n_probes=2, probe="gaussian", **UNIT)
     assert bool(ok.all())
     np.testing.assert_allclose(log_p, res.log_p, atol=1e-4)
+
+
+def test_pure_version_solves_only_the_given_classes():
+    """``classes`` [B, k] solves those classes of each image: the matching columns of the full table
+    (a margin's gradient needs two of them), in the given order; a malformed array is refused."""
+    mix = GaussianMixtureClasses(np.array([[[1.0, -0.5]], [[0.0, 1.0]], [[-1.0, 0.3]]]), [[0.5], [0.4], [0.6]])
+    x = mix.sample(jax.random.key(9), 1)[0][:2]  # [2, 2]
+    kw = dict(n_classes=3, solver=SolverSettings(rtol=1e-5, atol=1e-5), data_scaling="unit",
+              prior_logp_fn=mix.terminal_log_prob)  # fmt: skip
+    full, ok = class_log_likelihoods_pure(mix.score, mix.sde, x, None, **kw)
+    pick = jnp.asarray([[2, 0], [1, 2]], jnp.int32)
+    part, ok_part = class_log_likelihoods_pure(mix.score, mix.sde, x, None, classes=pick, **kw)
+    assert part.shape == (2, 2) and bool(ok.all()) and bool(ok_part.all())
+    np.testing.assert_allclose(part, np.take_along_axis(np.asarray(full), np.asarray(pick), axis=1), atol=1e-5)
+    with pytest.raises(ValueError, match=r"classes must be an int array \[B=2, k\]"):
+        class_log_likelihoods_pure(mix.score, mix.sde, x, None, classes=jnp.zeros((3,), jnp.int32), **kw)

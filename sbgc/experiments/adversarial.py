@@ -417,12 +417,14 @@ def input_gradient(
 def _to_arrays(result: Any) -> dict[str, np.ndarray]:
     """A frozen dataclass of numpy arrays, numbers, strings, None and tuples of floats as
     ``{field: array}``: strings as 0-d unicode arrays, None as a 0-d NaN with ``<field>__none`` = True,
-    tuples as float64 arrays with ``<field>__tuple`` = True. No object arrays."""
+    tuples as float64 (or, of strings, unicode) arrays with ``<field>__tuple`` = True. No object arrays."""
     out: dict[str, np.ndarray] = {}
     for f in dataclasses.fields(result):
         value = getattr(result, f.name)
         if value is None:
             out[f.name], out[f"{f.name}__none"] = np.asarray(np.nan), np.asarray(True)
+        elif isinstance(value, tuple) and value and all(isinstance(v, str) for v in value):
+            out[f.name], out[f"{f.name}__tuple"] = np.asarray(value, dtype=np.str_), np.asarray(True)
         elif isinstance(value, tuple):
             out[f.name], out[f"{f.name}__tuple"] = np.asarray(value, np.float64).reshape(-1), np.asarray(True)
         elif isinstance(value, str):
@@ -445,7 +447,7 @@ def _from_arrays(cls: type, arrays: Any) -> Any:
         if f"{f.name}__none" in arrays:
             fields[f.name] = None
         elif f"{f.name}__tuple" in arrays:
-            fields[f.name] = tuple(float(v) for v in a)
+            fields[f.name] = tuple(str(v) for v in a) if a.dtype.kind == "U" else tuple(float(v) for v in a)
         elif a.ndim == 0:
             fields[f.name] = a.item()
         else:

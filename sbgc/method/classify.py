@@ -111,6 +111,7 @@ def class_log_likelihoods_pure(
     solver: SolverSettings = SolverSettings(),
     data_scaling: DataScaling = "centered",
     prior_logp_fn: PriorLogpFn | None = None,
+    classes: Array | None = None,
 ) -> tuple[Array, Array]:
     """Pure JAX class log-likelihoods for gradients (``jax.grad``/``jax.vjp`` through the solves).
 
@@ -120,14 +121,23 @@ def class_log_likelihoods_pure(
     [0, 1] data (mean over probes) and ``ok`` [B, K] (solve reached T and is finite). No chunking
     and no error raised: check ``ok`` outside the traced code. ``prior_logp_fn`` as in
     :func:`sbgc.method.likelihood.solve_rows`.
+
+    classes: int [B, k] (traced) to solve only those classes of each image: returns [B, k], column j
+    the class ``classes[:, j]`` (k solves per image instead of K: e.g. the true and the runner-up
+    class, all a margin's gradient needs). None: every class 0 … n_classes − 1.
     """
     b, shape = x_unit.shape[0], x_unit.shape[1:]
     dim = int(np.prod(shape))
+    if classes is None:
+        classes = jnp.tile(jnp.arange(n_classes, dtype=jnp.int32), (b, 1))  # [B, K]
+    elif classes.ndim != 2 or classes.shape[0] != b:
+        raise ValueError(f"classes must be an int array [B={b}, k], got shape {tuple(classes.shape)}")
+    k = classes.shape[1]
     x_model = to_model_space(x_unit, data_scaling)
-    rows_x = jnp.repeat(x_model, n_classes, axis=0)  # [B·K, *shape], image-major
-    rows_y = jnp.tile(jnp.arange(n_classes, dtype=jnp.int32), b)  # [B·K]
-    rows_p = None if probes is None else jnp.repeat(probes, n_classes, axis=0)
+    rows_x = jnp.repeat(x_model, k, axis=0)  # [B·k, *shape], image-major
+    rows_y = jnp.reshape(classes, (-1,)).astype(jnp.int32)  # [B·k]
+    rows_p = None if probes is None else jnp.repeat(probes, k, axis=0)
     sol = solve_rows(score_fn, sde, rows_x, rows_y, rows_p, solver, prior_logp_fn)
     log_p = change_of_variables(sol.prior_logp, sol.delta_logp, log_det_model_to_unit(dim, data_scaling)).mean(axis=1)
     ok = sol.successful & jnp.isfinite(log_p)
-    return log_p.reshape(b, n_classes), ok.reshape(b, n_classes)
+    return log_p.reshape(b, k), ok.reshape(b, k)

@@ -57,7 +57,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Callable, Iterator, Literal, NamedTuple
+from typing import Any, Callable, Iterator, Literal, NamedTuple, Sequence
 
 import diffrax
 import equinox as eqx
@@ -90,6 +90,7 @@ SOLVERS: dict[str, type[diffrax.AbstractERK]] = {
 PROBES = ("rademacher", "gaussian", "exact")
 DATA_SCALINGS = ("centered", "unit")
 ADJOINTS = ("recursive", "backsolve")
+STEP_GRIDS = ("uniform", "log")
 
 
 class LikelihoodSolveError(RuntimeError):
@@ -214,9 +215,13 @@ class SolverSettings:
     # First trial step. (diffrax 0.7.2 with dt0=None skips its initial-step heuristic inside
     # diffeqsolve, whose terms are wrapped, and silently uses 0.01: we say so explicitly.)
     dt0: float = 0.01
-    # Fixed-step solving: n_steps equal steps of dt = (T − ε)/n_steps (diffrax.ConstantStepSize)
-    # instead of the PID controller; rtol, atol and dt0 are then ignored. None: adaptive.
+    # Fixed-step solving: n_steps steps instead of the PID controller; rtol, atol and dt0 are then
+    # ignored. None: adaptive.
     n_steps: int | None = None
+    # Where the fixed steps fall (fixed_step_times): "uniform", equal steps of (T − ε)/n_steps
+    # (diffrax.ConstantStepSize); "log", equal steps in log t (diffrax.StepTo), small near ε where
+    # the probability-flow ODE of a trained model changes fastest and large near T.
+    step_grid: str = "uniform"
     # Reverse-mode derivative of the solve: "recursive" differentiates the solver's steps
     # (diffrax.RecursiveCheckpointAdjoint, the exact gradient of the computed solution);
     # "backsolve" solves the continuous adjoint ODE backwards (diffrax.BacksolveAdjoint).
@@ -224,6 +229,12 @@ class SolverSettings:
     # Checkpoints of RecursiveCheckpointAdjoint: memory ≈ checkpoints × solver state per row,
     # more checkpoints recompute fewer steps. None: diffrax's default, ~log2(max_steps).
     checkpoints: int | None = None
+    # Fixed steps only: take the n_steps steps of the same diffrax solver object in straight-line
+    # code instead of diffeqsolve's while loop (same steps, same arithmetic), so that reverse mode
+    # differentiates an unrolled graph: XLA:CPU runs the network's second-order backward pass much
+    # faster outside a loop (bench/attack_gradient.py --unroll-study). The adjoint is then plain
+    # reverse mode through the steps, i.e. what "recursive" computes; compile time grows with n_steps.
+    unroll: bool = False
 
     def __post_init__(self):
         if self.solver not in SOLVERS:
@@ -247,6 +258,27 @@ class SolverSettings:
             raise ValueError(f"adjoint must be one of {ADJOINTS}, got {self.adjoint!r}")
         if self.checkpoints is not None and not (isinstance(self.checkpoints, int) and self.checkpoints >= 1):
             raise ValueError(f"checkpoints must be None or a positive int, got {self.checkpoints!r}")
+        if self.step_grid not in STEP_GRIDS:
+            raise ValueError(f"step_grid must be one of {STEP_GRIDS}, got {self.step_grid!r}")
+        if self.step_grid != "uniform" and (self.n_steps is None or self.adjoint != "recursive"):
+            raise ValueError(f"step_grid={self.step_grid!r} needs fixed steps (n_steps) and adjoint='recursive', "
+                             f"got n_steps={self.n_steps!r}, adjoint={self.adjoint!r}")
+        if self.unroll and (self.n_steps is None or self.adjoint != "recursive"):
+            raise ValueError("unroll=True needs fixed steps (n_steps) and reverse mode through them "
+                             f"(adjoint='recursive'), got n_steps={self.n_steps!r}, adjoint={self.adjoint!r}")
+
+    def fixed_step_times(self, t1: float) -> np.ndarray:
+        """The n_steps + 1 times ε = t_0 < … < t_N = t1 of a fixed-step solve: equally spaced
+        ("uniform") or equally spaced in log t ("log", t_k = ε (t1/ε)^(k/N))."""
+        if self.n_steps is None:
+            raise ValueError("fixed_step_times needs fixed steps (n_steps)")
+        k = np.arange(self.n_steps + 1) / self.n_steps
+        if self.step_grid == "log":
+            times = self.eps * (t1 / self.eps) ** k
+        else:
+            times = self.eps + k * (t1 - self.eps)
+        times[0], times[-1] = self.eps, t1
+        return times
 
     def evaluations(self, num_steps: Array) -> Array:
         """Vector-field evaluations of one solve that took ``num_steps`` steps (rejected included).
@@ -311,11 +343,19 @@ def _solve_one(
 
     m = 1 if probes is None else probes.shape[0]
     y0 = (x, jnp.zeros((m,), jnp.float32))
+    if settings.unroll:
+        z, delta = unrolled_fixed_steps(vector_field, SOLVERS[settings.solver](), settings.fixed_step_times(sde.T),
+                                        y0, (score_fn, y, probes))  # fmt: skip
+        prior = sde.prior_logp(z[None])[0] if prior_logp_fn is None else prior_logp_fn(z[None], y[None])[0]
+        true = jnp.asarray(True)
+        return jnp.broadcast_to(prior, (m,)), delta, jnp.asarray(settings.n_steps), true, ~true
     if settings.n_steps is None:
         controller = diffrax.PIDController(rtol=settings.rtol, atol=settings.atol, norm=_norm(settings.error_norm))
         dt0 = settings.dt0
-    else:
+    elif settings.step_grid == "uniform":
         controller, dt0 = diffrax.ConstantStepSize(), (sde.T - settings.eps) / settings.n_steps
+    else:
+        controller, dt0 = diffrax.StepTo(ts=jnp.asarray(settings.fixed_step_times(sde.T), jnp.float32)), None
     if settings.adjoint == "backsolve":
         # The backward solve's state is (x, log p, their adjoints, the args' adjoints), to which the
         # split norm does not apply: it is controlled by the RMS norm at the same tolerances.
@@ -349,6 +389,25 @@ def _solve_one(
         diffrax.is_successful(sol.result),
         sol.result == diffrax.RESULTS.max_steps_reached,
     )
+
+
+def unrolled_fixed_steps(vector_field: Callable, solver: diffrax.AbstractSolver, times: Sequence[float],
+                         y0: Any, args: Any) -> Any:
+    """y(times[-1]) of dy/dt = vector_field(t, y, args) from y0 at times[0] by one step of
+    ``solver`` (a diffrax solver object) from each time to the next, written out as straight-line
+    code (no while loop).
+
+    The steps are diffrax's own (``solver.init`` / ``solver.step``, FSAL state carried), so the
+    result equals ``diffeqsolve`` with ``ConstantStepSize`` / ``StepTo`` over the same times up to
+    float rounding (tested); its reverse-mode derivative is that of the same computation.
+    """
+    term = diffrax.ODETerm(vector_field)
+    times = [float(t) for t in times]
+    state = solver.init(term, times[0], times[1], y0, args)
+    y = y0
+    for a, b in zip(times[:-1], times[1:]):
+        y, _, _, state, _ = solver.step(term, a, b, y, args, state, made_jump=False)
+    return y
 
 
 @highest_precision

@@ -1,0 +1,439 @@
+"""PGD one image at a time: early stopping, restarts, both losses, ε curves (paper §3.3 on MNIST).
+
+:func:`sbgc.experiments.adversarial.run_pgd` runs Foolbox's PGD on a batch for a fixed number of
+steps. Through the probability-flow ODE a step costs seconds per image on a CPU, and most of that is
+wasted once an image is misclassified. Here each image is attacked on its own:
+
+* **Early stopping.** Before every step the attacked image is classified; the first misclassified
+  iterate ends the attack on that image and is kept. A later step can only find what an earlier one
+  missed, never undo a success, so "more steps never help the defender" holds by construction, and
+  the worst case over several attacks is the union of their successes (:class:`AttackOutcome`).
+* **Restarts and losses.** Each image is attacked with each loss (cross-entropy along its exact
+  direction, and the Carlini–Wagner margin; :mod:`sbgc.experiments.adversarial`) from
+  ``restarts`` random starts in the ε-ball, stopping at the first success: the robust images are
+  exactly those every (loss, restart) failed on.
+* **The margin's gradient needs two classes.** d(ℓ_k* − ℓ_y)/dx involves only the true class y and
+  the runner-up k*, which the forward pass before the step has just named; for the SBGC the
+  gradient then goes through 2 probability-flow solves instead of K
+  (:func:`sbgc.method.classify.class_log_likelihoods_pure` with ``classes``). It is the same
+  gradient as through all K classes (tested), at ~2/K of the backward pass's cost.
+* **One compiled function for every image.** The image's fixed random numbers (its Hutchinson
+  probes) are an argument, not a constant baked into the compiled function.
+* **The step is Foolbox's.** With early stopping off and no random start, :func:`attack_image`
+  takes exactly the steps of Foolbox 3's ``LinfPGD`` / ``L2PGD`` (sign step or L2-normalised step of
+  ``rel_stepsize · ε``, projection onto the ε-ball, clipping to [0, 1]; tested on the baseline).
+
+:func:`attack_images` attacks many images and returns an :class:`AttackOutcome` (arrays, cacheable
+with ``to_arrays`` / ``from_arrays``); :func:`robust_accuracy_curve` runs the attack at ascending ε,
+attacking at each budget only the images no smaller budget broke (a perturbation within a smaller
+ball lies within every larger one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sbgc.experiments.adversarial import (
+    LOSSES,
+    NORMS,
+    Norm,
+    PGDResult,
+    SBGCLogitsConfig,
+    _from_arrays,
+    _to_arrays,
+    cross_entropy_direction,
+    raise_if_failed,
+)
+from sbgc.method.classify import class_log_likelihoods_pure
+from sbgc.method.numerics import highest_precision
+
+Array = jax.Array
+
+
+# --- the attacked model, one image at a time ---------------------------------------------------------
+@dataclasses.dataclass(frozen=True, eq=False)
+class AttackModel:
+    """A classifier attacked one image at a time; image i's fixed random numbers are ``aux[i]``.
+
+    logits_and_ok(x [1, *shape], aux_i [1, ...]) → (logits [1, K], ok [1, K]);
+    class_logits_and_ok(x, aux_i, classes int [1, k]) → the logits of those classes only, [1, k].
+    Both pure and differentiable; the methods below jit them once for every image.
+    ``kind``: "sbgc" (logits are log p(x | y), nats) or "baseline".
+    """
+
+    logits_and_ok: Callable[[Array, Array], tuple[Array, Array]]
+    class_logits_and_ok: Callable[[Array, Array, Array], tuple[Array, Array]]
+    aux: Array  # [B, ...]
+    kind: str
+    description: str = ""
+
+    @functools.cached_property
+    def _forward(self):
+        return jax.jit(self.logits_and_ok)
+
+    @functools.cached_property
+    def _margin_grad(self):
+        def pair_margin(x, aux, pair):  # pair [1, 2] = (true class, runner-up)
+            lp, ok = self.class_logits_and_ok(x, aux, pair)
+            return lp[0, 1] - lp[0, 0], ok
+
+        return jax.jit(jax.value_and_grad(pair_margin, has_aux=True))
+
+    @functools.cached_property
+    def _direction_grad(self):
+        def along(x, aux, c):  # ⟨c, logits⟩ with the cotangent c [1, K] held fixed
+            lp, ok = self.logits_and_ok(x, aux)
+            return jnp.sum(c * lp), ok
+
+        return jax.jit(jax.value_and_grad(along, has_aux=True))
+
+    def logits(self, x: np.ndarray, i: int, what: str = "forward pass") -> np.ndarray:
+        """Logits [K] (float64) of image i at x [*shape]; raises if a solve failed."""
+        lp, ok = self._forward(jnp.asarray(x[None], jnp.float32), self.aux[i : i + 1])
+        raise_if_failed(ok, what, self.description)
+        return np.asarray(lp[0], np.float64)
+
+    def gradient(self, x: np.ndarray, i: int, label: int, logits: np.ndarray, loss: str) -> np.ndarray:
+        """The ascent direction's gradient [*shape] of ``loss`` at x, given the logits [K] there.
+
+        "margin": ∇(ℓ_k* − ℓ_y), k* the runner-up at x, through the two classes' solves only;
+        "cross_entropy": ∇⟨c, ℓ⟩ with c = :func:`~sbgc.experiments.adversarial.cross_entropy_direction`
+        at x (the cross-entropy's gradient direction, exact at any margin), through all K.
+        """
+        xj = jnp.asarray(x[None], jnp.float32)
+        aux = self.aux[i : i + 1]
+        if loss == "margin":
+            wrong = np.where(np.arange(len(logits)) == label, -np.inf, logits)
+            pair = jnp.asarray([[label, int(np.argmax(wrong))]], jnp.int32)
+            (_, ok), g = self._margin_grad(xj, aux, pair)
+        elif loss == "cross_entropy":
+            c = cross_entropy_direction(jnp.asarray(logits[None], jnp.float32), jnp.asarray([label], jnp.int32))
+            (_, ok), g = self._direction_grad(xj, aux, c)
+        else:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        raise_if_failed(ok, f"{loss} gradient", self.description)
+        return np.asarray(g[0], np.float32)
+
+
+def sbgc_attack_model(model: Any, probes: Array, config: SBGCLogitsConfig) -> AttackModel:
+    """The SBGC (class log-likelihoods by the probability-flow ODE, :class:`SBGCLogitsConfig`), with
+    probes [B, n, *shape] (:func:`~sbgc.experiments.adversarial.draw_attack_probes`) fixed per image."""
+    probes = jnp.asarray(probes)
+    if probes.ndim < 3 or probes.shape[1] != config.n_probes:
+        raise ValueError(f"probes must have shape [B, n_probes={config.n_probes}, *image_shape], got {tuple(probes.shape)}")
+    kw = dict(n_classes=config.n_classes, solver=config.solver, data_scaling=config.data_scaling)
+
+    @highest_precision
+    def logits_and_ok(x, p):
+        return class_log_likelihoods_pure(model.score_fn, model.sde, x, p, **kw)
+
+    @highest_precision
+    def class_logits_and_ok(x, p, classes):
+        return class_log_likelihoods_pure(model.score_fn, model.sde, x, p, classes=classes, **kw)
+
+    return AttackModel(logits_and_ok, class_logits_and_ok, probes, "sbgc", config.describe())
+
+
+def baseline_attack_model(classifier: Any, n_images: int) -> AttackModel:
+    """A discriminative classifier with ``.logits(x_unit) -> [B, K]`` (no random numbers)."""
+    if not callable(getattr(classifier, "logits", None)):
+        raise ValueError(f"classifier must have a callable .logits(x_unit) -> [B, K], got {type(classifier).__name__}")
+
+    @highest_precision
+    def logits_and_ok(x, _):
+        lp = classifier.logits(x)
+        return lp, jnp.isfinite(lp)
+
+    def class_logits_and_ok(x, aux, classes):
+        lp, ok = logits_and_ok(x, aux)
+        return jnp.take_along_axis(lp, classes, axis=1), jnp.take_along_axis(ok, classes, axis=1)
+
+    return AttackModel(logits_and_ok, class_logits_and_ok, jnp.zeros((int(n_images), 1)), "baseline",
+                       type(classifier).__name__)
+
+
+# --- the attack ---------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class AttackSettings:
+    """One threat model and how hard it is searched.
+
+    norm, epsilon: the ball (on the [0, 1] pixel scale). steps: PGD steps per (loss, restart);
+    rel_stepsize: step / ε. restarts: random starts per loss (the first is the clean image itself
+    when ``random_start`` is False). losses: tried in order, each only on the images the previous
+    ones did not break. early_stop: end an image's attack at its first misclassified iterate (off:
+    run every step and judge the last iterate, as Foolbox does). seed: of the random starts.
+    """
+
+    norm: Norm
+    epsilon: float
+    steps: int
+    rel_stepsize: float = 0.25
+    restarts: int = 1
+    losses: tuple[str, ...] = ("margin", "cross_entropy")
+    random_start: bool = True
+    early_stop: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if not self.epsilon > 0:
+            raise ValueError(f"epsilon must be positive, got {self.epsilon}")
+        for name in ("steps", "restarts"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, np.integer)) and v >= 1):
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if not self.rel_stepsize > 0:
+            raise ValueError(f"rel_stepsize must be positive, got {self.rel_stepsize}")
+        if not self.losses or any(loss not in LOSSES for loss in self.losses):
+            raise ValueError(f"losses must be a non-empty tuple of {LOSSES}, got {self.losses!r}")
+
+    def describe(self) -> str:
+        start = "random start" if self.random_start else "no random start"
+        stop = "early stop" if self.early_stop else "all steps"
+        return (f"{self.norm} ε = {self.epsilon:g}: {self.steps} steps of {self.rel_stepsize:g}·ε × "
+                f"{self.restarts} restart(s) × losses {', '.join(self.losses)}; {start}, {stop}")
+
+
+def random_start(x0: np.ndarray, norm: Norm, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+    """A uniform point of the ε-ball around x0 (L∞: uniform per pixel; L2: uniform in the ball),
+    clipped to [0, 1], as Foolbox's PGD starts."""
+    if norm == "linf":
+        delta = rng.uniform(-epsilon, epsilon, x0.shape)
+    else:
+        direction = rng.standard_normal(x0.shape)
+        direction /= np.linalg.norm(direction)
+        delta = direction * epsilon * rng.uniform() ** (1.0 / x0.size)
+    return np.clip(x0 + delta, 0.0, 1.0).astype(np.float32)
+
+
+def pgd_step(x: np.ndarray, x0: np.ndarray, grad: np.ndarray, norm: Norm, epsilon: float, stepsize: float) -> np.ndarray:
+    """One ascent step of Foolbox 3's LinfPGD / L2PGD: normalise (sign, or ÷ max(‖g‖₂, 1e-12)),
+    step, project onto the ε-ball around x0, clip to [0, 1]. All float32 [*shape]."""
+    x, x0, grad = (np.asarray(a, np.float32) for a in (x, x0, grad))
+    if norm == "linf":
+        x = x + np.float32(stepsize) * np.sign(grad)
+        x = x0 + np.clip(x - x0, -epsilon, epsilon)
+    else:
+        x = x + np.float32(stepsize) * grad / np.float32(max(float(np.linalg.norm(grad)), 1e-12))
+        delta = x - x0
+        x = x0 + delta * np.float32(min(1.0, epsilon / max(float(np.linalg.norm(delta)), 1e-12)))
+    return np.clip(x, 0.0, 1.0).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackOutcome:
+    """Attacks on B images under one threat model (numpy arrays; [B] unless said).
+
+    success: misclassified at the returned point (a clean error counts, with step 0, loss −1).
+    adversarial [B, *shape]: the first misclassified iterate, else the last iterate of the last
+    (loss, restart). loss_index, restart, step: where the success was found (−1 if none).
+    gradients, forwards: gradient and forward evaluations spent on the image. linf, l2: ‖x_adv − x‖.
+    shortest: the perturbation size (in the threat model's norm) of the closest misclassified point
+    found on the segment from x to x_adv by :func:`shortest_on_segment` (x_adv's own size without a
+    line search; inf where nothing was found): an upper bound on the image's minimal adversarial ε.
+    """
+
+    norm: str
+    epsilon: float
+    settings: str  # AttackSettings.describe()
+    kind: str
+    losses: tuple[str, ...]
+    labels: np.ndarray
+    clean_logits: np.ndarray  # [B, K]
+    adv_logits: np.ndarray  # [B, K]
+    adversarial: np.ndarray
+    success: np.ndarray
+    loss_index: np.ndarray
+    restart: np.ndarray
+    step: np.ndarray
+    gradients: np.ndarray
+    forwards: np.ndarray
+    linf: np.ndarray
+    l2: np.ndarray
+    seconds: np.ndarray
+    shortest: np.ndarray  # [B] threat-model norm of the shortest adversarial on the segment x → x_adv (inf: none)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return _to_arrays(self)
+
+    @classmethod
+    def from_arrays(cls, arrays: Any) -> "AttackOutcome":
+        return _from_arrays(cls, arrays)
+
+    @property
+    def clean_correct(self) -> np.ndarray:
+        return np.argmax(self.clean_logits, axis=1) == self.labels
+
+    @property
+    def robust(self) -> np.ndarray:
+        """[B] bool: correctly classified at the returned point (every attack failed)."""
+        return ~self.success
+
+    @property
+    def robust_accuracy(self) -> float:
+        return float(np.mean(self.robust))
+
+    def accuracy_at(self, epsilons: Sequence[float]) -> np.ndarray:
+        """Accuracy under the adversarials found, at smaller budgets: the fraction of images whose
+        shortest adversarial is larger than ε (an upper bound on the robust accuracy at ε ≤ the
+        attacked budget; a stronger attack can only lower it). [len(epsilons)]."""
+        eps = np.asarray(epsilons, np.float64)
+        if np.any(eps > self.epsilon * (1 + 1e-6)):
+            raise ValueError(f"accuracy_at needs ε ≤ the attacked budget {self.epsilon:g}, got {eps.max():g}")
+        return np.mean(self.shortest[None, :] > eps[:, None], axis=1)
+
+    def as_pgd_result(self) -> PGDResult:
+        """The outcome as a :class:`~sbgc.experiments.adversarial.PGDResult` (for Table 3, the
+        likelihood shift and the image pairs), its loss named after the losses tried."""
+        return PGDResult(
+            norm=self.norm, loss="worst of " + ", ".join(self.losses) + " (early stop)", epsilon=self.epsilon,
+            steps=int(self.step.max(initial=0)), rel_stepsize=None, stepsize=float("nan"), random_start=True, seed=0,
+            kind=self.kind, labels=self.labels, clean_logits=self.clean_logits,
+            clean_pred=np.argmax(self.clean_logits, axis=1), adversarial=self.adversarial, adv_logits=self.adv_logits,
+            adv_pred=np.argmax(self.adv_logits, axis=1), success=self.success, linf=self.linf, l2=self.l2,
+            seconds=float(self.seconds.sum()), step_seconds=())  # fmt: skip
+
+
+def attack_image(model: AttackModel, x0: np.ndarray, label: int, i: int, settings: AttackSettings,
+                 clean_logits: np.ndarray | None = None) -> dict[str, Any]:
+    """PGD on image i (x0 [*shape] in [0, 1], float32) under ``settings``: a dict of one row of
+    :class:`AttackOutcome` (adversarial, adv_logits, success, loss_index, restart, step, gradients,
+    forwards). Random starts from ``numpy.random.default_rng([seed, i, loss, restart])``."""
+    x0 = np.asarray(x0, np.float32)
+    clean = model.logits(x0, i, "clean forward pass") if clean_logits is None else np.asarray(clean_logits)
+    forwards = int(clean_logits is None)
+    row = dict(adversarial=x0, adv_logits=clean, success=False, loss_index=-1, restart=-1, step=-1, gradients=0)
+    if int(np.argmax(clean)) != label:
+        return row | dict(success=True, step=0, forwards=forwards)
+    stepsize = settings.rel_stepsize * settings.epsilon
+    gradients = 0
+    for li, loss in enumerate(settings.losses):
+        for r in range(settings.restarts):
+            if settings.random_start:
+                rng = np.random.default_rng([settings.seed, int(i), li, r])
+                x, logits = random_start(x0, settings.norm, settings.epsilon, rng), None
+            else:
+                x, logits = x0, clean
+            for s in range(settings.steps + 1):
+                if logits is None:
+                    logits = model.logits(x, i, f"{settings.norm} PGD ({loss}) step {s}")
+                    forwards += 1
+                if int(np.argmax(logits)) != label and (settings.early_stop or s == settings.steps):
+                    return row | dict(adversarial=x, adv_logits=logits, success=True, loss_index=li, restart=r,
+                                      step=s, gradients=gradients, forwards=forwards)  # fmt: skip
+                if s == settings.steps:
+                    break
+                grad = model.gradient(x, i, label, logits, loss)
+                gradients += 1
+                x, logits = pgd_step(x, x0, grad, settings.norm, settings.epsilon, stepsize), None
+            row |= dict(adversarial=x, adv_logits=logits)
+    return row | dict(gradients=gradients, forwards=forwards)
+
+
+def perturbation_size(delta: np.ndarray, norm: Norm) -> float:
+    """‖δ‖∞ or ‖δ‖₂ of one perturbation (float64)."""
+    d = np.asarray(delta, np.float64).ravel()
+    return float(np.abs(d).max() if norm == "linf" else np.linalg.norm(d))
+
+
+def shortest_on_segment(model: AttackModel, x0: np.ndarray, x_adv: np.ndarray, label: int, i: int, norm: Norm,
+                        n_bisect: int) -> tuple[float, int]:
+    """Bisection for the closest misclassified point x0 + s·(x_adv − x0), s ∈ (0, 1], given that
+    x_adv is misclassified: (its perturbation size in ``norm``, forward passes spent). Only points
+    seen misclassified are returned, so the size is an upper bound on the minimal adversarial ε
+    (the decision need not be monotone along the segment; bisection then finds one crossing)."""
+    x0, x_adv = np.asarray(x0, np.float32), np.asarray(x_adv, np.float32)
+    lo, hi = 0.0, 1.0
+    for _ in range(int(n_bisect)):
+        mid = 0.5 * (lo + hi)
+        logits = model.logits(x0 + np.float32(mid) * (x_adv - x0), i, "line search")
+        lo, hi = (lo, mid) if int(np.argmax(logits)) != label else (mid, hi)
+    return perturbation_size(np.float32(hi) * (x_adv - x0), norm), int(n_bisect)
+
+
+def attack_images(model: AttackModel, images: np.ndarray, labels: np.ndarray, settings: AttackSettings, *,
+                  attack: Sequence[bool] | None = None, line_search: int = 0, first_image: int = 0,
+                  progress: bool = False) -> AttackOutcome:
+    """:func:`attack_image` on every image (images float32 [B, *shape] in [0, 1], labels int [B]);
+    image i uses ``model.aux[first_image + i]`` (a block of a larger sample passes its offset).
+    ``attack[i]`` False skips image i (it is returned unattacked, a success if already
+    misclassified): how :func:`robust_accuracy_curve` spares the images a smaller budget already
+    broke. ``line_search``: bisection steps of :func:`shortest_on_segment` per broken image (0: the
+    adversarial's own size)."""
+    images = np.asarray(images, np.float32)
+    labels = np.asarray(labels)
+    if images.ndim < 2 or labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"need images [B, *shape] and int labels [B], got {images.shape} and {labels.dtype} {labels.shape}")
+    if images.min() < 0 or images.max() > 1:
+        raise ValueError(f"images must lie in [0, 1], got range [{images.min():.4g}, {images.max():.4g}]")
+    if first_image + len(images) > model.aux.shape[0]:
+        raise ValueError(f"images {first_image}…{first_image + len(images) - 1} but the model has random numbers "
+                         f"for {model.aux.shape[0]}")
+    attack = np.ones(len(images), bool) if attack is None else np.asarray(attack, bool)
+    rows = []
+    iterator = range(len(images))
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, desc=f"{settings.norm} ε={settings.epsilon:g}")
+    for b in iterator:
+        i = first_image + b
+        t0 = time.perf_counter()
+        clean = model.logits(images[b], i, "clean forward pass")
+        if attack[b]:
+            row = attack_image(model, images[b], int(labels[b]), i, settings, clean_logits=clean)
+        else:
+            row = dict(adversarial=images[b], adv_logits=clean, success=bool(np.argmax(clean) != labels[b]),
+                       loss_index=-1, restart=-1, step=0 if np.argmax(clean) != labels[b] else -1, gradients=0,
+                       forwards=0)  # fmt: skip
+        shortest, extra = np.inf, 0
+        if row["success"]:
+            shortest = perturbation_size(row["adversarial"] - images[b], settings.norm)
+            if line_search and row["loss_index"] >= 0:  # broken by an attack (not a clean error: size 0)
+                shortest, extra = shortest_on_segment(model, images[b], row["adversarial"], int(labels[b]), i,
+                                                      settings.norm, line_search)
+        rows.append(row | dict(clean_logits=clean, seconds=time.perf_counter() - t0, shortest=shortest,
+                               forwards=row["forwards"] + 1 + extra))
+    stack = lambda k, dtype=None: np.asarray([r[k] for r in rows], dtype)  # noqa: E731
+    adv = stack("adversarial", np.float32)
+    delta = (adv.astype(np.float64) - images.astype(np.float64)).reshape(len(images), -1)
+    return AttackOutcome(
+        norm=settings.norm, epsilon=float(settings.epsilon), settings=settings.describe(), kind=model.kind,
+        losses=tuple(settings.losses), labels=labels.astype(np.int64), clean_logits=stack("clean_logits", np.float64),
+        adv_logits=stack("adv_logits", np.float64), adversarial=adv, success=stack("success", bool),
+        loss_index=stack("loss_index", np.int64), restart=stack("restart", np.int64), step=stack("step", np.int64),
+        gradients=stack("gradients", np.int64), forwards=stack("forwards", np.int64),
+        linf=np.abs(delta).max(axis=1), l2=np.linalg.norm(delta, axis=1), seconds=stack("seconds", np.float64),
+        shortest=stack("shortest", np.float64),
+    )  # fmt: skip
+
+
+def robust_accuracy_curve(model: AttackModel, images: np.ndarray, labels: np.ndarray, epsilons: Sequence[float],
+                          settings: AttackSettings, *, progress: bool = False) -> list[AttackOutcome]:
+    """:func:`attack_images` at each ε of ``epsilons`` (ascending), each with ``settings`` but that
+    ε; an image broken at a smaller ε is not attacked again (its adversarial lies in every larger
+    ball) and counts as broken. Returns one :class:`AttackOutcome` per ε."""
+    eps = [float(e) for e in epsilons]
+    if not eps or any(b <= a for a, b in zip(eps, eps[1:])) or eps[0] <= 0:
+        raise ValueError(f"epsilons must be positive and strictly ascending, got {epsilons!r}")
+    out: list[AttackOutcome] = []
+    for e in eps:
+        broken = out[-1].success if out else np.zeros(len(images), bool)
+        res = attack_images(model, images, labels, dataclasses.replace(settings, epsilon=e), attack=~broken,
+                            progress=progress)
+        if out:  # the images broken at the smaller ε keep that attack's outcome (its point is in this ball too)
+            res = dataclasses.replace(res, **{f: np.where(broken.reshape((-1,) + (1,) * (getattr(res, f).ndim - 1)),
+                                                          getattr(out[-1], f), getattr(res, f)) for f in _PER_IMAGE})
+        out.append(res)
+    return out
+
+
+_PER_IMAGE = ("adv_logits", "adversarial", "success", "loss_index", "restart", "step", "linf", "l2", "shortest")

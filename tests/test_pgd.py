@@ -1,0 +1,162 @@
+"""PGD one image at a time (sbgc.experiments.pgd): Foolbox's steps, early stopping, restarts, the
+two-class margin gradient, the line search, the ε curve and the cache round trip.
+
+A linear classifier stands in for the baseline and a tiny class-conditional conv net for the
+SBGC's score model (as in tests/test_attacks.py)."""
+
+import dataclasses
+import functools
+import types
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sbgc.experiments import adversarial as attacks
+from sbgc.experiments import pgd
+from sbgc.method.likelihood import SolverSettings
+from sbgc.method.sde import SDE
+from tiny_nets import init_tiny, tiny_score
+
+SHAPE = (8, 8, 3)
+DIM = int(np.prod(SHAPE))
+
+
+class Linear:
+    def __init__(self, key, k=10, scale=0.5):
+        self.w = jax.random.normal(key, (DIM, k)) * scale
+
+    def logits(self, x_unit):
+        return x_unit.reshape(x_unit.shape[0], -1) @ self.w
+
+
+@pytest.fixture(scope="module")
+def linear():
+    clf = Linear(jax.random.key(5))
+    x = np.asarray(jax.random.uniform(jax.random.key(6), (12, *SHAPE)), np.float32)
+    return clf, x, np.asarray(jnp.argmax(clf.logits(x), axis=1))
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 8 / 255), ("l2", 0.5)])
+def test_without_early_stop_the_steps_are_foolboxs(linear, norm, eps):
+    """No random start, no early stop, cross-entropy: the same iterates as Foolbox 3's PGD."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import foolbox as fb
+    clf, x, labels = linear
+    settings = pgd.AttackSettings(norm, eps, steps=5, rel_stepsize=0.3, losses=("cross_entropy",),
+                                  random_start=False, early_stop=False)  # fmt: skip
+    ours = pgd.attack_images(pgd.baseline_attack_model(clf, len(x)), x, labels, settings)
+    attack = (fb.attacks.LinfPGD if norm == "linf" else fb.attacks.L2PGD)(steps=5, rel_stepsize=0.3, random_start=False)
+    _, theirs, success = attack(attacks.foolbox_model(attacks.baseline_logits_fn(clf)), jnp.asarray(x),
+                                jnp.asarray(labels), epsilons=eps)  # fmt: skip
+    np.testing.assert_allclose(ours.adversarial, np.asarray(theirs), atol=2e-6)
+    np.testing.assert_array_equal(ours.success, np.asarray(success))
+    assert 0 < ours.success.mean() < 1
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 4 / 255), ("l2", 0.3)])
+def test_early_stop_keeps_the_first_adversarial_and_more_steps_never_help(linear, norm, eps):
+    clf, x, labels = linear
+    model = pgd.baseline_attack_model(clf, len(x))
+    runs = {s: pgd.attack_images(model, x, labels, pgd.AttackSettings(norm, eps, steps=s, seed=3)) for s in (1, 3, 10)}
+    for few, many in ((1, 3), (3, 10)):  # the same random starts: successes only grow
+        assert np.all(runs[many].success >= runs[few].success)
+    r = runs[10]
+    assert r.success.any() and not r.success.all()
+    np.testing.assert_array_equal(r.success, np.argmax(r.adv_logits, axis=1) != labels)
+    assert r.adversarial.min() >= 0 and r.adversarial.max() <= 1
+    assert (r.linf if norm == "linf" else r.l2).max() <= eps * (1 + 1e-5)
+    broken = r.success
+    assert np.all(r.step[broken] >= 0) and np.all(r.step[~broken] == -1)
+    # the margin comes first and the cross-entropy runs only on the images it left standing
+    assert np.all(r.gradients[~broken] == 2 * 10) and np.all(r.gradients[broken] < 2 * 10 + 1)
+    assert r.forwards.min() >= 1 and r.seconds.min() > 0
+    again = pgd.attack_images(model, x, labels, pgd.AttackSettings(norm, eps, steps=10, seed=3))
+    np.testing.assert_array_equal(again.adversarial, r.adversarial)  # seeded per (seed, image, loss, restart)
+    more = pgd.attack_images(model, x, labels, pgd.AttackSettings(norm, eps, steps=10, seed=3, restarts=3))
+    assert np.all(more.success >= r.success)
+
+
+def test_the_margin_gradient_through_two_classes_equals_the_full_one():
+    """For the SBGC the margin's gradient is taken through the solves of the true and the
+    runner-up class only: the same vector as through all K classes with cotangent e_k* − e_y."""
+    k = 3
+    model = types.SimpleNamespace(score_fn=functools.partial(tiny_score, init_tiny(jax.random.key(0), 3, 8, k)),
+                                  sde=SDE())  # fmt: skip
+    cfg = attacks.SBGCLogitsConfig(n_probes=2, n_classes=k, solver=SolverSettings("heun", n_steps=6))
+    probes = attacks.draw_attack_probes(jax.random.key(2), 2, 2, SHAPE)
+    am = pgd.sbgc_attack_model(model, probes, cfg)
+    x = np.asarray(jax.random.uniform(jax.random.key(1), (2, *SHAPE)), np.float32)
+    for i in range(2):
+        logits = am.logits(x[i], i)
+        label = int(np.argmin(logits))
+        pair = am.gradient(x[i], i, label, logits, "margin")
+        c = attacks.margin_direction(jnp.asarray(logits[None], jnp.float32), jnp.asarray([label]))
+        (_, ok), full = am._direction_grad(jnp.asarray(x[i : i + 1]), am.aux[i : i + 1], c)
+        assert bool(ok.all())
+        np.testing.assert_allclose(pair, np.asarray(full[0]), rtol=1e-4, atol=1e-4 * np.abs(pair).max())
+        # and the logits are those of the batch classifier with the same probes
+        batch = attacks.sbgc_logits_fn(model, probes, cfg).checked(x)
+        np.testing.assert_allclose(logits, batch[i], rtol=1e-5)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        am.gradient(x[0], 0, 0, logits, "hinge")
+
+
+def test_line_search_curve_and_cache_round_trip(linear, tmp_path):
+    from sbgc.book.cache import CacheKey, ResultCache
+
+    clf, x, labels = linear
+    model = pgd.baseline_attack_model(clf, len(x))
+    settings = pgd.AttackSettings("l2", 2.0, steps=10, seed=0)
+    plain = pgd.attack_images(model, x, labels, settings)
+    searched = pgd.attack_images(model, x, labels, settings, line_search=8)
+    assert plain.success.all()
+    np.testing.assert_allclose(plain.shortest, plain.l2, rtol=1e-6)  # without a search: the adversarial's size
+    assert np.all(searched.shortest <= plain.l2 * (1 + 1e-6)) and np.all(searched.shortest > 0)
+    assert np.all(searched.forwards == plain.forwards + 8)
+    # every size is a real adversarial: the point at that distance along the segment is misclassified
+    for b in range(len(x)):
+        s = searched.shortest[b] / searched.l2[b]
+        point = x[b] + np.float32(s) * (searched.adversarial[b] - x[b])
+        assert int(np.argmax(model.logits(point, b))) != labels[b]
+    curve = searched.accuracy_at([0.0, 0.1, 0.5, 2.0])
+    assert curve[0] == 1.0 and curve[-1] == 0.0 and np.all(np.diff(curve) <= 0)
+    with pytest.raises(ValueError, match="attacked budget"):
+        searched.accuracy_at([3.0])
+    # ascending budgets: an image broken at a smaller ε is not attacked again and stays broken
+    small = pgd.AttackSettings("linf", 1 / 255, steps=5, seed=0)
+    outs = pgd.robust_accuracy_curve(model, x, labels, [1 / 255, 4 / 255, 16 / 255], small)
+    assert [o.epsilon for o in outs] == pytest.approx([1 / 255, 4 / 255, 16 / 255])
+    for a, b in zip(outs, outs[1:]):
+        assert np.all(b.success >= a.success)
+        np.testing.assert_array_equal(b.adversarial[a.success], a.adversarial[a.success])
+        assert np.all(b.gradients[a.success] == 0)
+    with pytest.raises(ValueError, match="strictly ascending"):
+        pgd.robust_accuracy_curve(model, x, labels, [0.1, 0.05], small)
+    # the outcome through the results cache, and as a PGDResult for the chapter's tables
+    cache = ResultCache(tmp_path)
+    key = CacheKey("pgd_test", 1, {"s": settings.describe()}, "0" * 64, "toy", np.arange(len(x)))
+    back = pgd.AttackOutcome.from_arrays(cache.put(key, searched.to_arrays(), seconds=1.0, device="cpu", commit="x").arrays)
+    for f in dataclasses.fields(pgd.AttackOutcome):
+        a, b = getattr(searched, f.name), getattr(back, f.name)
+        (np.testing.assert_array_equal if isinstance(a, np.ndarray) else lambda u, v: (u == v) or pytest.fail(f.name))(a, b)
+    as_pgd = back.as_pgd_result()
+    assert as_pgd.robust_accuracy == back.robust_accuracy and as_pgd.norm == "l2"
+    # a block of a larger sample uses its own images' random numbers
+    part = pgd.attack_images(model, x[4:8], labels[4:8], settings, first_image=4)
+    with pytest.raises(ValueError, match="random numbers for 12"):
+        pgd.attack_images(model, x[4:8], labels[4:8], settings, first_image=10)
+    assert part.success.all()
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match="norm must be one of"):
+        pgd.AttackSettings("l1", 0.1, steps=1)
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        pgd.AttackSettings("linf", 0.1, steps=0)
+    with pytest.raises(ValueError, match="losses must be a non-empty tuple"):
+        pgd.AttackSettings("linf", 0.1, steps=1, losses=("hinge",))
+    assert "restart" in pgd.AttackSettings("linf", 0.3, steps=20, restarts=2).describe()
