@@ -160,3 +160,18 @@ def test_settings_are_validated():
     with pytest.raises(ValueError, match="losses must be a non-empty tuple"):
         pgd.AttackSettings("linf", 0.1, steps=1, losses=("hinge",))
     assert "restart" in pgd.AttackSettings("linf", 0.3, steps=20, restarts=2).describe()
+
+
+def test_blocks_join_into_the_attack_of_the_whole_sample(linear):
+    clf, x, labels = linear
+    model = pgd.baseline_attack_model(clf, len(x))
+    settings = pgd.AttackSettings("linf", 4 / 255, steps=6, seed=1)
+    whole = pgd.attack_images(model, x, labels, settings, line_search=3)
+    blocks = pgd.attack_blocks(len(x), 5)
+    assert [(b.start, b.stop) for b in blocks] == [(0, 5), (5, 10), (10, 12)]
+    joined = pgd.concat_outcomes([pgd.attack_images(model, x[b], labels[b], settings, line_search=3, first_image=b.start)
+                                  for b in blocks])  # fmt: skip
+    for f in ("adversarial", "success", "step", "shortest", "adv_logits", "labels"):
+        np.testing.assert_array_equal(getattr(joined, f), getattr(whole, f))
+    with pytest.raises(ValueError, match="different settings"):
+        pgd.concat_outcomes([whole, pgd.attack_images(model, x, labels, dataclasses.replace(settings, steps=2))])

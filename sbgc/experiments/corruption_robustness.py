@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 
 from sbgc.data.corruptions import CORRUPTIONS, NOISE_CORRUPTIONS, SEVERITIES, corrupt
-from sbgc.data.datasets import dataset_of
+from sbgc.data.datasets import dataset_of, sample_blocks
 from sbgc.data.mnist_c import MNIST_C_CORRUPTIONS, MNIST_C_NOISE, corrupt_mnist
 from sbgc.method.classify import log_marginal
 from sbgc.method.likelihood import bits_per_dim
@@ -483,12 +483,8 @@ GRID_BLOCK = 12  # images per cached block of the SBGC's grid
 
 
 def image_blocks(n: int, block: int = GRID_BLOCK) -> list[slice]:
-    """Positions 0 … n−1 of a sample cut into consecutive blocks of ``block`` images (the last one
-    shorter): the units in which the SBGC's grid is computed and cached, so that a larger sample of
-    the same permutation reuses every block already computed."""
-    if not (isinstance(n, (int, np.integer)) and n >= 1 and isinstance(block, (int, np.integer)) and block >= 1):
-        raise ValueError(f"image_blocks needs positive ints n and block, got {n!r}, {block!r}")
-    return [slice(start, min(start + block, int(n))) for start in range(0, int(n), int(block))]
+    """:func:`sbgc.data.datasets.sample_blocks` with the grid's block size."""
+    return sample_blocks(n, block)
 
 
 def concat_grids(parts: Sequence[GridResult]) -> GridResult:

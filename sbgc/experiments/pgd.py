@@ -51,10 +51,12 @@ from sbgc.experiments.adversarial import (
     cross_entropy_direction,
     raise_if_failed,
 )
+from sbgc.data.datasets import sample_blocks
 from sbgc.method.classify import class_log_likelihoods_pure
 from sbgc.method.numerics import highest_precision
 
 Array = jax.Array
+ATTACK_BLOCK = 10  # images per cached block of an attack on the SBGC
 
 
 # --- the attacked model, one image at a time ---------------------------------------------------------
@@ -244,6 +246,7 @@ class AttackOutcome:
     norm: str
     epsilon: float
     settings: str  # AttackSettings.describe()
+    stepsize: float  # rel_stepsize · ε
     kind: str
     losses: tuple[str, ...]
     labels: np.ndarray
@@ -295,7 +298,8 @@ class AttackOutcome:
         likelihood shift and the image pairs), its loss named after the losses tried."""
         return PGDResult(
             norm=self.norm, loss="worst of " + ", ".join(self.losses) + " (early stop)", epsilon=self.epsilon,
-            steps=int(self.step.max(initial=0)), rel_stepsize=None, stepsize=float("nan"), random_start=True, seed=0,
+            steps=int(self.step.max(initial=0)), rel_stepsize=self.stepsize / self.epsilon, stepsize=self.stepsize,
+            random_start=True, seed=0,
             kind=self.kind, labels=self.labels, clean_logits=self.clean_logits,
             clean_pred=np.argmax(self.clean_logits, axis=1), adversarial=self.adversarial, adv_logits=self.adv_logits,
             adv_pred=np.argmax(self.adv_logits, axis=1), success=self.success, linf=self.linf, l2=self.l2,
@@ -406,7 +410,8 @@ def attack_images(model: AttackModel, images: np.ndarray, labels: np.ndarray, se
     adv = stack("adversarial", np.float32)
     delta = (adv.astype(np.float64) - images.astype(np.float64)).reshape(len(images), -1)
     return AttackOutcome(
-        norm=settings.norm, epsilon=float(settings.epsilon), settings=settings.describe(), kind=model.kind,
+        norm=settings.norm, epsilon=float(settings.epsilon), settings=settings.describe(),
+        stepsize=float(settings.rel_stepsize * settings.epsilon), kind=model.kind,
         losses=tuple(settings.losses), labels=labels.astype(np.int64), clean_logits=stack("clean_logits", np.float64),
         adv_logits=stack("adv_logits", np.float64), adversarial=adv, success=stack("success", bool),
         loss_index=stack("loss_index", np.int64), restart=stack("restart", np.int64), step=stack("step", np.int64),
@@ -437,3 +442,50 @@ def robust_accuracy_curve(model: AttackModel, images: np.ndarray, labels: np.nda
 
 
 _PER_IMAGE = ("adv_logits", "adversarial", "success", "loss_index", "restart", "step", "linf", "l2", "shortest")
+
+
+def attack_blocks(n: int, block: int = ATTACK_BLOCK) -> list[slice]:
+    """Positions of n attacked images in blocks (:func:`sbgc.data.datasets.sample_blocks`), each
+    attacked (with ``first_image=rows.start``) and cached on its own."""
+    return sample_blocks(n, block)
+
+
+def concat_outcomes(parts: Sequence[AttackOutcome]) -> AttackOutcome:
+    """One :class:`AttackOutcome` of consecutive blocks of images under the same threat model and
+    settings: per-image arrays joined in order."""
+    if not parts:
+        raise ValueError("concat_outcomes needs at least one block")
+    first = parts[0]
+    same = ("norm", "epsilon", "settings", "stepsize", "kind", "losses")
+    for p in parts[1:]:
+        if any(getattr(p, f) != getattr(first, f) for f in same):
+            raise ValueError(f"cannot join attacks of different settings: {p.settings!r} vs {first.settings!r}")
+    per_image = [f.name for f in dataclasses.fields(AttackOutcome) if f.name not in same]
+    return dataclasses.replace(first, **{f: np.concatenate([getattr(p, f) for p in parts]) for f in per_image})
+
+
+def plot_accuracy_curves(curves: Sequence[tuple[str, AttackOutcome]], n_points: int = 61, published: Sequence[tuple[str, str, float, float]] = ()):
+    """Accuracy vs ε per threat model (one panel per norm): for each (label, outcome), the fraction
+    of images whose shortest adversarial found is larger than ε (:meth:`AttackOutcome.accuracy_at`,
+    an upper bound on robust accuracy), from 0 to the attacked budget. ``published``: (label, norm,
+    ε, accuracy) points drawn as markers. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    norms = list(dict.fromkeys(o.norm for _, o in curves))
+    fig, axes = plt.subplots(1, len(norms), figsize=(4.6 * len(norms), 3.4), squeeze=False)
+    for ax, norm in zip(axes[0], norms):
+        for label, o in curves:
+            if o.norm != norm:
+                continue
+            eps = np.linspace(0.0, o.epsilon, n_points)
+            ax.step(eps, 100 * o.accuracy_at(eps), where="post", label=f"{label} (n = {len(o.labels)})")
+        for label, n, e, acc in published:
+            if n == norm:
+                ax.plot([e], [100 * acc], "x", label=label)
+        ax.set_xlabel(f"ε ({'L∞' if norm == 'linf' else 'L2'}, [0, 1] pixels)")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(-3, 103)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
