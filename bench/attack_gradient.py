@@ -69,18 +69,24 @@ class Model:
         self.score_fn, self.sde, self.origin, self.n_params, self.profile = score_fn, sde, origin, n_params, profile
 
 
-def load(checkpoint: str, profile: str, seed: int) -> Model:
-    """The shipped/filed network (``checkpoint``) or an untrained ``profile`` network (``none``)."""
+def load(checkpoint: str, profile: str, seed: int, overrides: dict | None = None) -> Model:
+    """The shipped/filed network (``checkpoint``) or an untrained ``profile`` network (``none``),
+    its ModelConfig fields replaced by ``overrides`` (untrained networks only)."""
     if checkpoint != "none":
+        if overrides:
+            raise ValueError(f"overrides {overrides} apply to an untrained network (checkpoint 'none'), not to {checkpoint!r}")
         from sbgc.train.pretrained import load_model
 
         m = load_model(checkpoint)
         return Model(m.score_fn, m.sde, f"{m.describe()}", models.count_params(m.params), m.meta.get("profile", "?"))
     sde = SDE("subvp")
-    config = models.get_config(profile)
-    params = _bench_likelihood().wake_up(models.init_params(config, jax.random.key(seed)), jax.random.key(seed + 1))
+    config = models.get_config(profile, **(overrides or {}))
+    # A raw PRNGKey draws exactly what jax.random.key(seed) draws, and shares the compiled
+    # init_params of training (sbgc.train.score.init_state), which is called with raw keys.
+    params = _bench_likelihood().wake_up(models.init_params(config, jax.random.PRNGKey(seed)), jax.random.key(seed + 1))
     score_fn = functools.partial(models.make_score_fn(config, sde), params)
-    origin = f"untrained {profile} network, near-zero output kernels re-drawn at scale 0.3 (seed {seed})"
+    changed = f" with {overrides}" if overrides else ""
+    origin = f"untrained {profile} network{changed}, near-zero output kernels re-drawn at scale 0.3 (seed {seed})"
     return Model(score_fn, sde, origin, models.count_params(params), profile)
 
 

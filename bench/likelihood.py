@@ -84,6 +84,18 @@ def timed(fn, repeats: int = 2):
     return out, times[0], times[-1]
 
 
+def summarize(res, first: float, steady: float, labels: np.ndarray, probes: int) -> dict:
+    """The report entry of one timed classification of B images (``res``: a
+    :class:`~sbgc.method.classify.ClassLikelihoods` [B, K]; ``labels`` int [B]; ``first`` and
+    ``steady`` wall seconds of the first and the last run): seconds, images/s of the steady run,
+    probes, mean NFE per (image, class), mean bits/dim, accuracy."""
+    return {
+        "first_s": first, "steady_s": steady, "images_per_s": len(labels) / steady,
+        "probes": probes, "mean_nfe": float(np.mean(res.nfe)), "mean_bpd": float(np.mean(res.bpd)),
+        "accuracy": float(np.mean(res.predict() == labels)),
+    }  # fmt: skip
+
+
 def peak_memory() -> int | None:
     stats = jax.devices()[0].memory_stats()
     return None if not stats else int(stats.get("peak_bytes_in_use", 0)) or None
@@ -150,11 +162,7 @@ def main(argv=None) -> dict:
     rows = []
 
     def record(name, res, first, steady, probes):
-        entry = {
-            "first_s": first, "steady_s": steady, "images_per_s": args.images / steady,
-            "probes": probes, "mean_nfe": float(np.mean(res.nfe)), "mean_bpd": float(np.mean(res.bpd)),
-            "accuracy": float(np.mean(res.predict() == labels)),
-        }  # fmt: skip
+        entry = summarize(res, first, steady, labels, probes)
         report[name] = entry
         rows.append((name, entry))
         print(f"[bench] {name}: first {first:.1f} s, steady {steady:.1f} s", file=sys.stderr, flush=True)

@@ -54,10 +54,18 @@ def _gib(n: int | None) -> str:
     return "n/a" if n is None else f"{n / 2**30:.2f}"
 
 
-def bench_one(profile: str, dtype: str, batch: int, steps: int, steps_per_call: int, trace: str | None) -> dict:
+def bench_one(profile: str, dtype: str, batch: int, steps: int, steps_per_call: int, trace: str | None,
+              step_only: bool = False, model_overrides: dict | None = None) -> dict:
+    """One row of the table: timings of ``profile`` in compute ``dtype`` at batch ``batch``.
+
+    ``step_only``: time the full train step alone (one compilation instead of three);
+    ``forward_s`` and ``fwd_bwd_s`` are then None. ``model_overrides``: ModelConfig fields replacing
+    the profile's. ``peak_bytes`` is the allocator's peak of the whole process so far (it is never
+    reset), not of this row alone.
+    """
     cfg = T.get_train_config(profile, batch_size=batch, dtype=dtype, steps_per_call=steps_per_call,
                              log_every=steps_per_call, ckpt_every=steps_per_call)
-    model_cfg = get_config(profile, dtype=dtype)
+    model_cfg = get_config(profile, dtype=dtype, **(model_overrides or {}))
     sde = SDE(cfg.sde)
     optimizer = T.make_optimizer(cfg, T.reference_loss_scale(cfg, sde))
     shape = (model_cfg.image_size, model_cfg.image_size, model_cfg.channels)
@@ -69,13 +77,14 @@ def bench_one(profile: str, dtype: str, batch: int, steps: int, steps_per_call: 
     labels = jax.device_put(rng.integers(0, 10, (n_images,), dtype=np.int32), repl)
     state = jax.device_put(T.init_state(jax.random.PRNGKey(0), model_cfg, optimizer), repl)
 
-    noise_fn = make_noise_fn(model_cfg)
-    x = jax.random.normal(jax.random.PRNGKey(1), (batch, *shape))
-    t = jnp.full((batch,), 0.5)
-    y = jnp.zeros((batch,), jnp.int32)
-    fwd = jax.jit(lambda p: noise_fn(p, x, t, y, train=True, dropout_key=jax.random.PRNGKey(2)))
-    grad = jax.jit(jax.value_and_grad(lambda p: jnp.mean(noise_fn(p, x, t, y, train=True,
-                                                                   dropout_key=jax.random.PRNGKey(2)) ** 2)))
+    if not step_only:
+        noise_fn = make_noise_fn(model_cfg)
+        x = jax.random.normal(jax.random.PRNGKey(1), (batch, *shape))
+        t = jnp.full((batch,), 0.5)
+        y = jnp.zeros((batch,), jnp.int32)
+        fwd = jax.jit(lambda p: noise_fn(p, x, t, y, train=True, dropout_key=jax.random.PRNGKey(2)))
+        grad = jax.jit(jax.value_and_grad(lambda p: jnp.mean(noise_fn(p, x, t, y, train=True,
+                                                                       dropout_key=jax.random.PRNGKey(2)) ** 2)))
     chunk = T.make_train_chunk(cfg, model_cfg, sde, optimizer, mesh)
     holder = {"state": state}
 
@@ -85,8 +94,8 @@ def bench_one(profile: str, dtype: str, batch: int, steps: int, steps_per_call: 
 
     row = {"profile": profile, "dtype": dtype, "batch": batch, "n_params": count_params(state["params"]),
            "steps_per_call": steps_per_call}
-    row["forward_s"] = _median_seconds(lambda: fwd(holder["state"]["params"]), steps)
-    row["fwd_bwd_s"] = _median_seconds(lambda: grad(holder["state"]["params"]), steps)
+    row["forward_s"] = None if step_only else _median_seconds(lambda: fwd(holder["state"]["params"]), steps)
+    row["fwd_bwd_s"] = None if step_only else _median_seconds(lambda: grad(holder["state"]["params"]), steps)
     if trace:
         jax.profiler.start_trace(str(Path(trace) / f"{profile}-{dtype}"))
     row["step_s"] = _median_seconds(step, steps) / steps_per_call
