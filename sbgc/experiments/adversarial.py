@@ -172,7 +172,8 @@ class SBGCLogitsConfig:
     def describe(self) -> str:
         """One line for tables: probes, solver, tolerances or steps, ε, adjoint."""
         s = self.solver
-        steps = f"{s.n_steps} fixed steps" if s.n_steps else f"rtol={s.rtol:g} atol={s.atol:g}"
+        grid = " (log t)" if s.step_grid == "log" else ""
+        steps = f"{s.n_steps} fixed steps{grid}" if s.n_steps else f"rtol={s.rtol:g} atol={s.atol:g}"
         return (f"n={self.n_probes} probes, {s.solver} {steps}, eps={s.eps:g}, "
                 f"adjoint={s.adjoint} (checkpoints={s.checkpoints})")  # fmt: skip
 
