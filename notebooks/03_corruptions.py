@@ -238,6 +238,16 @@ display(Markdown(rb.table2_markdown(table) + "\n\n" + published + prov.line(note
 display(Markdown(rb.table2_markdown(table[len(rb.PAPER_TABLE2):], bootstrap=True)))
 paired = {g: rb.paired_difference(sbgc, base_same, g, n_boot=n_boot, seed=P.seed) for g in (*rb.GROUPS, "noise")}
 verdict = rb.robustness_verdict(paired, a="SBGC", b=f"CNN baseline ({clf.config.name})")
+precision_text = ""
+all_sbgc = rows_ours["SBGC"]["all"]
+if all_sbgc is not None and all_sbgc.boot_lo is not None:  # how far the sample is from a ±2-point interval for the SBGC's mean over corruptions
+    half = (all_sbgc.boot_hi - all_sbgc.boot_lo) / 2
+    need = rb.images_for_half_width(half, len(sbgc_set), 0.02)
+    per_image = sum(e.record["seconds"] for e in entries) / len(sbgc_set)
+    precision_text = (f"**Precision.** The SBGC's all-corruptions accuracy has a 95 % interval (images resampled) of "
+                      f"±{100 * half:.1f} points on {len(sbgc_set)} images; ±2 points would take about {need:,} images "
+                      f"at this spread (n·(half-width/2)²), ≈ {need * per_image / 3600:.1f} CPU-hours at the "
+                      f"{per_image:.0f} s per image (all {len(grid)} settings) the cached blocks took.\n\n")
 lines = []
 for g, d in paired.items():
     if d is not None:
@@ -246,7 +256,7 @@ for g, d in paired.items():
 display(Markdown(markdown_table(("group", "SBGC − baseline (points)", "95 % interval (images resampled)", "only SBGC right",
                                  "only baseline right", "cases"), lines, align=["left"] + ["right"] * 5)
                  + f"\n\n**Verdict ({family.name}, this run).** {verdict['text']} (The paper, CIFAR-10-C: more "
-                 "robust only on the noise corruptions.)\n\n" + prov.line(note, entries)))
+                 "robust only on the noise corruptions.)\n\n" + precision_text + prov.line(note, entries)))
 
 # %% [markdown]
 # ## Fig. 4: likelihood and accuracy per corruption and severity

@@ -543,3 +543,11 @@ def test_robustness_verdict_reads_the_intervals():
     assert "On clean images" in rb.robustness_verdict(clean_better)["text"]
     with pytest.raises(ValueError, match="over all corruptions"):
         rb.robustness_verdict({"clean": zero})
+
+
+def test_images_for_half_width_scales_as_one_over_root_n():
+    assert rb.images_for_half_width(0.055, 48, 0.02) == 363  # 48 · 2.75² = 363
+    assert rb.images_for_half_width(0.02, 100, 0.02) == 100
+    assert rb.images_for_half_width(0.0, 10, 0.02) == 0
+    with pytest.raises(ValueError, match="target > 0"):
+        rb.images_for_half_width(0.05, 10, 0.0)

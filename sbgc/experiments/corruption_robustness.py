@@ -529,6 +529,15 @@ def evaluate_blocks(classifier_of_block: Callable[[slice], Classifier], name: st
     return concat_grids(results)
 
 
+def images_for_half_width(half_width: float, n_images: int, target: float) -> int:
+    """Images a sample needs for a 95 % interval of half-width ``target`` when ``n_images`` gave
+    ``half_width`` (both as fractions): n·(half_width/target)², the 1/√n scaling of an interval over
+    independently drawn images (a planning estimate, not a guarantee)."""
+    if not (half_width >= 0 and target > 0 and n_images >= 1):
+        raise ValueError(f"need half_width >= 0, target > 0 and n_images >= 1, got {half_width}, {target}, {n_images}")
+    return int(math.ceil(n_images * (half_width / target) ** 2))
+
+
 # --- Table 2 ----------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Accuracy:
