@@ -274,3 +274,41 @@ def test_diffrax_matches_scipy_reference_on_the_ci_unet():
     np.testing.assert_allclose(ours.bpd, ref.bpd, atol=0.15)
     assert np.all(ours.nfe > 60) and np.all(ref.nfe > 60)  # a non-trivial field
     assert abs(ours.log_p[0, 0] - ours.log_p[0, 1]) > 1e-3  # the label reaches the score
+
+
+_SHARDED_SCRIPT = r"""
+import json, sys
+import jax, numpy as np
+from sbgc.checks.analytic import GaussianMixtureClasses
+from sbgc.method.classify import class_log_likelihoods
+from sbgc.method.likelihood import SolverSettings, row_sharding, sharded_chunk
+mix = GaussianMixtureClasses(np.array([[[0.3, -0.2, 0.1, 0.0]], [[-0.3, 0.2, 0.0, 0.2]]]), [[0.3], [0.4]])
+score = lambda x, t, y: mix.score(x.reshape(x.shape[0], -1), t, y).reshape(x.shape)
+px = jax.random.randint(jax.random.key(3), (5, 2, 2, 1), 0, 256).astype(np.uint8)
+res = class_log_likelihoods(score, mix.sde, px, jax.random.key(4), n_classes=2, n_probes=3, chunk_size=3,
+                            solver=SolverSettings(rtol=1e-4, atol=1e-4), progress=False)
+s = row_sharding()
+print(json.dumps({"devices": jax.local_device_count(), "split": None if s is None else s.mesh.size,
+                  "chunk": sharded_chunk(3, s), "log_p": np.asarray(res.log_p).tolist()}))
+"""
+
+
+def test_tables_are_identical_whatever_the_number_of_devices():
+    """Rows are split over the local devices (here 2 forced CPU host devices); every row keeps its
+    own random numbers, so the table equals the one-device table."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    got = {}
+    for devices in (1, 2):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+        out = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT], env=env, capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+        got[devices] = json.loads(out.stdout.strip().splitlines()[-1])
+        assert got[devices]["devices"] == devices
+    assert got[1]["split"] is None and got[2]["split"] == 2
+    assert (got[1]["chunk"], got[2]["chunk"]) == (3, 4)  # a chunk is rounded up to a multiple of the devices
+    np.testing.assert_allclose(got[2]["log_p"], got[1]["log_p"], rtol=1e-5)

@@ -465,6 +465,31 @@ def padded_chunks(n_rows: int, chunk: int, *, desc: str, progress: bool) -> Iter
         yield rows, np.concatenate([rows, np.full(chunk - rows.size, rows[-1])])
 
 
+def row_sharding(devices: Sequence[Any] | None = None):
+    """A ``NamedSharding`` that splits the leading (row) axis over ``devices`` (default: every local
+    device), or None for a single device. Rows are independent solves with their own random numbers
+    (drawn before the split), so the results do not depend on the number of devices."""
+    devices = list(jax.local_devices() if devices is None else devices)
+    if len(devices) <= 1:
+        return None
+    mesh = jax.sharding.Mesh(np.array(devices), ("rows",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("rows"))
+
+
+def shard_rows(sharding, *arrays):
+    """``arrays`` (leading axis = rows, divisible by the device count) placed row-split by
+    ``sharding`` (None: unchanged)."""
+    if sharding is None:
+        return arrays
+    return tuple(None if a is None else jax.device_put(a, sharding) for a in arrays)
+
+
+def sharded_chunk(chunk: int, sharding) -> int:
+    """``chunk`` rounded up to a multiple of the number of devices ``sharding`` splits over."""
+    n = 1 if sharding is None else sharding.mesh.size
+    return -(-int(chunk) // n) * n
+
+
 def change_of_variables(prior_logp, delta_logp, log_det):
     """Paper eq. 2: log p₀(x(0)) = log p_T(x(T)) + ∫₀ᵀ ∇·f̃(x(t), t) dt, plus log|det ∂x̃/∂x| of the
     map from the [0, 1] data into model space (D log 2 for the centred [−1, 1] space).
@@ -614,7 +639,9 @@ def log_likelihood_table(
         dequantize: add U[0, 1) noise to uint8 pixels (else use the bin centre).
         data_scaling: model space is 2x − 1 (``"centered"``) or x (``"unit"``).
         chunk_size: rows (image, label) per jitted call (bounds memory: each evaluation runs the
-            network on chunk_size × (1 + n) points in shared mode). progress: tqdm over chunks.
+            network on chunk_size × (1 + n) points in shared mode), rounded up to a multiple of the
+            local devices, over which each chunk's rows are split (:func:`row_sharding`; the results
+            do not depend on the device count). progress: tqdm over chunks.
         prior_logp_fn: ``fn(z [1, *shape], y [1]) -> [1]`` replacing the N(0, I) prior (tests).
         first_image: the images' position in their sample, for the random draws (image i draws as
             image ``first_image + i``): a block evaluated with its offset equals that block of the
@@ -647,22 +674,17 @@ def log_likelihood_table(
     image_of_row = np.repeat(np.arange(b), k)  # [R]
     label_of_row = labels.reshape(-1).astype(np.int32)  # [R]
     n_rows = b * k
-    chunk = min(chunk_size, n_rows)
+    sharding = row_sharding()  # every local device solves its share of each chunk's rows
+    chunk = sharded_chunk(min(chunk_size, n_rows), sharding)
 
     prior = np.empty((n_rows, n), np.float64)
     delta = np.empty((n_rows, n), np.float64)
     nfe = np.empty((n_rows,), np.int64)
     for rows, padded in padded_chunks(n_rows, chunk, desc="log-likelihood", progress=progress):
         img = image_of_row[padded]
-        out = _solve_rows_jit(
-            score_fn,
-            sde,
-            batch.x_model[img],
-            jnp.asarray(label_of_row[padded]),
-            batch.probes(img),
-            settings,
-            prior_logp_fn,
-        )
+        x_rows, y_rows, p_rows = shard_rows(sharding, batch.x_model[img], jnp.asarray(label_of_row[padded]),
+                                            batch.probes(img))
+        out = _solve_rows_jit(score_fn, sde, x_rows, y_rows, p_rows, settings, prior_logp_fn)
         out = jax.tree_util.tree_map(lambda a: np.asarray(a)[: rows.size], out)
         failed = _failed_rows(out, image_of_row[rows], label_of_row[rows])
         if failed:
