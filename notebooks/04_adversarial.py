@@ -331,25 +331,23 @@ if P.judge_rtol is not None:
     tight_cfg = dataclasses.replace(cfg, solver=dataclasses.replace(cfg.solver, rtol=P.judge_rtol, atol=P.judge_rtol,
                                                                     n_steps=None, step_grid="uniform", unroll=False))
     f_tight = attacks.sbgc_logits_fn(model, probes, tight_cfg)
-    tight_entries = {}
+    tight_entry = C.get(CacheKey("adversarial_sbgc_tight_judge", 1, {"knobs": attack_knobs, "judge": tight_cfg.describe()},
+                                 model.sha256, source, idx),
+                        lambda: {"clean": f_tight.checked(np.asarray(x), "clean images"),
+                                 **{norm: f_tight.checked(outcomes["sbgc", norm].adversarial, f"{norm} adversarial images")
+                                    for norm in budgets}})  # fmt: skip
+    t = tight_entry.arrays
     for norm in budgets:
-        o = outcomes["sbgc", norm]
-        tight_entries[norm] = C.get(CacheKey("adversarial_sbgc_tight_judge", 1,
-                                             {"knobs": attack_knobs, "norm": norm, "judge": tight_cfg.describe()},
-                                             model.sha256, source, idx),
-                                    lambda o=o: {"clean": f_tight.checked(np.asarray(x), "clean images"),
-                                                 "adversarial": f_tight.checked(o.adversarial, "adversarial images")})
-        t = tight_entries[norm].arrays
         judge_tight[norm] = {"clean_accuracy": float(np.mean(np.argmax(t["clean"], 1) == labels)),
-                             "adversarial_accuracy": float(np.mean(np.argmax(t["adversarial"], 1) == labels)),
-                             "attacked_adversarial_accuracy": o.robust_accuracy}
+                             "adversarial_accuracy": float(np.mean(np.argmax(t[norm], 1) == labels)),
+                             "attacked_adversarial_accuracy": outcomes["sbgc", norm].robust_accuracy}
     display(Markdown(
         markdown_table(("norm", f"clean accuracy, rtol {P.judge_rtol:g}", f"on the adversarials, rtol {P.judge_rtol:g}",
                         f"on the adversarials, attacked solver ({cfg.solver.rtol:g})"),
                        [(n, f"{100 * j['clean_accuracy']:.0f} %", f"{100 * j['adversarial_accuracy']:.0f} %",
                          f"{100 * j['attacked_adversarial_accuracy']:.0f} %") for n, j in judge_tight.items()])
         + f"\n\n{len(idx)} image(s); judge: {tight_cfg.describe()}.\n\n"
-        + prov.line(note, sbgc_entries + list(tight_entries.values()))))  # fmt: skip
+        + prov.line(note, sbgc_entries + [tight_entry])))  # fmt: skip
 else:
     display(Markdown("Not run at this profile (`judge_rtol` is None)."))
 
