@@ -1,5 +1,5 @@
 # sbgc: one command to install and test, one to install and build the book.
-#   make test            install (.venv from the pins in pyproject.toml), pytest, every notebook at
+#   make test            install (.venv from the pins in pyproject.toml), pytest (PYTEST_WORKERS=2), every notebook at
 #                        the ci profile computed from scratch (into build/ci), then the reference
 #                        profile (mnist) rendered from the shipped results cache (read-only: a stale
 #                        or damaged entry fails), book build
@@ -10,6 +10,7 @@ PYTHON ?= python3
 VENV := .venv
 PROFILE ?= mnist
 CACHE ?= use
+PYTEST_WORKERS ?= 2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
@@ -25,7 +26,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 pytest: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
 
 notebooks: install
 	$(BIN)/python -m sbgc.book run --profile $(PROFILE) --cache $(CACHE)
@@ -34,7 +35,7 @@ book-build: install
 	$(BIN)/python -m sbgc.book build
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
 	$(BIN)/python -m sbgc.book run --profile ci --out build/ci --cache recompute
 	$(BIN)/python -m sbgc.book run --profile mnist --cache read-only
 	$(BIN)/python -m sbgc.book build
