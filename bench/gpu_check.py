@@ -1,8 +1,8 @@
-"""The prepared GPU check (issue #22): one call on a lent H200 measures what the CPU cannot, then
+"""The prepared GPU check: one call on a GPU machine measures what the CPU cannot, then
 spends the rest of its wall-clock budget training the CIFAR-10 GPU model.
 
-    python bench/gpu_check.py --out $OUT/gpu_check.json --train-dir runs/sbgc_small_gpu \\
-        --export $OUT/sbgc_small_gpu.msgpack [--budget-s 480] [--data-dir DIR]
+    python bench/gpu_check.py --out results/gpu_check.json --train-dir runs/sbgc_small_gpu \\
+        --export results/sbgc_small_gpu.msgpack [--budget-s 480] [--data-dir DIR]
     python bench/gpu_check.py --tiny --out /tmp/gpu_check.json      # any CPU, < 1 minute: what CI runs
 
 Sections, in this order; each runs inside try/except (a failing one records its error text and
@@ -47,12 +47,11 @@ untrained U-Net's score is ≈ 0 and would make the ODE trivially easy). The ima
 CIFAR-10 test images with exact pixels (``bench/likelihood.py``'s ``load_images``; random uint8
 images, labelled so, when no CIFAR-10 copy is found).
 
-On the device machine, CIFAR-10 must travel with the call: ``python -m sbgc.data export`` writes
-the compressed offline copy ``data/offline-cifar10/`` (19.9 MiB, git-ignored: name it in
-``carry``), which the loaders find by themselves; the first load decodes it (~8 s). The train dir
-does not outlive the machine, and the ``small`` run's full training state (43 MB) is larger than
-one file that may come back from it (16 MiB): a later call resumes only if the state is carried
-there again (``python -m sbgc.train pack``/``unpack``, split across files).
+On a machine without CIFAR-10, copy it there first: ``python -m sbgc.data export`` writes the
+compressed offline copy ``data/offline-cifar10/`` (19.9 MiB, git-ignored), which the loaders find
+by themselves; the first load decodes it (~8 s). The ``small`` run's full training state is 43 MB:
+to continue on another machine, move it with ``python -m sbgc.train pack``/``unpack`` (split
+across files).
 
 Estimated seconds on one H200, with reasons. A section starts only if at least its estimate is
 left of the budget (else it is recorded as skipped); the training gets what is left:
