@@ -47,6 +47,7 @@ from sbgc.book.provenance import setup_jax
 setup_jax()  # persistent compilation cache shared by the chapters
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -106,7 +107,6 @@ x = to_unit_interval(dataset.images[idx], jax.random.fold_in(key, 0), dequantize
 x_base = to_unit_interval(dataset.images[idx_base], jax.random.fold_in(key, 0), dequantize=True)
 cfg = attacks.SBGCLogitsConfig(n_probes=P.ode.n_probes, solver=P.ode.solver_settings())
 probes = attacks.draw_attack_probes(jax.random.fold_in(key, 1), len(idx), P.ode.n_probes, shape)
-f_sbgc = attacks.sbgc_logits_fn(model, probes, cfg)
 f_base = attacks.baseline_logits_fn(clf)
 budgets = {"linf": P.eps_linf, "l2": P.eps_l2}  # [0, 1] pixel scale
 source = f"{describe_split(dataset)}, random images, dequantized once"
@@ -152,7 +152,7 @@ FIXED_FD_SOLVER = SolverSettings(solver="heun", n_steps=32, step_grid="log", eps
 
 # the knobs that change an attack's numbers (not the sample sizes, nor what is shown or judged afterwards)
 attack_knobs = {k: v for k, v in dataclasses.asdict(P.knobs).items()
-                if k not in ("n_images", "n_baseline_images", "n_show", "judge_rtol")}  # fmt: skip
+                if k not in ("n_images", "n_baseline_images", "n_show", "judge_rtol", "bound_times")}  # fmt: skip
 
 
 def _finite_difference_check(solver_cfg) -> dict:
@@ -228,28 +228,40 @@ settings = {norm: apgd.AttackSettings(norm, eps, steps=P.pgd_steps, rel_stepsize
                                       seed=P.seed) for norm, eps in budgets.items()}  # fmt: skip
 attack_sbgc = apgd.sbgc_attack_model(model, probes, cfg)
 attack_base = apgd.baseline_attack_model(clf, len(idx))
-block_knobs = attack_knobs
+attacked = {"sbgc": (attack_sbgc, "adversarial_pgd_sbgc_block", model.sha256),
+            "base": (attack_base, "adversarial_pgd_baseline_block", clf.sha256)}  # fmt: skip
 outcomes, entries = {}, {}
-for norm in budgets:  # the SBGC: block by block through the results cache
-    parts = []
-    for rows in apgd.attack_blocks(len(idx)):
-        run = lambda rows=rows: apgd.attack_images(attack_sbgc, np.asarray(x[rows]), labels[rows], settings[norm],
-                                                   line_search=P.line_search, first_image=rows.start).to_arrays()
-        entries[norm, rows.start] = C.get(CacheKey("adversarial_pgd_sbgc_block", 1,
-                                                   {"knobs": block_knobs, "norm": norm, "positions": [rows.start, rows.stop]},
-                                                   model.sha256, source, idx[rows]), run)  # fmt: skip
-        parts.append(apgd.AttackOutcome.from_arrays(entries[norm, rows.start].arrays))
-    outcomes["sbgc", norm] = apgd.concat_outcomes(parts)
-    outcomes["base", norm] = apgd.attack_images(attack_base, np.asarray(x), labels, settings[norm],
-                                                line_search=P.line_search)  # live: cheap
-sbgc_entries = list(entries.values())
+for norm in budgets:  # both models, block by block through the results cache
+    for who, (attack_model, cache_name, sha256) in attacked.items():
+        parts = []
+        for rows in apgd.attack_blocks(len(idx)):
+            run = lambda rows=rows, m=attack_model: apgd.attack_images(
+                m, np.asarray(x[rows]), labels[rows], settings[norm], line_search=P.line_search,
+                first_image=rows.start).to_arrays()
+            entry = C.get(CacheKey(cache_name, 1, {"knobs": attack_knobs, "norm": norm, "positions": [rows.start, rows.stop]},
+                                   sha256, source, idx[rows]), run)  # fmt: skip
+            entries[who, norm, rows.start] = entry
+            parts.append(apgd.AttackOutcome.from_arrays(entry.arrays))
+        outcomes[who, norm] = apgd.concat_outcomes(parts)
+sbgc_entries = [e for (who, _, _), e in entries.items() if who == "sbgc"]
+base_entries = [e for (who, _, _), e in entries.items() if who == "base"]
 pgd = dict(steps=P.pgd_steps, rel_stepsize=P.rel_stepsize, seed=P.seed)
+
+
+def _baseline_batch(norm: str, epsilon: float) -> dict:
+    """Foolbox's batch PGD on the baseline's sample with each loss; the worst case per image, and each loss's record."""
+    runs = [attacks.run_pgd(f_base, x_base, labels_base, norm=norm, epsilon=epsilon, loss=loss, **pgd)
+            for loss in attacks.LOSSES]  # fmt: skip
+    return {**attacks.worst_of(runs).to_arrays(), "by_loss": np.asarray(json.dumps({r.loss: r.record() for r in runs}))}
+
+
 res, by_loss = {}, {}
 for norm, epsilon in budgets.items():
     res["sbgc", norm] = outcomes["sbgc", norm].as_pgd_result()
-    for loss in attacks.LOSSES:  # the baseline on its larger sample: Foolbox's batch PGD, live
-        by_loss["base", norm, loss] = attacks.run_pgd(f_base, x_base, labels_base, norm=norm, epsilon=epsilon, loss=loss, **pgd)
-    res["base", norm] = attacks.worst_of([by_loss["base", norm, loss] for loss in attacks.LOSSES])
+    base_entries.append(C.get(CacheKey("adversarial_pgd_baseline_batch", 1, {"knobs": attack_knobs, "norm": norm},
+                                       clf.sha256, source, idx_base), lambda: _baseline_batch(norm, epsilon)))  # fmt: skip
+    res["base", norm] = attacks.PGDResult.from_arrays(base_entries[-1].arrays)
+    by_loss.update({("base", norm, loss): r for loss, r in json.loads(str(base_entries[-1].arrays["by_loss"])).items()})
 rows_found = []
 for (who, norm), o in outcomes.items():
     broken = o.success & o.clean_correct
@@ -266,7 +278,7 @@ display(Markdown(
     f"{settings['l2'].describe()}. \"broken\": correctly classified clean, misclassified after the attack. "
     "seconds: for the SBGC those of the runs that computed the cache entries.\n\n"
     + table3.settings_markdown([(clf.config.name, r) for (k, _), r in res.items() if k == "base"])
-    + "\n\n" + prov.line(note, sbgc_entries) + "\n\n" + prov_base.line(note)))  # fmt: skip
+    + "\n\n" + prov.line(note, sbgc_entries) + "\n\n" + prov_base.line(note, base_entries)))  # fmt: skip
 
 # %% [markdown]
 # ## Table 3
@@ -289,7 +301,7 @@ ours = [("SBGC", res["sbgc", "linf"], res["sbgc", "l2"]),
          _restrict(res["base", "l2"], in_sbgc)),
         (f"{clf.config.name} baseline, {len(idx_base)} images", res["base", "linf"], res["base", "l2"])]  # fmt: skip
 display(Markdown(table3.table3_markdown(ours, dataset=P.spec.dataset) + "\n\n" + prov.line(note, sbgc_entries)
-                 + "\n\n" + prov_base.line(note)))
+                 + "\n\n" + prov_base.line(note, base_entries)))
 
 # %% [markdown]
 # ## How large must a perturbation be?
@@ -364,15 +376,21 @@ else:
 dim = int(np.prod(x.shape[1:]))
 shift = {norm: attacks.likelihood_shift(res["sbgc", norm].clean_logits, res["sbgc", norm].adv_logits, dim)
          for norm in budgets}  # fmt: skip
-judge_entries, judged_match = {}, {}
-for norm in budgets:  # the SBGC's logits of the baseline's adversarial images (an SBGC forward pass: cached)
+judge_entries, judged, judged_match = [], {}, {}
+for norm in budgets:  # the SBGC's logits of the baseline's adversarial images (SBGC forward passes: cached by block)
     base_adv = res["base", norm].adversarial[in_sbgc]
-    judge = lambda: {"images": base_adv, "logits": f_sbgc.checked(base_adv, "baseline's adversarial images")}
-    judge_entries[norm] = C.get(CacheKey("adversarial_sbgc_judges_baseline", 1,
-                                         {"knobs": attack_knobs, "norm": norm, "baseline_sha256": clf.sha256},
-                                         model.sha256, source, idx), judge)  # fmt: skip
-    judged_match[norm] = float(np.abs(judge_entries[norm].arrays["images"] - base_adv).max())
-shift_base = {norm: attacks.likelihood_shift(res["sbgc", norm].clean_logits, judge_entries[norm].arrays["logits"], dim)
+    parts = []
+    for rows in apgd.attack_blocks(len(idx)):
+        judge = lambda rows=rows, adv=base_adv: {
+            "images": adv[rows],
+            "logits": np.stack([attack_sbgc.logits(adv[i], i, "baseline's adversarial image") for i in range(rows.start, rows.stop)])}
+        judge_entries.append(C.get(CacheKey("adversarial_sbgc_judges_baseline_block", 1,
+                                            {"knobs": attack_knobs, "norm": norm, "baseline_sha256": clf.sha256,
+                                             "positions": [rows.start, rows.stop]}, model.sha256, source, idx[rows]), judge))
+        parts.append(judge_entries[-1].arrays)
+    judged[norm] = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in ("images", "logits")}
+    judged_match[norm] = float(np.abs(judged[norm]["images"] - base_adv).max())
+shift_base = {norm: attacks.likelihood_shift(res["sbgc", norm].clean_logits, judged[norm]["logits"], dim)
               for norm in budgets}  # fmt: skip
 lines = []
 for who, table in (("to fool the SBGC", shift), (f"to fool the {clf.config.name}", shift_base)):
@@ -381,7 +399,7 @@ for who, table in (("to fool the SBGC", shift), (f"to fool the {clf.config.name}
         lines.append((who, norm, f"{s.bpd_clean.mean():.4f}", f"{s.bpd_adv.mean():.4f}",
                       f"{d.mean():+.4f} ({d.min():+.4f}, {d.max():+.4f})"))
 match = ", ".join(f"{n} {d:.2g}" for n, d in judged_match.items())
-transfer = {norm: float(np.mean(np.argmax(judge_entries[norm].arrays["logits"], axis=1) == labels)) for norm in budgets}
+transfer = {norm: float(np.mean(np.argmax(judged[norm]["logits"], axis=1) == labels)) for norm in budgets}
 transfer_text = "; ".join(f"{n}: SBGC accuracy {100 * a:.0f} % ({int(round(a * len(idx)))}/{len(idx)})"
                           for n, a in transfer.items())
 display(Markdown(markdown_table(("images attacked …", "norm", "bits/dim clean", "bits/dim attacked",
@@ -390,7 +408,7 @@ display(Markdown(markdown_table(("images attacked …", "norm", "bits/dim clean"
                  f"{transfer_text}.\n\n"
                  f"{len(idx)} image(s); the SBGC's solver: {cfg.describe()}. The baseline's adversarial images "
                  f"judged are stored with their SBGC logits; max |stored − this run's| per norm: {match}.\n\n"
-                 + prov.line(note, sbgc_entries + list(judge_entries.values()))))  # fmt: skip
+                 + prov.line(note, sbgc_entries + judge_entries)))  # fmt: skip
 
 # %% [markdown]
 # ## Clean and adversarial images
@@ -405,21 +423,14 @@ fig = table3.plot_pairs(np.asarray(x), [(f"SBGC {n}", res["sbgc", n]) for n in b
 display(Markdown(prov.line(note, sbgc_entries)))
 
 # %%
-def _attack_record(r: attacks.PGDResult) -> dict:
-    return {"norm": r.norm, "loss": r.loss, "epsilon": r.epsilon, "steps": r.steps, "stepsize": r.stepsize,
-            "random_start": r.random_start, "clean_accuracy": r.clean_accuracy, "robust_accuracy": r.robust_accuracy,
-            "n": int(len(r.labels)), "max_linf": float(r.linf.max()), "max_l2": float(r.l2.max()),
-            "seconds": r.seconds, "step_seconds": list(r.step_seconds)}  # fmt: skip
-
-
 numbers = {
     "dataset": P.spec.dataset, "budgets": budgets,
     "images": idx, "baseline_images": idx_base, "sbgc_logits": cfg.describe(),
     "finite_difference": {name: {"solver": fd_cfgs[name].describe(), "exact": c.exact, "finite_difference": c.finite_difference,
                                  "relative_error": c.relative_error, "h": c.h,
                                  "max_error_vs_gradient_norm": c.max_error_vs_gradient_norm} for name, c in fds.items()},
-    "attacks": {f"{k}_{n}": _attack_record(r) for (k, n), r in res.items()},
-    "attacks_by_loss": {f"{k}_{n}_{l}": _attack_record(r) for (k, n, l), r in by_loss.items()},
+    "attacks": {f"{k}_{n}": r.record() for (k, n), r in res.items()},
+    "attacks_by_loss": {f"{k}_{n}_{l}": r for (k, n, l), r in by_loss.items()},
     "likelihood_shift_bpd": {n: s.delta_bpd for n, s in shift.items()},
     "likelihood_shift_bpd_baseline_attacks": {n: s.delta_bpd for n, s in shift_base.items()},
     "judged_images_max_abs_difference": judged_match,
@@ -433,8 +444,8 @@ numbers = {
                          for (who, n), o in outcomes.items()},
     "transfer_from_baseline_sbgc_accuracy": transfer,
     "tight_judge": judge_tight,
-    "cache": {**{f"fd_check_{i}": e.record for i, e in enumerate(fd_entries.values())}, **{f"pgd_sbgc_{n}_{b}": e.record for (n, b), e in entries.items()},
-              **{f"judge_{n}": e.record for n, e in judge_entries.items()}},
+    "cache": {**{f"fd_check_{i}": e.record for i, e in enumerate(fd_entries.values())}, **{f"pgd_{who}_{n}_{b}": e.record for (who, n, b), e in entries.items()},
+              **{f"judge_{i}": e.record for i, e in enumerate(judge_entries)}},
 }  # fmt: skip
 path = write_results(numbers, prov)
 

@@ -199,6 +199,7 @@ class AdversarialKnobs:
     restarts: int  # random starts per loss (the SBGC's per-image attack, sbgc.experiments.pgd)
     line_search: int  # bisection steps for the shortest adversarial on the segment x → x_adv (0: none)
     judge_rtol: float | None  # re-classify the SBGC's adversarials with dopri5 at this rtol = atol (None: skip)
+    bound_times: int | None  # K of the variational-bound classifier attacked the same way (None: not attacked)
     n_fd_directions: int  # finite-difference check of the gradient: random directions and step h
     fd_h: float
     n_show: int
@@ -320,7 +321,7 @@ PROFILES: dict[str, Profile] = {
                                               corruptions=MNIST_C_CORRUPTIONS, ode=_CI_ODE),
             "04_adversarial": AdversarialKnobs(seed=0, data="mnist", n_images=1, n_baseline_images=100, eps_linf=0.3,
                                                eps_l2=1.5, ode=_CI_ATTACK_ODE, pgd_steps=1, rel_stepsize=1.0,
-                                               restarts=1, line_search=2, judge_rtol=None, n_fd_directions=2, fd_h=2e-3, n_show=1),
+                                               restarts=1, line_search=2, judge_rtol=None, bound_times=10, n_fd_directions=2, fd_h=2e-3, n_show=1),
             "05_interpolation": InterpolationKnobs(seed=0, data="mnist", n_pairs=2, n_t=5, ode=_CI_ODE, n_strips=2),
             "06_convergence": ConvergenceKnobs(seed=0, data="mnist", n_images=3, n_subsamples=20, n_compare_images=1,
                                                ode=Ode(n_probes=4, rtol=1e-2, atol=1e-2, chunk_size=10)),
@@ -336,9 +337,9 @@ PROFILES: dict[str, Profile] = {
                                      n_baseline_images=10_000, ode=_MNIST_ODE),
             "03_corruptions": CorruptionKnobs(seed=0, data="mnist", n_images=48, n_baseline_images=2_000,
                                               severities=(1,), corruptions=MNIST_C_CORRUPTIONS, ode=_MNIST_ODE),
-            "04_adversarial": AdversarialKnobs(seed=0, data="mnist", n_images=20, n_baseline_images=1_000, eps_linf=0.3,
+            "04_adversarial": AdversarialKnobs(seed=0, data="mnist", n_images=100, n_baseline_images=1_000, eps_linf=0.3,
                                                eps_l2=1.5, ode=Ode(n_probes=1, rtol=1e-3, atol=1e-3), pgd_steps=20,
-                                               rel_stepsize=0.25, restarts=2, line_search=6, judge_rtol=None,
+                                               rel_stepsize=0.25, restarts=2, line_search=6, judge_rtol=None, bound_times=100,
                                                n_fd_directions=4,
                                                fd_h=2e-3, n_show=3),
             "05_interpolation": InterpolationKnobs(seed=0, data="mnist", n_pairs=100, n_t=5, ode=_MNIST_ODE, n_strips=4),
@@ -358,7 +359,7 @@ PROFILES: dict[str, Profile] = {
                                               severities=(3,), corruptions=CORRUPTIONS, ode=_CI_ODE),
             "04_adversarial": AdversarialKnobs(seed=0, data="exact_head", n_images=1, n_baseline_images=100,
                                                eps_linf=8 / 255, eps_l2=0.5, ode=_CI_ATTACK_ODE, pgd_steps=1,
-                                               rel_stepsize=1.0, restarts=1, line_search=2, judge_rtol=None, n_fd_directions=2, fd_h=5e-2, n_show=1),
+                                               rel_stepsize=1.0, restarts=1, line_search=2, judge_rtol=None, bound_times=10, n_fd_directions=2, fd_h=5e-2, n_show=1),
             "05_interpolation": InterpolationKnobs(seed=0, data="exact_head", n_pairs=2, n_t=5, ode=_CI_ODE, n_strips=2),
             "06_convergence": ConvergenceKnobs(seed=0, data="exact_head", n_images=2, n_subsamples=20,
                                                n_compare_images=1, ode=Ode(n_probes=4, rtol=1e-2, atol=1e-2, chunk_size=10)),
@@ -377,7 +378,7 @@ PROFILES: dict[str, Profile] = {
                                               severities=_ALL_SEVERITIES, corruptions=CORRUPTIONS, ode=_WS_ODE),
             "04_adversarial": AdversarialKnobs(seed=0, data="exact_head", n_images=16, n_baseline_images=1_000,
                                                eps_linf=8 / 255, eps_l2=0.5, ode=Ode(n_probes=10, rtol=1e-4, atol=1e-4),
-                                               pgd_steps=10, rel_stepsize=0.25, restarts=1, line_search=6, judge_rtol=None, n_fd_directions=4,
+                                               pgd_steps=10, rel_stepsize=0.25, restarts=1, line_search=6, judge_rtol=None, bound_times=100, n_fd_directions=4,
                                                fd_h=5e-2, n_show=3),
             "05_interpolation": InterpolationKnobs(seed=0, data="exact_head", n_pairs=100, n_t=24, ode=_WS_ODE, n_strips=4),
             "06_convergence": ConvergenceKnobs(seed=0, data="exact_head", n_images=200, n_subsamples=100,
@@ -399,7 +400,7 @@ PROFILES: dict[str, Profile] = {
                                               ode=Ode(n_probes=10, rtol=1e-5, atol=1e-5)),
             "04_adversarial": AdversarialKnobs(seed=0, data="cifar10", n_images=216, n_baseline_images=1_000,
                                                eps_linf=8 / 255, eps_l2=0.5, ode=Ode(n_probes=10, rtol=1e-5, atol=1e-5),
-                                               pgd_steps=10, rel_stepsize=0.25, restarts=1, line_search=6, judge_rtol=None, n_fd_directions=4,
+                                               pgd_steps=10, rel_stepsize=0.25, restarts=1, line_search=6, judge_rtol=None, bound_times=100, n_fd_directions=4,
                                                fd_h=5e-2, n_show=4),
             "05_interpolation": InterpolationKnobs(seed=0, data="exact_head", n_pairs=500, n_t=24, ode=_PAPER_ODE,
                                                    n_strips=4),

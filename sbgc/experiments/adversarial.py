@@ -638,6 +638,13 @@ class PGDResult:
         """A :class:`PGDResult` from :meth:`to_arrays`' output (e.g. a cache entry's ``arrays``)."""
         return _from_arrays(cls, arrays)
 
+    def record(self) -> dict:
+        """The attack's settings and summary numbers as plain JSON values (no images, no logits)."""
+        return {"norm": self.norm, "loss": self.loss, "epsilon": self.epsilon, "steps": self.steps,
+                "stepsize": self.stepsize, "random_start": self.random_start, "clean_accuracy": self.clean_accuracy,
+                "robust_accuracy": self.robust_accuracy, "n": int(len(self.labels)), "max_linf": float(self.linf.max()),
+                "max_l2": float(self.l2.max()), "seconds": self.seconds, "step_seconds": list(self.step_seconds)}  # fmt: skip
+
     @property
     def clean_accuracy(self) -> float:
         return float(np.mean(self.clean_pred == self.labels))
