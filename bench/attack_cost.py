@@ -7,7 +7,10 @@ Measures in one run, on one image at a time (the per-image attack of ``sbgc.expe
   pair), per solver setting; ratios side by side;
 * for fixed-step settings, diffrax's while loop versus the same steps unrolled (``unroll=True``);
 * the clean decisions of every setting on ``--images`` test images against the reference setting
-  (dopri5, rtol = atol = 1e-3, one probe: Table 1's classifier): accuracy, agreement, |Δ log p|.
+  (dopri5, rtol = atol = 1e-3, one probe: Table 1's classifier): accuracy, agreement, |Δ log p|;
+* the same for the variational-bound classifier of the same model (K times per image and class,
+  fixed per image; :func:`sbgc.experiments.pgd.bound_attack_model`), whose |Δ log p| to the ODE is
+  the bound's gap, not a solver error.
 
     python bench/attack_cost.py --checkpoint checkpoints/sbgc_mnist_cpu.msgpack --images 40 \\
         --out bench/results/attack_cost_mnist_cpu.json
@@ -33,6 +36,7 @@ from sbgc.data.datasets import evaluation_split  # noqa: E402
 from sbgc.train.checkpoint import write_json_atomic  # noqa: E402
 from sbgc.experiments import pgd  # noqa: E402
 from sbgc.experiments.adversarial import SBGCLogitsConfig, draw_attack_probes, image_shape  # noqa: E402
+from sbgc.method.bound import BoundSettings  # noqa: E402
 from sbgc.method.likelihood import SolverSettings, to_unit_interval  # noqa: E402
 from sbgc.report import markdown_table  # noqa: E402
 from sbgc.train.pretrained import load_model  # noqa: E402
@@ -43,6 +47,8 @@ SETTINGS = {
     "heun 8 equal steps": SolverSettings(solver="heun", n_steps=8),
     "heun 8 equal steps, unrolled": SolverSettings(solver="heun", n_steps=8, unroll=True),
     "heun 32 log-t steps": SolverSettings(solver="heun", n_steps=32, step_grid="log"),
+    "bound K=100 stratified": BoundSettings(n_times=100),
+    "bound K=30 stratified": BoundSettings(n_times=30),
 }
 
 
@@ -80,10 +86,14 @@ def main(argv=None) -> dict:
     rows = []
     for name in names:
         solver = SETTINGS[name]
-        am = pgd.sbgc_attack_model(model, probes, SBGCLogitsConfig(n_probes=1, solver=solver))
+        if isinstance(solver, BoundSettings):  # one image per call: B·10·(K + 1) network passes in one batch
+            am, batch = pgd.bound_attack_model(model, jax.random.key(2), len(idx), solver), 1
+        else:
+            am, batch = pgd.sbgc_attack_model(model, probes, SBGCLogitsConfig(n_probes=1, solver=solver)), 10
         forward = jax.jit(am.logits_and_ok)
         t0 = time.perf_counter()
-        logits = np.concatenate([np.asarray(forward(x[i : i + 10], probes[i : i + 10])[0]) for i in range(0, len(idx), 10)])
+        logits = np.concatenate([np.asarray(forward(x[i : i + batch], am.aux[i : i + batch])[0])
+                                 for i in range(0, len(idx), batch)])  # fmt: skip
         classify_s = time.perf_counter() - t0
         if ref_logits is None:
             ref_logits = logits
@@ -106,7 +116,7 @@ def main(argv=None) -> dict:
         print(rows[-1], flush=True)
         if args.out:
             write_json_atomic(Path(args.out), record)
-    table = markdown_table(("solver (1 probe)", "clean acc. %", "agrees with ref. %", "median |Δ log p| nats",
+    table = markdown_table(("classifier (ODE: 1 probe)", "clean acc. %", "agrees with ref. %", "median |Δ log p| nats",
                             "forward, 10 classes [s]", "gradient, 10 classes [s]", "gradient, margin pair [s]",
                             "pair / all", "margin step [s]"), rows)  # fmt: skip
     record["table"] = table

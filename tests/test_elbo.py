@@ -354,3 +354,40 @@ def test_bound_lies_below_the_ode_likelihood_on_the_ci_network():
     ode_low = ode.log_p - 3 * ode_se - 0.01 * np.abs(ode.log_p)
     assert np.all(bound.log_p + 3 * bound.log_p_se < ode_low), (bound.log_p, bound.log_p_se, ode.log_p_probes)
     assert np.all(bound.nfe == 513)
+
+
+def test_the_differentiable_bound_equals_the_table_and_its_gradient_the_finite_differences():
+    """class_log_bounds_pure with bound_random_numbers gives log_bound_table's numbers (same key,
+    an image's draws follow its position), for a subset of classes too, and a gradient that agrees
+    with central differences (the function an attack on the bound classifier ascends)."""
+    import functools
+
+    from tiny_nets import init_tiny, tiny_score
+
+    sde, shape = SDE(), (6, 6, 3)
+    score = functools.partial(tiny_score, init_tiny(jax.random.key(3), 3, 8, 4))
+    x = np.asarray(jax.random.uniform(jax.random.key(4), (3, *shape)), np.float32)
+    key, settings = jax.random.key(5), elbo.BoundSettings(n_times=6)
+    table = elbo.class_log_bounds(score, sde, x, key, n_classes=4, n_times=6, dequantize=False, progress=False)
+    t, z = elbo.bound_random_numbers(sde, key, jnp.arange(3), settings, shape)
+    np.testing.assert_allclose(t, table.times, rtol=1e-6)
+    pure, ok = elbo.class_log_bounds_pure(score, sde, jnp.asarray(x), t, z, settings=settings, n_classes=4)
+    assert bool(ok.all())
+    np.testing.assert_allclose(pure, table.log_p, rtol=2e-6, atol=1e-3)
+    # images 1 and 2 alone, by their ids, classes (2, 0) only
+    t2, z2 = elbo.bound_random_numbers(sde, key, jnp.array([1, 2]), settings, shape)
+    sub, _ = elbo.class_log_bounds_pure(score, sde, jnp.asarray(x[1:]), t2, z2, settings=settings,
+                                        classes=jnp.array([[2, 0], [2, 0]]))  # fmt: skip
+    np.testing.assert_allclose(sub, table.log_p[1:][:, [2, 0]], rtol=2e-6, atol=1e-3)
+    # gradient of ⟨c, L⟩ along random directions vs central differences
+    c = jnp.asarray(jax.random.normal(jax.random.key(6), (1, 4)))
+    f = lambda xi: jnp.sum(c * elbo.class_log_bounds_pure(score, sde, xi, t[:1], z[:1], settings=settings, n_classes=4)[0])
+    grad = jax.grad(f)(jnp.asarray(x[:1]))
+    h = 1e-2
+    for j in range(3):
+        d = jax.random.normal(jax.random.key(10 + j), x[:1].shape)
+        d = d / jnp.linalg.norm(d)
+        fd = (f(x[:1] + h * d) - f(x[:1] - h * d)) / (2 * h)
+        assert float(jnp.sum(grad * d)) == pytest.approx(float(fd), rel=2e-2, abs=2e-2 * float(jnp.linalg.norm(grad)))
+    with pytest.raises(ValueError, match="need times"):
+        elbo.class_log_bounds_pure(score, sde, jnp.asarray(x), t[:, :3], z, settings=settings)

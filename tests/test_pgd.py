@@ -175,3 +175,31 @@ def test_blocks_join_into_the_attack_of_the_whole_sample(linear):
         np.testing.assert_array_equal(getattr(joined, f), getattr(whole, f))
     with pytest.raises(ValueError, match="different settings"):
         pgd.concat_outcomes([whole, pgd.attack_images(model, x, labels, dataclasses.replace(settings, steps=2))])
+
+
+def test_the_bound_classifier_is_attacked_through_its_fixed_draws():
+    """The bound attack model scores image i with the draws of id i (the batch LogitsFn's numbers),
+    its two-class margin gradient equals the full one, and the attack runs with early stopping."""
+    from sbgc.method.bound import BoundSettings
+
+    k = 3
+    model = types.SimpleNamespace(score_fn=functools.partial(tiny_score, init_tiny(jax.random.key(0), 3, 8, k)),
+                                  sde=SDE())  # fmt: skip
+    settings = BoundSettings(n_times=4)
+    am = pgd.bound_attack_model(model, jax.random.key(1), 3, settings, n_classes=k)
+    x = np.asarray(jax.random.uniform(jax.random.key(2), (3, *SHAPE)), np.float32)
+    batch = attacks.bound_logits_fn(model, jax.random.key(1), np.arange(3), settings, n_classes=k).checked(x)
+    for i in range(3):
+        logits = am.logits(x[i], i)
+        np.testing.assert_allclose(logits, batch[i], rtol=1e-5)
+        label = int(np.argmin(logits))
+        pair = am.gradient(x[i], i, label, logits, "margin")
+        c = attacks.margin_direction(jnp.asarray(logits[None], jnp.float32), jnp.asarray([label]))
+        (_, ok), full = am._direction_grad(jnp.asarray(x[i : i + 1]), am.aux[i : i + 1], c)
+        np.testing.assert_allclose(pair, np.asarray(full[0]), rtol=1e-4, atol=1e-4 * np.abs(pair).max())
+    labels = np.argmax(batch, axis=1)
+    out = pgd.attack_images(am, x, labels, pgd.AttackSettings("linf", 0.5, steps=3, rel_stepsize=0.5, restarts=1),
+                            line_search=2)  # fmt: skip
+    assert out.kind == "bound" and out.clean_correct.all()
+    assert np.all(np.abs(out.adversarial - x).reshape(3, -1).max(axis=1) <= 0.5 + 1e-6)
+    assert "variational bound, K=4" in am.description

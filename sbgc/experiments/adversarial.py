@@ -107,6 +107,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sbgc.method.bound import BoundSettings, bound_random_numbers, class_log_bounds_pure
 from sbgc.method.classify import class_log_likelihoods_pure, log_marginal
 from sbgc.method.likelihood import (
     DATA_SCALINGS,
@@ -217,7 +218,8 @@ class LogitsFn:
     Calling it returns the logits (pure, jit- and grad-able: what Foolbox differentiates).
     ``logits_and_ok`` also returns the success mask ok [B, K] (solve reached T and is finite);
     :meth:`checked` evaluates under jit and raises if any entry is False.
-    ``kind``: ``"sbgc"`` (logits are log p(x | y) in nats) or ``"baseline"``.
+    ``kind``: ``"sbgc"`` (logits are log p(x | y) in nats), ``"bound"`` (variational lower bounds on
+    them) or ``"baseline"``.
     """
 
     logits_and_ok: Callable[[Array], tuple[Array, Array]]
@@ -305,6 +307,42 @@ def sbgc_logits_fn(model: ScoreModel, probes: Array, config: SBGCLogitsConfig = 
         )  # fmt: skip
 
     return LogitsFn(logits_and_ok, "sbgc", config.describe())
+
+
+def describe_bound(settings: BoundSettings) -> str:
+    """One line for tables: the bound classifier's times, sampling, control variate and ε."""
+    cv = "none" if settings.data_std is None else f"s_d={settings.data_std:g}"
+    return (f"variational bound, K={settings.n_times} {settings.sampling} times + decoder, fixed per image; "
+            f"control variate {cv}, eps={settings.eps:g}")  # fmt: skip
+
+
+def bound_logits(model: ScoreModel, key: Array, settings: BoundSettings, n_classes: int = 10,
+                 data_scaling: DataScaling = "centered") -> Callable[..., tuple[Array, Array]]:  # fmt: skip
+    """The variational-bound classifier as a pure function for attacks:
+    (x_unit [B, *shape], image_ids int [B], classes int [B, k] or None) → (bounds [B, k] nats, ok).
+
+    Image i is scored with the times and noises :func:`sbgc.method.bound.bound_random_numbers`
+    draws for id i with ``key``, held fixed: the classifier is deterministic and its gradient the
+    exact gradient of the computed bound (:func:`sbgc.method.bound.class_log_bounds_pure`).
+    """
+
+    @highest_precision
+    def logits_and_ok(x_unit: Array, image_ids: Array, classes: Array | None = None) -> tuple[Array, Array]:
+        times, noises = bound_random_numbers(model.sde, key, image_ids, settings, tuple(x_unit.shape[1:]))
+        return class_log_bounds_pure(model.score_fn, model.sde, x_unit.astype(jnp.float32), times, noises,
+                                     settings=settings, n_classes=n_classes, classes=classes,
+                                     data_scaling=data_scaling)  # fmt: skip
+
+    return logits_and_ok
+
+
+def bound_logits_fn(model: ScoreModel, key: Array, image_ids: Array | np.ndarray, settings: BoundSettings,
+                    n_classes: int = 10, data_scaling: DataScaling = "centered") -> LogitsFn:  # fmt: skip
+    """:func:`bound_logits` as a :class:`LogitsFn` of the images with ids ``image_ids`` [B] (in
+    that order), e.g. for :func:`finite_difference_check` of the function the bound attack ascends."""
+    ids = jnp.asarray(image_ids, jnp.int32)
+    f = bound_logits(model, key, settings, n_classes, data_scaling)
+    return LogitsFn(lambda x_unit: f(x_unit, ids), "bound", describe_bound(settings))
 
 
 def baseline_logits_fn(classifier: Classifier) -> LogitsFn:

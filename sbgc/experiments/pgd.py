@@ -47,11 +47,14 @@ from sbgc.experiments.adversarial import (
     PGDResult,
     SBGCLogitsConfig,
     _from_arrays,
+    bound_logits,
+    describe_bound,
     _to_arrays,
     cross_entropy_direction,
     raise_if_failed,
 )
 from sbgc.data.datasets import sample_blocks
+from sbgc.method.bound import BoundSettings
 from sbgc.method.classify import class_log_likelihoods_pure
 from sbgc.method.numerics import highest_precision
 
@@ -67,7 +70,7 @@ class AttackModel:
     logits_and_ok(x [1, *shape], aux_i [1, ...]) → (logits [1, K], ok [1, K]);
     class_logits_and_ok(x, aux_i, classes int [1, k]) → the logits of those classes only, [1, k].
     Both pure and differentiable; the methods below jit them once for every image.
-    ``kind``: "sbgc" (logits are log p(x | y), nats) or "baseline".
+    ``kind``: "sbgc" (logits are log p(x | y), nats), "bound" (lower bounds on them) or "baseline".
     """
 
     logits_and_ok: Callable[[Array, Array], tuple[Array, Array]]
@@ -141,6 +144,16 @@ def sbgc_attack_model(model: Any, probes: Array, config: SBGCLogitsConfig) -> At
         return class_log_likelihoods_pure(model.score_fn, model.sde, x, p, classes=classes, **kw)
 
     return AttackModel(logits_and_ok, class_logits_and_ok, probes, "sbgc", config.describe())
+
+
+def bound_attack_model(model: Any, key: Array, n_images: int, settings: BoundSettings, n_classes: int = 10,
+                       data_scaling: str = "centered") -> AttackModel:  # fmt: skip
+    """The variational-bound classifier of the same score model
+    (:func:`~sbgc.experiments.adversarial.bound_logits`); image i's times and noises are those of
+    id i, fixed for the whole attack (``aux`` holds the ids)."""
+    f = bound_logits(model, key, settings, n_classes, data_scaling)
+    return AttackModel(lambda x, ids: f(x, ids), lambda x, ids, classes: f(x, ids, classes),
+                       jnp.arange(int(n_images), dtype=jnp.int32), "bound", describe_bound(settings))  # fmt: skip
 
 
 def baseline_attack_model(classifier: Any, n_images: int) -> AttackModel:

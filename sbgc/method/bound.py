@@ -572,3 +572,65 @@ def _combined_mean(a: np.ndarray, b: np.ndarray, sampling: Sampling) -> tuple[np
     (ma, sa), (mb, sb) = mean_and_se(a, sampling), mean_and_se(b, sampling)
     ka, kb = a.shape[-1], b.shape[-1]
     return (ka * ma + kb * mb) / (ka + kb), np.sqrt((ka * sa) ** 2 + (kb * sb) ** 2) / (ka + kb)
+
+
+# --- the bound as a differentiable function of the image (for attacks) -------------------------------
+def bound_random_numbers(
+    sde: SDE, key: Array, image_ids: Array, settings: BoundSettings, shape: tuple[int, ...]
+) -> tuple[Array, Array]:
+    """The times [B, K] and noises [B, K + 1, *shape] (the last one the decoder's, at t = ε) that
+    :func:`log_bound_table` draws with ``key`` for the images at positions ``image_ids`` [B] of its
+    batch (stage 0), so an image's bound depends on its position only, not on its batch."""
+    _, k_rest = jax.random.split(key)  # the split of _prepare (its first key dequantizes)
+    k_time, k_noise = jax.random.split(k_rest)
+    image_ids = jnp.asarray(image_ids, jnp.int32)
+    times = draw_times(sde, jax.random.fold_in(k_time, 0), image_ids, settings.n_times, settings.sampling, settings.eps)
+    draws = jnp.arange(settings.n_times + 1, dtype=jnp.int32)
+    noise_key = jax.random.fold_in(k_noise, 0)
+    noises = jax.vmap(lambda i: _row_noise(noise_key, jnp.full_like(draws, i), draws, tuple(shape)))(image_ids)
+    return times, noises
+
+
+def class_log_bounds_pure(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x_unit: Array,
+    times: Array,
+    noises: Array,
+    *,
+    settings: BoundSettings = BoundSettings(),
+    n_classes: int = 10,
+    classes: Array | None = None,
+    data_scaling: DataScaling = "centered",
+) -> tuple[Array, Array]:
+    """The bound L(x, y) of :func:`log_bound_table` as a pure, differentiable JAX function of x.
+
+    x_unit: float [B, *shape] in [0, 1], used as given (no dequantization); times [B, K] and
+    noises [B, K + 1, *shape] from :func:`bound_random_numbers` (held fixed, so the function is
+    deterministic and its gradient exact); classes: int [B, k] or None for all ``n_classes``.
+    Returns (log_p [B, k] nats, ok [B, k] finite). Every (image, class, time) is one network pass,
+    all in one batch of B·k·(K + 1) rows: memory grows with K.
+    """
+    b, shape = x_unit.shape[0], tuple(x_unit.shape[1:])
+    dim = math.prod(shape)
+    k = times.shape[1]
+    if times.shape != (b, k) or tuple(noises.shape) != (b, k + 1, *shape):
+        raise ValueError(f"need times [B={b}, K] and noises [B, K + 1, *{shape}], got {tuple(times.shape)} and "
+                         f"{tuple(noises.shape)}")  # fmt: skip
+    if classes is None:
+        classes = jnp.broadcast_to(jnp.arange(n_classes, dtype=jnp.int32), (b, n_classes))
+    c = classes.shape[1]
+    x0 = to_model_space(x_unit.astype(jnp.float32), data_scaling)  # [B, *shape]
+    t_all = jnp.concatenate([times, jnp.full((b, 1), settings.eps, times.dtype)], axis=1)  # [B, K + 1]
+    rows = (b, c, k + 1)
+    x_rows = jnp.broadcast_to(x0[:, None, None], (*rows, *shape)).reshape(-1, *shape)  # [R, *shape]
+    z_rows = jnp.broadcast_to(noises[:, None], (*rows, *shape)).reshape(-1, *shape)
+    y_rows = jnp.broadcast_to(classes[:, :, None], rows).reshape(-1)  # [R]
+    t_rows = jnp.broadcast_to(t_all[:, None, :], rows).reshape(-1)
+    err, z_sq, _ = denoising_terms(score_fn, sde, x_rows, y_rows, t_rows, z_rows)  # [R] each
+    h = (err - control_variate_weight(sde, t_rows, settings.data_std) * (z_sq - dim)).reshape(rows)  # corrected_error
+    diffusion = -0.5 * sde.importance_weight_normalizer(settings.eps) * jnp.mean(h[..., :k], axis=-1)  # [B, k]
+    ratio = sde.marginal_std(settings.eps) / sde.mean_coeff(settings.eps)
+    decoder = -0.5 * dim * jnp.log(2.0 * math.pi * ratio**2) - 0.5 * h[..., k]  # decoder_log_prob
+    log_p = -prior_kl(sde, x0)[:, None] + decoder + diffusion + log_det_model_to_unit(dim, data_scaling)
+    return log_p, jnp.isfinite(log_p)
