@@ -50,7 +50,6 @@ import dataclasses
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from IPython.display import Markdown, display
 
@@ -159,9 +158,8 @@ attack_knobs = {k: v for k, v in dataclasses.asdict(P.knobs).items()
 
 def _finite_difference_check(solver_cfg) -> dict:
     f_fd = attacks.sbgc_logits_fn(model, probes[:1], solver_cfg)  # the first image
-    cotangent = attacks.cross_entropy_direction(jnp.asarray(f_fd.checked(x[:1]), jnp.float32), jnp.asarray(labels[:1]))
-    return attacks.finite_difference_check(f_fd, x[:1], jax.random.fold_in(key, 2), n_directions=P.n_fd_directions,
-                                           h=P.fd_h, objective=attacks.projected_logits, target=cotangent).to_arrays()  # fmt: skip
+    return attacks.cross_entropy_fd_check(f_fd, x[:1], labels[:1], jax.random.fold_in(key, 2), P.n_fd_directions,
+                                          P.fd_h).to_arrays()
 
 
 fd_cfgs = {"attacked function": cfg}
@@ -308,14 +306,10 @@ if P.bound_times is not None:
     bound_attack = apgd.bound_attack_model(model, bound_key, len(idx), bound_settings)
     bound_knobs = {"knobs": attack_knobs, "bound": bound_settings}
 
-    def _bound_fd_check() -> dict:
-        f_fd = attacks.bound_logits_fn(model, bound_key, [0], bound_settings)
-        cotangent = attacks.cross_entropy_direction(jnp.asarray(f_fd.checked(x[:1]), jnp.float32), jnp.asarray(labels[:1]))
-        return attacks.finite_difference_check(f_fd, x[:1], jax.random.fold_in(key, 2), n_directions=P.n_fd_directions,
-                                               h=P.fd_h, objective=attacks.projected_logits, target=cotangent).to_arrays()
-
+    f_fd_bound = attacks.bound_logits_fn(model, bound_key, [0], bound_settings)  # the first image
     bound_entries.append(C.get(CacheKey("adversarial_fd_check_bound", 1, bound_knobs, model.sha256, source, idx[:1]),
-                               _bound_fd_check))  # fmt: skip
+                               lambda: attacks.cross_entropy_fd_check(f_fd_bound, x[:1], labels[:1], jax.random.fold_in(key, 2),
+                                                                      P.n_fd_directions, P.fd_h).to_arrays()))  # fmt: skip
     fd_bound = attacks.FiniteDifferenceCheck.from_arrays(bound_entries[0].arrays)
     for norm in budgets:
         parts = []
