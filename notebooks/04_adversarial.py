@@ -231,21 +231,24 @@ attack_base = apgd.baseline_attack_model(clf, len(idx))
 model_names = {"sbgc": "SBGC", "bound": "SBGC, variational bound", "base": clf.config.name}
 attacked = {"sbgc": (attack_sbgc, "adversarial_pgd_sbgc_block", model.sha256),
             "base": (attack_base, "adversarial_pgd_baseline_block", clf.sha256)}  # fmt: skip
-outcomes, entries = {}, {}
+
+
+def cached_blocks(name, sha256, knobs, entries, save=apgd.AttackOutcome.to_arrays, load=apgd.AttackOutcome.from_arrays):
+    """get(rows, compute) for apgd.in_blocks: the block's results-cache entry (appended to entries), loaded."""
+    def get(rows, compute):
+        key = CacheKey(name, 1, {**knobs, "positions": [rows.start, rows.stop]}, sha256, source, idx[rows])
+        entries.append(C.get(key, lambda: save(compute())))
+        return load(entries[-1].arrays)
+    return get
+
+
+outcomes, sbgc_entries, base_entries = {}, [], []
 for norm in budgets:  # both models, block by block through the results cache
     for who, (attack_model, cache_name, sha256) in attacked.items():
-        parts = []
-        for rows in apgd.attack_blocks(len(idx)):
-            run = lambda rows=rows, m=attack_model: apgd.attack_images(
-                m, np.asarray(x[rows]), labels[rows], settings[norm], line_search=P.line_search,
-                first_image=rows.start).to_arrays()
-            entry = C.get(CacheKey(cache_name, 1, {"knobs": attack_knobs, "norm": norm, "positions": [rows.start, rows.stop]},
-                                   sha256, source, idx[rows]), run)  # fmt: skip
-            entries[who, norm, rows.start] = entry
-            parts.append(apgd.AttackOutcome.from_arrays(entry.arrays))
-        outcomes[who, norm] = apgd.concat_outcomes(parts)
-sbgc_entries = [e for (who, _, _), e in entries.items() if who == "sbgc"]
-base_entries = [e for (who, _, _), e in entries.items() if who == "base"]
+        get = cached_blocks(cache_name, sha256, {"knobs": attack_knobs, "norm": norm},
+                            sbgc_entries if who == "sbgc" else base_entries)  # fmt: skip
+        outcomes[who, norm] = apgd.attack_in_blocks(attack_model, x, labels, settings[norm], line_search=P.line_search,
+                                                    get=get)  # fmt: skip
 pgd = dict(steps=P.pgd_steps, rel_stepsize=P.rel_stepsize, seed=P.seed)
 
 
@@ -265,13 +268,11 @@ for norm, epsilon in budgets.items():
     by_loss.update({("base", norm, loss): r for loss, r in json.loads(str(base_entries[-1].arrays["by_loss"])).items()})
 rows_found = []
 for (who, norm), o in outcomes.items():
-    broken = o.success & o.clean_correct
-    how = ", ".join(f"{loss} {int(np.sum(broken & (o.loss_index == j)))}" for j, loss in enumerate(o.losses))
-    steps_used = o.step[broken]
-    rows_found.append((model_names[who], norm, f"{int(o.clean_correct.sum())}/{len(o.labels)}",
-                       f"{int(broken.sum())}", how, f"{int(np.sum(broken & (o.step == 0)))}",
-                       f"{np.median(steps_used):.0f} (max {steps_used.max()})" if broken.any() else "–",
-                       f"{int(o.gradients.sum())}", f"{o.seconds.sum():.0f}"))  # fmt: skip
+    s = o.summary()
+    rows_found.append((model_names[who], norm, f"{s['clean_correct']}/{s['images']}", f"{s['broken']}",
+                       ", ".join(f"{loss} {n}" for loss, n in s["broken_by"].items()), f"{s['at_random_start']}",
+                       f"{s['steps']['median']:.0f} (max {s['steps']['max']:.0f})" if s["broken"] else "–",
+                       f"{s['gradients']}", f"{s['seconds']:.0f}"))  # fmt: skip
 display(Markdown(
     markdown_table(("model", "norm", "clean correct", "broken", "broken by (loss: images)", "at the random start",
                     "steps to break: median", "gradients", "seconds"), rows_found)
@@ -312,28 +313,19 @@ if P.bound_times is not None:
                                                                       P.n_fd_directions, P.fd_h).to_arrays()))  # fmt: skip
     fd_bound = attacks.FiniteDifferenceCheck.from_arrays(bound_entries[0].arrays)
     for norm in budgets:
-        parts = []
-        for rows in apgd.attack_blocks(len(idx)):
-            run = lambda rows=rows, norm=norm: apgd.attack_images(
-                bound_attack, np.asarray(x[rows]), labels[rows], settings[norm], line_search=P.line_search,
-                first_image=rows.start).to_arrays()
-            bound_entries.append(C.get(CacheKey("adversarial_pgd_bound_block", 1,
-                                                {**bound_knobs, "norm": norm, "positions": [rows.start, rows.stop]},
-                                                model.sha256, source, idx[rows]), run))  # fmt: skip
-            parts.append(apgd.AttackOutcome.from_arrays(bound_entries[-1].arrays))
-        outcomes["bound", norm] = apgd.concat_outcomes(parts)
+        get = cached_blocks("adversarial_pgd_bound_block", model.sha256, {**bound_knobs, "norm": norm}, bound_entries)
+        outcomes["bound", norm] = apgd.attack_in_blocks(bound_attack, x, labels, settings[norm],
+                                                        line_search=P.line_search, get=get)  # fmt: skip
         res["bound", norm] = outcomes["bound", norm].as_pgd_result()
     bound_rows = []
     for who in ("sbgc", "bound"):
         for norm in budgets:
-            o = outcomes[who, norm]
-            found = o.shortest[o.clean_correct & o.success]
+            o, s = outcomes[who, norm], outcomes[who, norm].summary()
             bound_rows.append(("SBGC, exact ODE" if who == "sbgc" else "SBGC, variational bound", norm,
-                               f"{int(o.clean_correct.sum())}/{len(o.labels)}", table3.accuracy_cell(o.robust),
-                               f"{int((o.success & o.clean_correct).sum())}",
-                               f"{np.median(found):.3g}" if len(found) else "–",
-                               f"{np.median(o.step[o.success & o.clean_correct]):.0f}" if len(found) else "–",
-                               f"{int(o.gradients.sum())}", f"{o.seconds.sum():.0f}"))  # fmt: skip
+                               f"{s['clean_correct']}/{s['images']}", table3.accuracy_cell(o.robust), f"{s['broken']}",
+                               f"{s['shortest']['median']:.3g}" if s["broken"] else "–",
+                               f"{s['steps']['median']:.0f}" if s["broken"] else "–",
+                               f"{s['gradients']}", f"{s['seconds']:.0f}"))  # fmt: skip
     display(Markdown(
         f"Bound classifier: {describe_bound(bound_settings)}; {bound_settings.n_times + 1} network passes per "
         f"class. Gradient check on the first image: ‖∇L‖₂ = {fd_bound.gradient_norm:.4g}, max |exact − central "
@@ -386,10 +378,10 @@ display(Markdown(table3.table3_markdown(ours, dataset=P.spec.dataset) + "\n\n" +
 fig = apgd.plot_accuracy_curves([(model_names[who], o) for (who, _), o in outcomes.items()])
 median_rows = []
 for (who, norm), o in outcomes.items():
-    found = o.shortest[o.clean_correct & o.success]
-    median_rows.append((model_names[who], norm, f"{len(found)}/{int(o.clean_correct.sum())}",
-                        f"{np.median(found):.3g}" if len(found) else "–",
-                        f"{found.min():.3g} – {found.max():.3g}" if len(found) else "–"))  # fmt: skip
+    s = o.summary()
+    median_rows.append((model_names[who], norm, f"{s['broken']}/{s['clean_correct']}",
+                        f"{s['shortest']['median']:.3g}" if s["broken"] else "–",
+                        f"{s['shortest']['min']:.3g} – {s['shortest']['max']:.3g}" if s["broken"] else "–"))  # fmt: skip
 display(Markdown(markdown_table(("model", "norm", "broken / clean correct", "median shortest adversarial ε",
                                  "range"), median_rows)
                  + f"\n\n{len(idx)} image(s), {P.line_search} bisection steps per broken image, so a size is known to "
@@ -448,15 +440,11 @@ shift = {norm: attacks.likelihood_shift(res["sbgc", norm].clean_logits, res["sbg
 judge_entries, judged, judged_match = [], {}, {}
 for norm in budgets:  # the SBGC's logits of the baseline's adversarial images (SBGC forward passes: cached by block)
     base_adv = res["base", norm].adversarial[in_sbgc]
-    parts = []
-    for rows in apgd.attack_blocks(len(idx)):
-        judge = lambda rows=rows, adv=base_adv: {
-            "images": adv[rows],
-            "logits": np.stack([attack_sbgc.logits(adv[i], i, "baseline's adversarial image") for i in range(rows.start, rows.stop)])}
-        judge_entries.append(C.get(CacheKey("adversarial_sbgc_judges_baseline_block", 1,
-                                            {"knobs": attack_knobs, "norm": norm, "baseline_sha256": clf.sha256,
-                                             "positions": [rows.start, rows.stop]}, model.sha256, source, idx[rows]), judge))
-        parts.append(judge_entries[-1].arrays)
+    get = cached_blocks("adversarial_sbgc_judges_baseline_block", model.sha256,
+                        {"knobs": attack_knobs, "norm": norm, "baseline_sha256": clf.sha256}, judge_entries, dict, dict)
+    parts = apgd.in_blocks(len(idx), lambda rows, adv=base_adv: {
+        "images": adv[rows], "logits": apgd.logits_of(attack_sbgc, adv[rows], rows.start, "baseline's adversarial image")},
+                           get)  # fmt: skip
     judged[norm] = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in ("images", "logits")}
     judged_match[norm] = float(np.abs(judged[norm]["images"] - base_adv).max())
 shift_base = {norm: attacks.likelihood_shift(res["sbgc", norm].clean_logits, judged[norm]["logits"], dim)
@@ -513,7 +501,8 @@ numbers = {
                          for (who, n), o in outcomes.items()},
     "transfer_from_baseline_sbgc_accuracy": transfer,
     "tight_judge": judge_tight,
-    "cache": {**{f"fd_check_{i}": e.record for i, e in enumerate(fd_entries.values())}, **{f"pgd_{who}_{n}_{b}": e.record for (who, n, b), e in entries.items()},
+    "cache": {**{f"fd_check_{i}": e.record for i, e in enumerate(fd_entries.values())}, **{f"pgd_sbgc_{i}": e.record for i, e in enumerate(sbgc_entries)},
+              **{f"baseline_{i}": e.record for i, e in enumerate(base_entries)},
               **{f"judge_{i}": e.record for i, e in enumerate(judge_entries)},
               **{f"bound_{i}": e.record for i, e in enumerate(bound_entries)}},
     "bound_classifier": None if bound_attack is None else {
@@ -543,8 +532,8 @@ for norm, eps in budgets.items():
     o, b = outcomes["sbgc", norm], outcomes["base", norm]
     k, n = int(o.robust.sum()), len(o.labels)
     lo, hi = binomial_interval(k, n)
-    found = o.shortest[o.clean_correct & o.success]
-    med = f"; median shortest adversarial found ε = {np.median(found):.3g}" if len(found) else ""
+    shortest = o.summary()["shortest"]["median"]
+    med = f"; median shortest adversarial found ε = {shortest:.3g}" if shortest is not None else ""
     summary_lines.append(
         f"* **{norm}, ε = {eps:g}**: SBGC robust accuracy {k}/{n} = {100 * k / n:.0f} % (95 % interval "
         f"{100 * lo:.0f}–{100 * hi:.0f} %; clean {int(o.clean_correct.sum())}/{n}){med}; the {clf.config.name} on the "

@@ -56,6 +56,11 @@ def test_nested_list_and_model_knobs_are_typed():
     assert q.ode.solver_settings().rtol == 1e-3 and q.values["ode.rtol"] == 1e-3
     assert profiles.chapter_params("04_adversarial", "ci").ode.n_steps == 4  # the profile itself is unchanged
     assert "| `ode.rtol` | 0.001 (set explicitly) |" in q.to_markdown()
+    # `-p bound_times=none` reaches the notebook as a knob set to None, not as "the profile's value"
+    sent = book.notebook_parameters("04_adversarial", "mnist", book.parse_overrides(["bound_times=none"]))
+    assert sent["overrides"] == {"bound_times": "none"}
+    assert profiles.chapter_params("04_adversarial", "mnist", sent["overrides"]).bound_times is None
+    assert profiles.chapter_params("04_adversarial", "mnist").bound_times is not None
 
 
 @pytest.mark.parametrize(

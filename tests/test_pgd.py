@@ -171,8 +171,27 @@ def test_blocks_join_into_the_attack_of_the_whole_sample(linear):
     assert [(b.start, b.stop) for b in blocks] == [(0, 5), (5, 10), (10, 12)]
     joined = pgd.concat_outcomes([pgd.attack_images(model, x[b], labels[b], settings, line_search=3, first_image=b.start)
                                   for b in blocks])  # fmt: skip
+    store = {}  # what a results cache would hold: one entry per block, computed once
+
+    def get(rows, compute):
+        if (rows.start, rows.stop) not in store:
+            store[rows.start, rows.stop] = compute().to_arrays()
+        return pgd.AttackOutcome.from_arrays(store[rows.start, rows.stop])
+
+    in_blocks = pgd.attack_in_blocks(model, x, labels, settings, line_search=3, get=get, block=5)
+    assert sorted(store) == [(0, 5), (5, 10), (10, 12)]
+    again = pgd.attack_in_blocks(model, x, labels, settings, line_search=3,
+                                 get=lambda rows, compute: get(rows, lambda: 1 / 0), block=5)  # from the store only
     for f in ("adversarial", "success", "step", "shortest", "adv_logits", "labels"):
-        np.testing.assert_array_equal(getattr(joined, f), getattr(whole, f))
+        for outcome in (joined, in_blocks, again):
+            np.testing.assert_array_equal(getattr(outcome, f), getattr(whole, f))
+    np.testing.assert_array_equal(pgd.logits_of(model, x[3:6], 3), whole.clean_logits[3:6])
+    s = whole.summary()
+    broken = whole.success & (np.argmax(whole.clean_logits, axis=1) == labels)
+    assert s["images"] == 12 and s["broken"] == int(broken.sum()) > 0
+    assert sum(s["broken_by"].values()) == s["broken"] and s["gradients"] == int(whole.gradients.sum())
+    assert s["shortest"]["median"] == float(np.median(whole.shortest[broken]))
+    assert s["steps"]["max"] == float(whole.step[broken].max())
     with pytest.raises(ValueError, match="different settings"):
         pgd.concat_outcomes([whole, pgd.attack_images(model, x, labels, dataclasses.replace(settings, steps=2))])
 

@@ -160,7 +160,10 @@ def notebook_parameters(name: str, profile: str, overrides: Mapping[str, str], c
 
 
 def _plain(value: Any) -> Any:
-    """Tuples as lists (papermill writes parameters as Python literals; JSON metadata has no tuples)."""
+    """Tuples as lists (papermill writes parameters as Python literals; JSON metadata has no tuples);
+    a knob set to None as the text ``"none"`` (a None override means "the profile's value")."""
+    if value is None:
+        return "none"
     return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 

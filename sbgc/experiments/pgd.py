@@ -297,6 +297,26 @@ class AttackOutcome:
     def robust_accuracy(self) -> float:
         return float(np.mean(self.robust))
 
+    @property
+    def broken(self) -> np.ndarray:
+        """[B] bool: correctly classified clean, misclassified after the attack."""
+        return self.success & self.clean_correct
+
+    def summary(self) -> dict[str, Any]:
+        """What the chapter's tables report of one attack: counts (clean correct, broken, broken by
+        each loss, broken at the random start), the steps and shortest adversarial sizes of the
+        broken images (median, min, max; None when none broke), gradients and seconds spent."""
+        broken = self.broken
+        steps, found = self.step[broken], self.shortest[broken]
+        stats = lambda v: (float(np.median(v)), float(v.min()), float(v.max())) if len(v) else (None, None, None)  # noqa: E731
+        return dict(
+            images=len(self.labels), clean_correct=int(self.clean_correct.sum()), broken=int(broken.sum()),
+            broken_by={loss: int(np.sum(broken & (self.loss_index == j))) for j, loss in enumerate(self.losses)},
+            at_random_start=int(np.sum(broken & (self.step == 0))),
+            steps=dict(zip(("median", "min", "max"), stats(steps))),
+            shortest=dict(zip(("median", "min", "max"), stats(found))),
+            gradients=int(self.gradients.sum()), seconds=float(self.seconds.sum()))
+
     def accuracy_at(self, epsilons: Sequence[float]) -> np.ndarray:
         """Accuracy under the adversarials found, at smaller budgets: the fraction of images whose
         shortest adversarial is larger than ε (an upper bound on the robust accuracy at ε ≤ the
@@ -353,6 +373,12 @@ def attack_image(model: AttackModel, x0: np.ndarray, label: int, i: int, setting
                 x, logits = pgd_step(x, x0, grad, settings.norm, settings.epsilon, stepsize), None
             row |= dict(adversarial=x, adv_logits=logits)
     return row | dict(gradients=gradients, forwards=forwards)
+
+
+def logits_of(model: AttackModel, images: np.ndarray, first_image: int = 0, what: str = "forward pass") -> np.ndarray:
+    """The attacked classifier's logits of images [B, *shape] (image b as image first_image + b of
+    the sample, with its random numbers): [B, K]. ``what`` names the pass in solver errors."""
+    return np.stack([model.logits(np.asarray(im, np.float32), first_image + b, what) for b, im in enumerate(images)])
 
 
 def perturbation_size(delta: np.ndarray, norm: Norm) -> float:
@@ -461,6 +487,27 @@ def attack_blocks(n: int, block: int = ATTACK_BLOCK) -> list[slice]:
     """Positions of n attacked images in blocks (:func:`sbgc.data.datasets.sample_blocks`), each
     attacked (with ``first_image=rows.start``) and cached on its own."""
     return sample_blocks(n, block)
+
+
+def in_blocks(n: int, compute: Callable[[slice], Any], get: Callable[[slice, Callable[[], Any]], Any] | None = None,
+              block: int = ATTACK_BLOCK) -> list[Any]:
+    """``compute(rows)`` for each block of :func:`attack_blocks` (n images), in order, each obtained
+    through ``get(rows, compute)`` (default: computed; a chapter passes a results-cache lookup, so
+    each block is computed once and a larger sample reuses the blocks it has)."""
+    get = get or (lambda rows, compute_block: compute_block())
+    return [get(rows, lambda rows=rows: compute(rows)) for rows in attack_blocks(n, block)]
+
+
+def attack_in_blocks(model: AttackModel, images: np.ndarray, labels: np.ndarray, settings: AttackSettings, *,
+                     line_search: int = 0, get: Callable[[slice, Callable[[], AttackOutcome]], AttackOutcome] | None = None,
+                     block: int = ATTACK_BLOCK) -> AttackOutcome:
+    """:func:`attack_images` block by block (:func:`in_blocks`; image i of the sample keeps its random
+    numbers, ``first_image=rows.start``), joined by :func:`concat_outcomes`: the same outcome as one
+    call on all images."""
+    images, labels = np.asarray(images, np.float32), np.asarray(labels)
+    return concat_outcomes(in_blocks(
+        len(images), lambda rows: attack_images(model, images[rows], labels[rows], settings, line_search=line_search,
+                                                first_image=rows.start), get, block))  # fmt: skip
 
 
 def concat_outcomes(parts: Sequence[AttackOutcome]) -> AttackOutcome:
