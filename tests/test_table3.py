@@ -54,7 +54,14 @@ def test_table3_on_mnist_keeps_the_papers_cifar10_rows_apart_and_draws_grey_imag
     ours = [line for line in md if line.startswith("| **SBGC**")][0]
     assert "| ours | MNIST | ε∞ = 0.3, ε₂ = 1.5 |" in ours and "2/4 = 50.0 %" in ours and "3/4 = 75.0 %" in ours
     assert table3.published_rows("mnist")[: len(table3.PAPER_TABLE3)] == table3.PAPER_TABLE3
-    assert all(r.dataset == "MNIST" and r.source != "paper (N = 216)" for r in table3.PUBLISHED_MNIST)
+    assert table3.PUBLISHED_MNIST and all(r.dataset == "MNIST" and r.source.startswith("published")
+                                          and (r.eps_linf, r.eps_l2) == (0.3, 1.5) for r in table3.PUBLISHED_MNIST)
+    published = [line for line in md if "| published" in line]
+    assert len(published) == len(table3.PUBLISHED_MNIST) and all("| MNIST | ε∞ = 0.3, ε₂ = 1.5 |" in line for line in published)
+    assert any(line.endswith("| – | 88.00 | – |") for line in published)  # a source without clean and L2 numbers
+    points = table3.published_points("mnist")
+    assert len(points) == sum((r.linf is not None) + (r.l2 is not None) for r in table3.PUBLISHED_MNIST)
+    assert all(0 <= acc <= 1 and eps in (0.3, 1.5) for _, _, eps, acc in points) and table3.published_points("cifar10") == []
     with pytest.raises(ValueError, match="dataset must be"):
         table3.published_rows("svhn")
     assert [table3.format_epsilon(e) for e in (8 / 255, 0.5, 0.3, 1.5)] == ["8/255", "0.5", "0.3", "1.5"]
