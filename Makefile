@@ -3,9 +3,12 @@
 #                        the ci profile computed from scratch (into build/ci), then the reference
 #                        profile (mnist) rendered from the shipped results cache (read-only: a stale
 #                        or damaged entry fails), book build
-#   make book            install, run every notebook at PROFILE (default mnist, the reference run:
-#                        loads results-cache/, computes only what is missing), build book/_build/html
-#   make book PROFILE=workstation     (CIFAR-10 on a GPU; CACHE=recompute to recompute everything)
+#   make book            install, train the models PROFILE needs that are missing (none for mnist: shipped),
+#                        run every notebook at PROFILE (default mnist, the reference run: loads
+#                        results-cache/, computes only what is missing), build book/_build/html
+#   make book PROFILE=workstation     (CIFAR-10 on a GPU: prints the models it will train and their
+#                        estimated time, trains them resumably, then the book; CACHE=recompute to recompute)
+#   make models PROFILE=workstation DRY_RUN=build/dryrun    the same pipeline shrunk to CPU minutes
 PYTHON ?= python3
 VENV := .venv
 PROFILE ?= mnist
@@ -16,7 +19,7 @@ STAMP := $(VENV)/.installed
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test pytest notebooks book-build book clean
+.PHONY: install test pytest models notebooks book-build book clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +30,9 @@ install: $(STAMP)
 
 pytest: install
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
+
+models: install
+	$(BIN)/python -m sbgc.book models --profile $(PROFILE) $(if $(DRY_RUN),--dry-run $(DRY_RUN))
 
 notebooks: install
 	$(BIN)/python -m sbgc.book run --profile $(PROFILE) --cache $(CACHE)
@@ -40,7 +46,7 @@ test: install
 	$(BIN)/python -m sbgc.book run --profile mnist --cache read-only
 	$(BIN)/python -m sbgc.book build
 
-book: notebooks book-build
+book: models notebooks book-build
 
 clean:
 	rm -rf book/_build book/notebooks build .jax_cache .pytest_cache

@@ -475,6 +475,26 @@ def build(book: Path = BOOK, *, results: Path | None = None) -> dict[str, int]:
 
 
 # --- command line ---------------------------------------------------------------------------------
+def produce_models(profile: str, *, plan_only: bool = False, allow_cpu: bool = False, dry_run: Path | None = None) -> None:
+    """``python -m sbgc.book models``: print the profile's model plan, train what is missing
+    (:mod:`sbgc.book.models`); with ``dry_run``, then run every chapter on those models with shrunk
+    knobs, all under ``dry_run``."""
+    from sbgc.book import models
+
+    steps = models.plan(profile, dry_run=dry_run)
+    print("\n".join(f"[sbgc.book.models] {s.describe()}" for s in steps), flush=True)
+    if plan_only:
+        return
+    if dry_run is None and not allow_cpu:
+        models.require_accelerator(steps, profile)
+    models.produce(steps)
+    if dry_run is not None:
+        steps = models.plan(profile, dry_run=dry_run)
+        for name in profiles.NOTEBOOKS:
+            run(profile, only=[name], overrides=models.dry_run_overrides(profile, steps, name), book=dry_run,
+                results=dry_run / "results", cache="recompute", cache_dir=dry_run / "cache")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sbgc.book", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -490,6 +510,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_cmd.add_argument("--out", default=None, metavar="DIR",
                          help="write executed notebooks, results and the cache under DIR instead of book/notebooks, "
                               "results/ and results-cache/ (a scratch run that leaves the book alone)")
+    models_cmd = commands.add_parser("models", help="train and export the models the profile needs that are missing "
+                                                    "(prints the plan and estimated times first; resumable)")
+    models_cmd.add_argument("--profile", default="mnist", help=f"one of {', '.join(profiles.PROFILES)}")
+    models_cmd.add_argument("--plan", action="store_true", help="print the plan only")
+    models_cmd.add_argument("--allow-cpu", action="store_true", help="train a GPU profile's models on a CPU")
+    models_cmd.add_argument("--dry-run", default=None, metavar="DIR",
+                            help="the whole pipeline on this machine, every stage shrunk, everything under DIR: "
+                                 "each model trained for 2 steps, then every chapter at the profile with the knobs "
+                                 "of a CPU profile of its dataset")
     commands.add_parser("build", help="build the HTML book (jb build book -W -n --keep-going)")
     commands.add_parser("list", help="list the profiles (dataset, models) and every notebook's knobs")
     args = parser.parse_args(argv)
@@ -500,6 +529,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             seconds = run(args.profile, only=args.only, overrides=parse_overrides(args.param),
                           keep_going=args.keep_going, cache=args.cache, **out)
             print("[sbgc.book.runner] " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
+        elif args.command == "models":
+            produce_models(args.profile, plan_only=args.plan, allow_cpu=args.allow_cpu,
+                           dry_run=None if args.dry_run is None else Path(args.dry_run))
         elif args.command == "build":
             build()
         else:

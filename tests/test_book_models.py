@@ -1,0 +1,85 @@
+"""The models a profile needs (sbgc.book.models): the plan, its estimates, producing what is
+missing (with a stand-in for the training commands), the dry run's paths and shrunk knobs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sbgc.book import models, profiles
+
+
+def test_the_plan_names_each_model_its_file_and_how_long_it_takes(tmp_path):
+    (tmp_path / "train_throughput_x.json").write_text(json.dumps(
+        {"device": "1x NVIDIA H200 (gpu)", "rows": [{"profile": "small", "dtype": "float32", "images_per_s": 1280.0},
+                                                    {"profile": "small", "dtype": "bfloat16", "images_per_s": 9e9}]}))
+    throughput = models.measured_throughput(tmp_path)
+    assert throughput == {("small", "1x NVIDIA H200"): 1280.0}  # float32 rows only
+    steps = models.plan("workstation", device="1x NVIDIA H200", throughput=throughput)
+    assert [s.role for s in steps] == ["score model", "baseline"]
+    score, base = steps
+    assert score.path == profiles.SMALL_GPU.path() and base.path == profiles.WRN28_10_GPU.path()
+    # 200,000 steps × batch 128 at 1,280 images/s
+    assert score.estimate_s == pytest.approx(200_000 * 128 / 1280.0) and "1280.0 images/s" in score.estimate_note
+    assert base.estimate_s is None and "wrn28_10" in base.estimate_note
+    train, export = score.commands
+    assert train[1:5] == ("-m", "sbgc.train", "--profile", "small") and ("--steps", "200000") == train[5:7]
+    assert export[-2:] == ("--out", str(score.path)) and "~5.6 h" in score.describe()
+    assert all(s.present for s in models.plan("mnist", device="1x cpu", throughput={}))  # shipped
+
+
+def test_produce_runs_the_missing_models_commands_in_order_and_checks_their_files(tmp_path):
+    steps = models.plan("workstation", dry_run=tmp_path, device="1x cpu", throughput={})
+    assert all(not s.present and s.path.is_relative_to(tmp_path) for s in steps)
+    assert steps[0].path == tmp_path / "checkpoints" / "sbgc_small_gpu.msgpack"
+    train = steps[0].commands[0]
+    assert train[train.index("--steps") + 1] == "2" and train.count("--steps") == 1  # the dry run's 2 steps
+    assert Path(train[train.index("--workdir") + 1]).is_relative_to(tmp_path)
+    ran = []
+
+    class Done:
+        returncode = 0
+
+    def fake_run(argv, cwd):
+        ran.append(argv)
+        if "export" in argv:
+            out = Path(argv[argv.index("--out") + 1])
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(b"model")
+        return Done()
+
+    assert models.produce(steps, run=fake_run) == [s.path for s in steps]
+    assert [a[2] for a in ran] == ["sbgc.train", "sbgc.train", "sbgc.train.baseline", "sbgc.train.baseline"]
+    again = models.plan("workstation", dry_run=tmp_path, device="1x cpu", throughput={})
+    assert all(s.present for s in again) and models.produce(again, run=lambda *a, **k: 1 / 0) == []  # nothing to redo
+
+    class Failed:
+        returncode = 3
+
+    fresh = models.plan("workstation", dry_run=tmp_path / "other", device="1x cpu", throughput={})
+    with pytest.raises(RuntimeError, match="exit 3.*resume"):
+        models.produce(fresh, run=lambda argv, cwd: Failed())
+    with pytest.raises(RuntimeError, match="was not written"):
+        models.produce(fresh, run=lambda argv, cwd: Done())
+
+
+def test_a_dry_run_keeps_the_profile_and_its_models_and_shrinks_every_knob(tmp_path):
+    steps = models.plan("workstation", dry_run=tmp_path, device="1x cpu", throughput={})
+    for name in profiles.NOTEBOOKS:
+        overrides = models.dry_run_overrides("workstation", steps, name)
+        params = profiles.chapter_params(name, "workstation", overrides)
+        like = profiles.chapter_params(name, "ci_cifar10")
+        assert params.profile == "workstation" and params.knobs == like.knobs, name
+        if "checkpoint" in profiles.MODELS_USED[name]:
+            assert params.checkpoint == str(steps[0].path)
+        if "baseline" in profiles.MODELS_USED[name]:
+            assert params.baseline == str(steps[1].path)
+
+
+def test_a_gpu_profile_is_not_trained_on_a_cpu_without_being_asked(tmp_path):
+    steps = models.plan("workstation", device="1x cpu", throughput={})
+    with pytest.raises(RuntimeError, match=r'pip install "jax\[cuda13\]==.*--allow-cpu'):
+        models.require_accelerator(steps, "workstation")
+    models.require_accelerator(models.plan("mnist", device="1x cpu", throughput={}), "mnist")  # nothing to train
