@@ -85,3 +85,30 @@ def test_ode_settings_accept_only_what_the_evaluation_solves():
     for bad in (Ode(rtol=1e-3, atol=1e-4), Ode(solver="heun", n_steps=4)):
         with pytest.raises(ValueError, match="dopri5 at rtol = atol"):
             E.ode_settings("mnist", 20, 0, bad)
+
+
+def test_shards_of_an_evaluation_merge_into_the_unsharded_result(tmp_path, monkeypatch):
+    """A job array: each shard computes its batches (b mod N = I) into its own file; merged, they are
+    the unsharded evaluation's numbers (each batch's random numbers depend on b alone)."""
+    model = load_model("ci")
+    s = E.EvalSettings(method="bound", data="exact_head", n_images=5, n_times=2, batch=2)  # batches 0, 1, 2
+    whole = E.evaluate(model, s, out=tmp_path / "whole.json", progress=False)
+    out = tmp_path / "sharded.json"
+    for i in (1, 0):
+        rec = E.evaluate(model, s, out=out, shard=(i, 2), progress=False)
+        assert rec["images_done"] == {0: 3, 1: 2}[i] and (tmp_path / f"sharded.json.shard-{i}-of-2.partial.npz").exists()
+    assert not out.exists()  # no summary from a shard
+    assert E._shard_count(out) == 2
+    E.merge_shards(model, s, out, 2)
+    monkeypatch.setattr(E, "_class_scores", lambda *a, **k: pytest.fail("recomputed a merged batch"))
+    merged = E.evaluate(model, s, out=out, progress=False)
+    for k in ("accuracy", "bpd_marginal", "bpd_true_class", "nfe_per_image"):
+        assert merged[k] == whole[k], k
+    # a shard of another computation is refused, naming its file
+    other = E.EvalSettings(method="bound", data="exact_head", n_images=5, n_times=3, batch=2)
+    with pytest.raises(ValueError, match="sharded.json.partial.npz holds another computation"):
+        E.merge_shards(model, other, out, 2)
+    with pytest.raises(ValueError, match="0 <= I < N"):
+        E.parse_shard("2/2")
+    with pytest.raises(ValueError, match="a shard is I/N"):
+        E.parse_shard("half")

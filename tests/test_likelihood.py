@@ -280,6 +280,7 @@ _SHARDED_SCRIPT = r"""
 import json, sys
 import jax, numpy as np
 from sbgc.checks.analytic import GaussianMixtureClasses
+from sbgc.method.bound import class_log_bounds
 from sbgc.method.classify import class_log_likelihoods
 from sbgc.method.likelihood import SolverSettings, row_sharding, sharded_chunk
 mix = GaussianMixtureClasses(np.array([[[0.3, -0.2, 0.1, 0.0]], [[-0.3, 0.2, 0.0, 0.2]]]), [[0.3], [0.4]])
@@ -287,15 +288,17 @@ score = lambda x, t, y: mix.score(x.reshape(x.shape[0], -1), t, y).reshape(x.sha
 px = jax.random.randint(jax.random.key(3), (5, 2, 2, 1), 0, 256).astype(np.uint8)
 res = class_log_likelihoods(score, mix.sde, px, jax.random.key(4), n_classes=2, n_probes=3, chunk_size=3,
                             solver=SolverSettings(rtol=1e-4, atol=1e-4), progress=False)
+bound = class_log_bounds(score, mix.sde, px, jax.random.key(5), n_classes=2, n_times=6, chunk_size=5, progress=False)
 s = row_sharding()
 print(json.dumps({"devices": jax.local_device_count(), "split": None if s is None else s.mesh.size,
-                  "chunk": sharded_chunk(3, s), "log_p": np.asarray(res.log_p).tolist()}))
+                  "chunk": sharded_chunk(3, s), "log_p": np.asarray(res.log_p).tolist(),
+                  "bound": np.asarray(bound.log_p).tolist()}))
 """
 
 
 def test_tables_are_identical_whatever_the_number_of_devices():
     """Rows are split over the local devices (here 2 forced CPU host devices); every row keeps its
-    own random numbers, so the table equals the one-device table."""
+    own random numbers, so the table equals the one-device table: the ODE likelihood and the bound."""
     import json
     import os
     import subprocess
@@ -312,3 +315,4 @@ def test_tables_are_identical_whatever_the_number_of_devices():
     assert got[1]["split"] is None and got[2]["split"] == 2
     assert (got[1]["chunk"], got[2]["chunk"]) == (3, 4)  # a chunk is rounded up to a multiple of the devices
     np.testing.assert_allclose(got[2]["log_p"], got[1]["log_p"], rtol=1e-5)
+    np.testing.assert_allclose(got[2]["bound"], got[1]["bound"], rtol=1e-6)  # the bound's rows likewise

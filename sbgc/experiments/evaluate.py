@@ -16,6 +16,17 @@ and training time; the data source.
 
 Long evaluations resume: finished images are kept in ``<out>.partial.npz`` (with the settings they
 were computed with) after every batch, and a rerun with the same settings continues from them.
+
+Across hosts (a cluster's job array): ``--shard I/N`` computes only the batches b with b mod N = I
+into ``<out>.shard-I-of-N.partial.npz``; ``python -m sbgc.experiments.evaluate merge --out F.json``
+(with the same model and settings) joins the shards' files into ``<out>.partial.npz`` (checking they hold the same computation and agree
+where they overlap), and the unsharded command then writes the summary without computing anything.
+Batch b's random numbers come from ``fold_in(PRNGKey(seed), b)`` alone, so the numbers do not depend
+on how the batches were spread over hosts (and within a host the rows are split over its devices).
+
+    python -m sbgc.experiments.evaluate --model M --method ode --images 10000 --shard $I/$N --out F.json   # N jobs
+    python -m sbgc.experiments.evaluate merge --model M --method ode --images 10000 --out F.json
+    python -m sbgc.experiments.evaluate --model M --method ode --images 10000 --out F.json                 # summary
 """
 
 from __future__ import annotations
@@ -115,15 +126,36 @@ def _partial_ident(model, settings: EvalSettings) -> str:
     return json.dumps({"settings": dataclasses.asdict(settings), "sha256": model.sha256}, sort_keys=True)
 
 
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"I/N"`` → (I, N) with 0 ≤ I < N; None → (0, 1) (everything)."""
+    if text is None:
+        return 0, 1
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"a shard is I/N (e.g. 0/4), got {text!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"a shard I/N needs 0 <= I < N, got {text!r}")
+    return i, n
+
+
+def shard_partial(out: str | Path, shard: tuple[int, int]) -> Path:
+    """The partial-results file of ``out`` for one shard (the unsharded one for (0, 1))."""
+    i, n = shard
+    return Path(f"{out}.partial.npz") if n == 1 else Path(f"{out}.shard-{i}-of-{n}.partial.npz")
+
+
 def score_table(model, split, settings: EvalSettings, *, partial: str | Path | None = None,
-                progress: bool = True) -> dict[str, np.ndarray]:
+                progress: bool = True, shard: tuple[int, int] = (0, 1)) -> dict[str, np.ndarray]:
     """Class log-likelihoods (or bounds) of ``split``'s images chosen by ``settings``.
 
     Returns ``{"indices": int [N] (positions in the split), "log_p": [N, K], "nfe": [N] (network
     passes per image, summed over classes), "seconds": scalar}``. Batches of ``settings.batch`` images,
     batch b with key ``fold_in(PRNGKey(seed), b)``; with ``partial``, finished batches are kept in that
-    ``.npz`` and reused by a rerun with the same settings and model (sha256).
+    ``.npz`` and reused by a rerun with the same settings and model (sha256). ``shard`` (I, N): only
+    the batches b with b mod N = I are computed (the others stay NaN unless ``partial`` has them).
     """
+    shard_i, shard_n = shard
     shape = (model.config.image_size, model.config.image_size, model.config.channels)
     if split.images.shape[1:] != shape:
         raise ValueError(f"{settings.data} images are {split.images.shape[1:]}, the model expects {shape}")
@@ -143,7 +175,7 @@ def score_table(model, split, settings: EvalSettings, *, partial: str | Path | N
 
     for b, start in enumerate(tqdm(starts, desc=f"{settings.method} eval", disable=not progress)):
         sl = slice(start, start + settings.batch)
-        if not np.isnan(log_p[sl]).any():
+        if not np.isnan(log_p[sl]).any() or b % shard_n != shard_i:
             continue
         t0 = time.perf_counter()
         log_p[sl], nfe[sl] = _class_scores(model, split.images[idx[sl]], jax.random.fold_in(key, b), settings)
@@ -151,6 +183,34 @@ def score_table(model, split, settings: EvalSettings, *, partial: str | Path | N
         if partial is not None:
             atomic_savez(partial, ident=np.array(ident), log_p=log_p, nfe=nfe, seconds=np.array(seconds))
     return {"indices": idx, "log_p": log_p, "nfe": nfe, "seconds": np.array(seconds)}
+
+
+def merge_shards(model, settings: EvalSettings, out: str | Path, shards: int) -> Path:
+    """Join the ``shards`` partial files of ``out`` (:func:`shard_partial`) into ``<out>.partial.npz``
+    (with what it already holds): each must hold this computation (settings, model sha256); where two
+    hold the same image they must agree. Raises ValueError naming the file otherwise; a shard's file
+    may be missing or unfinished (its images stay to compute). Returns the merged file's path."""
+    ident = _partial_ident(model, settings)
+    n = settings.n_images
+    log_p = np.full((n, model.config.n_classes), np.nan)
+    nfe, seconds = np.zeros(n), 0.0
+    sources = [shard_partial(out, (0, 1))] + [shard_partial(out, (i, shards)) for i in range(shards)]
+    for path in sources:
+        if not path.exists():
+            continue
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["ident"]) != ident:
+                raise ValueError(f"{path} holds another computation (settings or model) than the one merged")
+            other, other_nfe = z["log_p"], z["nfe"]
+            seconds += float(z["seconds"])
+        have, new = ~np.isnan(log_p).any(axis=1), ~np.isnan(other).any(axis=1)
+        both = have & new
+        if both.any() and not np.allclose(log_p[both], other[both], rtol=0, atol=1e-6):
+            raise ValueError(f"{path} disagrees with the other shards on {int(both.sum())} image(s) they share")
+        log_p[new & ~have], nfe[new & ~have] = other[new & ~have], other_nfe[new & ~have]
+    merged = shard_partial(out, (0, 1))
+    atomic_savez(merged, ident=np.array(ident), log_p=log_p, nfe=nfe, seconds=np.array(seconds))
+    return merged
 
 
 CODE_VERSION = 1  # of score_table's results: bump when a change alters what it returns
@@ -215,17 +275,25 @@ def import_evaluation(cache, model, summary_path: str | Path, *, data_dir: str |
 
 
 def evaluate(model, settings: EvalSettings, *, out: str | Path | None = None, data_dir: str | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, shard: tuple[int, int] = (0, 1)) -> dict:
     """Classify ``settings.n_images`` test images with ``model`` (a :class:`sbgc.train.pretrained.LoadedModel`).
 
     With ``out``, finished batches are kept in ``<out>.partial.npz`` and reused by a rerun with the
-    same settings and model (sha256); the summary is written to ``out`` (JSON) at the end.
+    same settings and model (sha256); the summary is written to ``out`` (JSON) at the end. With a
+    ``shard`` (I, N ≠ 1) only that shard's batches are computed, into its own partial file (needs
+    ``out``), and a progress record is returned instead of the summary (:func:`merge_shards`).
     """
     from sbgc.method.classify import log_marginal
     from sbgc.method.likelihood import bits_per_dim
 
     split = evaluation_split(settings.data, data_dir)
-    table = score_table(model, split, settings, partial=Path(str(out) + ".partial.npz") if out is not None else None,
+    if shard[1] != 1:
+        if out is None:
+            raise ValueError("a sharded evaluation needs out (its shard's results go next to it)")
+        table = score_table(model, split, settings, partial=shard_partial(out, shard), progress=progress, shard=shard)
+        done = int((~np.isnan(table["log_p"]).any(axis=1)).sum())
+        return {"shard": list(shard), "images_done": done, "partial": str(shard_partial(out, shard))}
+    table = score_table(model, split, settings, partial=shard_partial(out, (0, 1)) if out is not None else None,
                         progress=progress)
     idx, log_p, nfe, seconds = table["indices"], table["log_p"], table["nfe"], float(table["seconds"])
     shape = split.images.shape[1:]
@@ -284,11 +352,22 @@ def curve(workdir: str | Path, steps: list[int], settings: EvalSettings, *, out:
     return summary
 
 
+def _shard_count(out: str | Path) -> int:
+    """N of the ``<out>.shard-I-of-N.partial.npz`` files next to ``out`` (one N expected)."""
+    found = {int(f.name.split("-of-")[1].split(".")[0]) for f in Path(out).parent.glob(f"{Path(out).name}.shard-*-of-*.partial.npz")}
+    if len(found) != 1:
+        raise ValueError(f"expected the shard files of one N next to {out}, found N in {sorted(found) or 'none'}")
+    return found.pop()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    is_curve = argv[:1] == ["curve"]
-    p = argparse.ArgumentParser(prog="python -m sbgc.experiments.evaluate" + (" curve" if is_curve else ""),
+    is_curve, is_merge = argv[:1] == ["curve"], argv[:1] == ["merge"]
+    sub = " curve" if is_curve else " merge" if is_merge else ""
+    p = argparse.ArgumentParser(prog="python -m sbgc.experiments.evaluate" + sub,
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if is_merge:
+        p.add_argument("--shards", type=int, default=None, help="N of the shards (default: found next to --out)")
     if is_curve:
         p.add_argument("--workdir", required=True)
         p.add_argument("--steps", type=int, nargs="+", required=True)
@@ -305,7 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=25, help="images per saved batch")
     p.add_argument("--out", default=None)
     p.add_argument("--no-progress", action="store_true")
-    a = p.parse_args(argv[1:] if is_curve else argv)
+    if not (is_curve or is_merge):
+        p.add_argument("--shard", default=None, metavar="I/N", help="compute only batches b with b mod N = I")
+    a = p.parse_args(argv[1:] if is_curve or is_merge else argv)
     s = EvalSettings(method=a.method, data=a.data, n_images=a.images, seed=a.seed, n_times=a.times,
                      n_probes=a.probes, rtol=a.rtol, batch=a.batch)
     if is_curve:
@@ -314,7 +395,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from sbgc.train.pretrained import load_model
 
-    res = evaluate(load_model(a.model), s, out=a.out, data_dir=a.data_dir, progress=not a.no_progress)
+    if is_merge:
+        if a.out is None:
+            p.error("merge needs --out (the evaluation's summary path)")
+        shards = a.shards or _shard_count(a.out)
+        print(merge_shards(load_model(a.model), s, a.out, shards))
+        return 0
+    shard = parse_shard(a.shard)
+    res = evaluate(load_model(a.model), s, out=a.out, data_dir=a.data_dir, progress=not a.no_progress, shard=shard)
+    if shard[1] != 1:
+        print(json.dumps(res))
+        return 0
     print(json.dumps({k: res[k] for k in ("method", "accuracy", "accuracy_interval95", "bpd_marginal",
                                           "bpd_true_class", "nfe_per_image", "seconds")}, indent=1))
     return 0

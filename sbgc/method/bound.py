@@ -101,6 +101,9 @@ from sbgc.method.likelihood import (
     labels_per_image,
     log_det_model_to_unit,
     padded_chunks,
+    row_sharding,
+    shard_rows,
+    sharded_chunk,
     to_model_space,
     to_unit_interval,
 )
@@ -245,18 +248,21 @@ def _evaluate_rows(
 
     Chunks hold ``chunk_size`` rows, or the power of two at or above the row count when that is
     smaller; the last chunk is padded with copies of its last row, so few shapes are compiled.
-    Padding is neither returned nor counted.
+    Padding is neither returned nor counted. Each chunk's rows are split over the local devices
+    (:func:`sbgc.method.likelihood.row_sharding`; a chunk is rounded up to a multiple of them); a
+    row's noise is drawn from (key, image, draw), so the result does not depend on the devices.
     """
     n_rows = rows.image.size
-    chunk = min(chunk_size, 1 << (n_rows - 1).bit_length())  # powers of two below chunk_size: few shapes
+    sharding = row_sharding()
+    chunk = sharded_chunk(min(chunk_size, 1 << (n_rows - 1).bit_length()), sharding)  # powers of two: few shapes
     out = np.empty((3, n_rows), np.float64)
     passes = np.zeros(n_slots, np.int64)
     for idx, pad in padded_chunks(n_rows, chunk, desc=desc, progress=progress):
         img = rows.image[pad]
-        terms = _chunk_terms(
-            score_fn, sde, x_model[img], jnp.asarray(rows.label[pad]), jnp.asarray(rows.t[pad]), key,
-            jnp.asarray(img, jnp.int32), jnp.asarray(rows.draw[pad]),
-        )  # fmt: skip
+        x, label, t, image_id, draw = shard_rows(
+            sharding, x_model[img], jnp.asarray(rows.label[pad]), jnp.asarray(rows.t[pad]), jnp.asarray(img, jnp.int32),
+            jnp.asarray(rows.draw[pad]))  # fmt: skip
+        terms = _chunk_terms(score_fn, sde, x, label, t, key, image_id, draw)
         out[:, idx] = np.asarray(jnp.stack(terms), np.float64)[:, : idx.size]
         passes += np.bincount(rows.slot[idx], minlength=n_slots)
     return _RowTerms(out[0], out[1], out[2], passes)
