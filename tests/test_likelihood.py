@@ -316,3 +316,28 @@ def test_tables_are_identical_whatever_the_number_of_devices():
     assert (got[1]["chunk"], got[2]["chunk"]) == (3, 4)  # a chunk is rounded up to a multiple of the devices
     np.testing.assert_allclose(got[2]["log_p"], got[1]["log_p"], rtol=1e-5)
     np.testing.assert_allclose(got[2]["bound"], got[1]["bound"], rtol=1e-6)  # the bound's rows likewise
+
+
+def test_running_out_of_device_memory_names_the_chunk_knob(monkeypatch):
+    """An XLA out-of-memory error inside a chunk becomes an error that names chunk_size (both the
+    ODE likelihood and the bound); other errors pass through unchanged."""
+    from sbgc.method import bound, likelihood
+
+    oom = RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9.1GiB.")
+    mix = GaussianMixtureClasses(np.array([[[0.3, -0.2, 0.1, 0.0]], [[-0.3, 0.2, 0.0, 0.2]]]), [[0.3], [0.4]])
+    score = lambda x, t, y: mix.score(x.reshape(x.shape[0], -1), t, y).reshape(x.shape)  # noqa: E731
+    px = np.zeros((3, 2, 2, 1), np.uint8)
+
+    def boom(*args, **kwargs):
+        raise oom
+
+    monkeypatch.setattr(likelihood, "_solve_rows_jit", boom)
+    with pytest.raises(likelihood.DeviceMemoryError, match=r"chunk of 4 rows .*lower chunk_size \(e\.g\. to 1\)"):
+        likelihood.log_likelihood_table(score, mix.sde, px, np.zeros((3, 2), np.int32), jax.random.key(0),
+                                        chunk_size=4, progress=False)
+    monkeypatch.setattr(bound, "_chunk_terms", boom)
+    with pytest.raises(likelihood.DeviceMemoryError, match="lower chunk_size"):
+        bound.class_log_bounds(score, mix.sde, px, jax.random.key(0), n_classes=2, n_times=2, progress=False)
+    monkeypatch.setattr(bound, "_chunk_terms", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        bound.class_log_bounds(score, mix.sde, px, jax.random.key(0), n_classes=2, n_times=2, progress=False)

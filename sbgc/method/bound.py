@@ -100,6 +100,7 @@ from sbgc.method.likelihood import (
     bits_per_dim,
     labels_per_image,
     log_det_model_to_unit,
+    names_the_chunk_knob,
     padded_chunks,
     row_sharding,
     shard_rows,
@@ -259,11 +260,12 @@ def _evaluate_rows(
     passes = np.zeros(n_slots, np.int64)
     for idx, pad in padded_chunks(n_rows, chunk, desc=desc, progress=progress):
         img = rows.image[pad]
-        x, label, t, image_id, draw = shard_rows(
-            sharding, x_model[img], jnp.asarray(rows.label[pad]), jnp.asarray(rows.t[pad]), jnp.asarray(img, jnp.int32),
-            jnp.asarray(rows.draw[pad]))  # fmt: skip
-        terms = _chunk_terms(score_fn, sde, x, label, t, key, image_id, draw)
-        out[:, idx] = np.asarray(jnp.stack(terms), np.float64)[:, : idx.size]
+        with names_the_chunk_knob("chunk_size", chunk, "one network pass"):
+            x, label, t, image_id, draw = shard_rows(
+                sharding, x_model[img], jnp.asarray(rows.label[pad]), jnp.asarray(rows.t[pad]),
+                jnp.asarray(img, jnp.int32), jnp.asarray(rows.draw[pad]))  # fmt: skip
+            terms = _chunk_terms(score_fn, sde, x, label, t, key, image_id, draw)
+            out[:, idx] = np.asarray(jnp.stack(terms), np.float64)[:, : idx.size]
         passes += np.bincount(rows.slot[idx], minlength=n_slots)
     return _RowTerms(out[0], out[1], out[2], passes)
 

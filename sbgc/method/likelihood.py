@@ -54,6 +54,7 @@ evaluation of the vector field runs the score network on 1 point plus n tangent 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -476,6 +477,26 @@ def row_sharding(devices: Sequence[Any] | None = None):
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("rows"))
 
 
+class DeviceMemoryError(MemoryError):
+    """A chunk did not fit in device memory; the message names the knob that sizes it."""
+
+
+@contextlib.contextmanager
+def names_the_chunk_knob(knob: str, value: int, per_row: str):
+    """Turn a device out-of-memory error (XLA's RESOURCE_EXHAUSTED) raised inside the block into a
+    :class:`DeviceMemoryError` naming ``knob`` (its ``value``, and what one row holds: ``per_row``)."""
+    try:
+        yield
+    except Exception as err:  # XlaRuntimeError has no stable import path across jax versions
+        text = str(err)
+        if "RESOURCE_EXHAUSTED" not in text and "Out of memory" not in text and "out of memory" not in text:
+            raise
+        raise DeviceMemoryError(
+            f"out of device memory evaluating a chunk of {value} rows ({per_row} each, split over "
+            f"{jax.local_device_count()} device(s)): lower {knob} (e.g. to {max(1, value // 4)}); "
+            f"the results do not depend on it. XLA said: {text.splitlines()[0][:300]}") from err
+
+
 def shard_rows(sharding, *arrays):
     """``arrays`` (leading axis = rows, divisible by the device count) placed row-split by
     ``sharding`` (None: unchanged)."""
@@ -682,10 +703,11 @@ def log_likelihood_table(
     nfe = np.empty((n_rows,), np.int64)
     for rows, padded in padded_chunks(n_rows, chunk, desc="log-likelihood", progress=progress):
         img = image_of_row[padded]
-        x_rows, y_rows, p_rows = shard_rows(sharding, batch.x_model[img], jnp.asarray(label_of_row[padded]),
-                                            batch.probes(img))
-        out = _solve_rows_jit(score_fn, sde, x_rows, y_rows, p_rows, settings, prior_logp_fn)
-        out = jax.tree_util.tree_map(lambda a: np.asarray(a)[: rows.size], out)
+        with names_the_chunk_knob("chunk_size", chunk, f"one ODE solve with {n} probe(s)"):
+            x_rows, y_rows, p_rows = shard_rows(sharding, batch.x_model[img], jnp.asarray(label_of_row[padded]),
+                                                batch.probes(img))
+            out = _solve_rows_jit(score_fn, sde, x_rows, y_rows, p_rows, settings, prior_logp_fn)
+            out = jax.tree_util.tree_map(lambda a: np.asarray(a)[: rows.size], out)
         failed = _failed_rows(out, image_of_row[rows], label_of_row[rows])
         if failed:
             raise LikelihoodSolveError(
