@@ -142,6 +142,11 @@ def test_export_and_load_ema_parameters(tmp_path):
     state, _ = _state(tmp_path / "run")
     _assert_trees_equal(state["ema"], params)
     assert loaded_meta["profile"] == "ci" and loaded_meta["weights"] == "ema" and loaded_meta["step"] == 2
+    # the run's log up to the exported step beside it, where the book's Table 1 chapter reads it
+    from sbgc.experiments.table1 import read_training_log, training_log_path
+
+    assert training_log_path(tmp_path / "ci.msgpack") == tmp_path / "ci_train_log.csv"
+    assert list(read_training_log(tmp_path / "ci_train_log.csv")["step"]) == [1, 2]
 
     with pytest.raises(CheckpointError, match="does not match"):
         load_params(tmp_path / "ci.msgpack", expected_sha256="0" * 64)

@@ -205,8 +205,9 @@ def read_training_log(path: str | Path) -> dict[str, np.ndarray]:
 
 def training_log_path(parameter_file: str | Path) -> Path:
     """The training log shipped beside a parameter file: ``NAME.msgpack`` → ``NAME_train_log.csv``."""
-    p = Path(parameter_file)
-    return p.with_name(p.name.removesuffix(".msgpack") + "_train_log.csv")
+    from sbgc.train.loop import log_beside
+
+    return log_beside(parameter_file)
 
 
 def plot_training_logs(score_log: dict[str, np.ndarray], baseline_log: dict[str, np.ndarray] | None):

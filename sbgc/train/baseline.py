@@ -43,7 +43,7 @@ from sbgc.data.datasets import evaluation_split, training_set
 from sbgc.data.transforms import dequantize, random_flip
 from sbgc.method.networks import count_params
 from sbgc.train.checkpoint import CheckpointStore, export_params, load_params
-from sbgc.train.loop import batch_indices, device_name, log_rows, restore_checkpoint, resume, run_loop
+from sbgc.train.loop import batch_indices, copy_log_beside, device_name, log_rows, restore_checkpoint, resume, run_loop
 from sbgc.train.pretrained import resolve_path
 
 Array = jax.Array
@@ -375,7 +375,9 @@ def export_ema(workdir: str | Path, out: str | Path, step: int | None = None, *,
         clf = LoadedClassifier(variables, model_cfg, {"sha256": ""}, Path(out))
         keep.update(test_accuracy=float(np.mean(clf.predict(test.images) == test.labels)),
                     test_source=test.source, test_images=len(test))
-    return export_params(variables, out, keep)
+    exported = export_params(variables, out, keep)
+    copy_log_beside(workdir, out, meta["step"])
+    return exported
 
 
 # name -> parameter file (relative to the repository), a JSON with its sha256 beside it

@@ -147,6 +147,22 @@ def _progress(enabled: bool, total: int, initial: int, desc: str = "train"):
     return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="step", dynamic_ncols=True)
 
 
+def log_beside(out: str | Path) -> Path:
+    """Where a file written from a run keeps the run's training log: ``NAME.msgpack`` → ``NAME_train_log.csv``."""
+    out = Path(out)
+    return out.with_name(out.stem + "_train_log.csv")
+
+
+def copy_log_beside(workdir: str | Path, out: str | Path, upto_step: int) -> Path | None:
+    """The run's training log up to ``upto_step`` written beside ``out`` (:func:`log_beside`), as the
+    book reads it with an exported model (loss curves, training time); None if the run has no log."""
+    rows = log_rows(Path(workdir) / "train_log.csv", int(upto_step))
+    if not rows:
+        return None
+    write_log(log_beside(out), rows)
+    return log_beside(out)
+
+
 def write_log(path: Path, rows: list[dict]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:

@@ -53,8 +53,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from sbgc.data.datasets import training_set
 from sbgc.data.transforms import dequantize, random_flip, to_model_space
 from sbgc.train.checkpoint import CheckpointStore, export_params, load_params
-from sbgc.train.loop import (batch_indices, device_name, interval_reduction, log_rows, restore_checkpoint,
-                             resume, run_loop, write_log)
+from sbgc.train.loop import (batch_indices, copy_log_beside, device_name, interval_reduction, log_beside, log_rows,
+                             restore_checkpoint, resume, run_loop, write_log)
 from sbgc.method.losses import WEIGHTINGS, dsm_loss
 from sbgc.method.networks import ModelConfig, count_params, get_config, init_params, make_noise_fn
 from sbgc.method.sde import SDE
@@ -281,7 +281,9 @@ def export_ema(workdir: str | Path, out: str | Path, step: int | None = None) ->
     state, meta = restore_checkpoint(workdir, _abstract_state, step)
     keep = {k: meta[k] for k in ("profile", "config", "data_source", "n_params", "train_seconds", "device", "step")}
     ema_decay = TrainConfig(**meta["config"]["train"]).ema_decay
-    return export_params(state["ema"], out, dict(keep, weights="ema", ema_decay=ema_decay))
+    exported = export_params(state["ema"], out, dict(keep, weights="ema", ema_decay=ema_decay))
+    copy_log_beside(workdir, out, meta["step"])
+    return exported
 
 
 # --- carrying a run across machines and sessions --------------------------------------------------------
@@ -306,9 +308,7 @@ def pack_state(workdir: str | Path, out: str | Path) -> dict:
     keep = {k: v for k, v in meta.items() if k not in ("sha256", "files")}
     packed = export_params(serialization.to_state_dict(jax.device_get(state)), out,
                            dict(keep, kind="training state", packed_from=str(workdir)))
-    rows = log_rows(workdir / "train_log.csv", int(state["step"]))
-    if rows:
-        write_log(out.with_name(out.stem + "_train_log.csv"), rows)
+    copy_log_beside(workdir, out, int(state["step"]))
     return packed
 
 
@@ -333,7 +333,7 @@ def unpack_state(state_file: str | Path, workdir: str | Path) -> int:
                               "nothing written (resume from it, or use another --workdir)")
     meta = {k: v for k, v in meta.items() if k not in ("sha256", "file", "bytes", "kind", "packed_from")}
     store.save(step, jax.tree_util.tree_map(jnp.asarray, state), meta)
-    log = state_file.with_name(state_file.stem + "_train_log.csv")
+    log = log_beside(state_file)
     if log.exists() and len(log_rows(workdir / "train_log.csv", step)) < len(log_rows(log, step)):
         write_log(workdir / "train_log.csv", log_rows(log, step))
     return step
