@@ -71,7 +71,12 @@ def test_a_dry_run_keeps_the_profile_and_its_models_and_shrinks_every_knob(tmp_p
         overrides = models.dry_run_overrides("workstation", steps, name)
         params = profiles.chapter_params(name, "workstation", overrides)
         like = profiles.chapter_params(name, "ci_cifar10")
+        capped = {k: min(v, models.DRY_RUN_CAPS[k]) for k, v in like.values.items() if k in models.DRY_RUN_CAPS}
+        capped.update({k: v[: models.DRY_RUN_FIRST[k]] for k, v in like.values.items() if k in models.DRY_RUN_FIRST})
+        like = profiles.chapter_params(name, "ci_cifar10", capped)
         assert params.profile == "workstation" and params.knobs == like.knobs, name
+        assert getattr(params, "n_baseline_images", 0) <= models.DRY_RUN_CAPS["n_baseline_images"]
+        assert len(getattr(params, "corruptions", ())) <= 2
         if "checkpoint" in profiles.MODELS_USED[name]:
             assert params.checkpoint == str(steps[0].path)
         if "baseline" in profiles.MODELS_USED[name]:

@@ -12,7 +12,8 @@ A **dry run** (``--dry-run DIR``) goes through the same plan for the same names,
 but trains each model for a couple of steps on tiny batches and writes every file under ``DIR``
 (runs, exported models), so the GPU path's training, export and loading are exercised on a CPU
 without touching the real checkpoints; :func:`dry_run_overrides` then shrinks every chapter's
-knobs to those of a CPU profile of the same dataset while keeping the profile and its models.
+knobs to those of a CPU profile of the same dataset (samples capped: :data:`DRY_RUN_CAPS`, :data:`DRY_RUN_FIRST`)
+while keeping the profile and its models.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ from sbgc.book.profiles import REPO, ModelSpec
 THROUGHPUT_GLOB = "train_throughput_*.json"  # bench/train_throughput.py's records under bench/results
 DRY_RUN_TRAINING = ("--steps", "2", "--batch-size", "2", "--log-every", "1", "--ckpt-every", "1")
 DRY_RUN_KNOBS_LIKE = {"cifar10": "ci_cifar10", "mnist": "ci"}  # a CPU profile of each dataset
+# ... whose baseline samples were sized for a tiny CPU baseline, not a GPU profile's (WRN-28-10: ~0.1 s per
+# CIFAR-10 image on 2 CPU cores)
+DRY_RUN_CAPS = {"n_baseline_images": 20, "n_images": 2, "n_exact_images": 2}
+DRY_RUN_FIRST = {"corruptions": 2}  # list knobs cut to their first entries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +160,8 @@ def dry_run_overrides(profile: str, steps: Sequence[ModelStep], notebook: str) -
     prof = profiles.get_profile(profile)
     like = profiles.get_profile(DRY_RUN_KNOBS_LIKE[prof.dataset])
     overrides: dict[str, Any] = {k: "none" if v is None else v for k, v in profiles.flat_fields(like.chapters[notebook]).items()}
+    overrides.update({k: min(overrides[k], cap) for k, cap in DRY_RUN_CAPS.items() if k in overrides})
+    overrides.update({k: tuple(overrides[k][:n]) for k, n in DRY_RUN_FIRST.items() if k in overrides})
     models = {"checkpoint": steps[0].path, "baseline": steps[1].path}
     overrides.update({k: str(models[k]) for k in profiles.MODELS_USED[notebook]})
     return overrides
