@@ -540,15 +540,27 @@ for norm, eps in budgets.items():
     lo, hi = binomial_interval(k, n)
     s = o.summary()
     med = f"; median shortest adversarial found ε = {s['shortest']['median']:.3g}" if s["broken"] else ""
-    med += (f"; {s['at_random_start']} of the {s['broken']} broken at a random start, before any gradient step "
-            f"(a random point of the ε-ball; at most {P.restarts * len(settings[norm].losses)} draws per image)")
+    if s["broken"]:
+        med += (f"; {s['at_random_start']} of the {s['broken']} broken at a random start, before any gradient step "
+                f"(a random point of the ε-ball; at most {P.restarts * len(settings[norm].losses)} draws per image)")
     summary_lines.append(
         f"* **{norm}, ε = {eps:g}**: SBGC robust accuracy {k}/{n} = {100 * k / n:.0f} % (95 % interval "
         f"{100 * lo:.0f}–{100 * hi:.0f} %; clean {int(o.clean_correct.sum())}/{n}){med}; the {clf.config.name} on the "
         f"same images {int(b.robust.sum())}/{n}, on {len(idx_base):,} images "
         f"{100 * res['base', norm].robust_accuracy:.1f} %. Transfer from the {clf.config.name}'s adversarials: "
         f"SBGC accuracy {100 * transfer[norm]:.0f} %.")
-broken_all = all(outcomes["sbgc", n].robust.sum() == 0 for n in budgets)
+
+
+def outcome_of(who: str) -> str:
+    """Over both budgets: 'no image correct' (nothing to attack), 'all broken' or 'some robust'."""
+    if not any(outcomes[who, n].clean_correct.any() for n in budgets):
+        return "no image correct"
+    return "all broken" if all(outcomes[who, n].robust.sum() == 0 for n in budgets) else "some robust"
+
+
+nothing_to_say = ("no image was classified correctly, so this run says nothing about robustness (too few images or "
+                  "too weak a model). ")
+broken_all = outcome_of("sbgc") == "all broken"
 if bound_attack is None:
     bound_summary = "The variational-bound classifier is not attacked at this profile."
 else:
@@ -559,18 +571,22 @@ else:
         + "; ".join(f"{n}: robust {robust_bound[n]}/{len(idx)} (clean {int(outcomes['bound', n].clean_correct.sum())}, "
                     f"{outcomes['bound', n].summary()['at_random_start']} broken at a random start), "
                     f"the exact-ODE SBGC {robust_ode[n]}/{len(idx)}" for n in budgets) + ". "
-        + ("The estimator does not decide robustness here: both fall to the same attack." if
-           all(robust_bound[n] == 0 for n in budgets) else
-           "The bound classifier keeps images the exact-ODE classifier loses: before reading that as robustness, "
-           "check its gradient check above and the curves; a fixed-draw bound has an exact gradient, but its "
-           "landscape may still mask it."))
+        + {"all broken": "Every image the bound classifier classified correctly was broken at both budgets"
+                         + (": the estimator does not decide robustness here, both fall to the same attack." if broken_all
+                            else "."),
+           "some robust": "The bound classifier keeps images: before reading that as robustness, check its gradient "
+                          "check above and the curves; a fixed-draw bound has an exact gradient, but its landscape "
+                          "may still mask it.",
+           "no image correct": "For the bound classifier " + nothing_to_say}[outcome_of("bound")])
 display(Markdown(
     f"**This run ({P.spec.dataset}, {len(idx)} images).**\n\n" + "\n".join(summary_lines) + "\n\n"
-    + ("Every image the SBGC classified correctly was broken at both budgets, by the gradient attack through the "
-       "ODE: the score-based generative classifier shows **no adversarial robustness here either**. "
-       if broken_all else
-       "Some images withstood every attack: before reading that as robustness, check the gradient table above "
-       "(gradient masking), the curves (accuracy must fall to 0 as ε grows) and a gradient-free attack. ")
+    + {"all broken": "Every image the SBGC classified correctly was broken at both budgets, by the gradient attack "
+                     "through the ODE: the score-based generative classifier shows **no adversarial robustness here "
+                     "either**. ",
+       "some robust": "Some images withstood every attack: before reading that as robustness, check the gradient "
+                      "table above (gradient masking), the curves (accuracy must fall to 0 as ε grows) and a "
+                      "gradient-free attack. ",
+       "no image correct": "For the SBGC " + nothing_to_say}[outcome_of("sbgc")]
     + bound_summary + "\n\n"
     + ("**Published, at the same budgets (other attacks and images; the table above gives sources):** "
        + "; ".join(f"{r.model}: " + ", ".join(f"{lab} {v:g} %" for lab, v in (("L∞", r.linf), ("L2", r.l2)) if v is not None)
