@@ -339,7 +339,7 @@ PROFILES: dict[str, Profile] = {
                                               severities=(1,), corruptions=MNIST_C_CORRUPTIONS, ode=_MNIST_ODE),
             "04_adversarial": AdversarialKnobs(seed=0, data="mnist", n_images=100, n_baseline_images=1_000, eps_linf=0.3,
                                                eps_l2=1.5, ode=Ode(n_probes=1, rtol=1e-3, atol=1e-3), pgd_steps=20,
-                                               rel_stepsize=0.25, restarts=2, line_search=6, judge_rtol=None, bound_times=None,
+                                               rel_stepsize=0.25, restarts=2, line_search=6, judge_rtol=None, bound_times=100,
                                                n_fd_directions=4,
                                                fd_h=2e-3, n_show=3),
             "05_interpolation": InterpolationKnobs(seed=0, data="mnist", n_pairs=100, n_t=5, ode=_MNIST_ODE, n_strips=4),
