@@ -121,6 +121,7 @@ def plan(profile: str, *, dry_run: Path | None = None, device: str | None = None
     :data:`DRY_RUN_TRAINING`; nothing outside it is read as present or written.
     """
     prof = profiles.get_profile(profile)
+    dry_run = None if dry_run is None else Path(dry_run).resolve()  # the commands run from the repository
     device = device or current_device()
     throughput = measured_throughput() if throughput is None else throughput
     steps = []
