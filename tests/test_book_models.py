@@ -36,6 +36,7 @@ def test_produce_runs_the_missing_models_commands_in_order_and_checks_their_file
     assert steps[0].path == tmp_path / "checkpoints" / "sbgc_small_gpu.msgpack"
     train = steps[0].commands[0]
     assert train[train.index("--steps") + 1] == "2" and train.count("--steps") == 1  # the dry run's 2 steps
+    assert "to train, dry run: 2 steps of profile small (it trains 200,000)" in steps[0].describe()
     assert Path(train[train.index("--workdir") + 1]).is_relative_to(tmp_path)
     ran = []
 

@@ -53,9 +53,12 @@ class ModelStep:
     def describe(self) -> str:
         if self.present:
             return f"{self.role} {self.spec.name}: present ({_rel(self.path)})"
-        eta = f"~{self.estimate_s / 3600:.1f} h" if self.estimate_s is not None else "time unknown"
-        return (f"{self.role} {self.spec.name}: to train, {self.spec.steps:,} steps of profile "
-                f"{self.spec.train_profile} ({eta}: {self.estimate_note}), then export to {_rel(self.path)}")
+        if self.estimate_s is None and self.estimate_note.startswith("dry run"):
+            what = f"{self.estimate_note} of profile {self.spec.train_profile} (it trains {self.spec.steps:,})"
+        else:
+            eta = f"~{self.estimate_s / 3600:.1f} h" if self.estimate_s is not None else "time unknown"
+            what = f"{self.spec.steps:,} steps of profile {self.spec.train_profile} ({eta}: {self.estimate_note})"
+        return f"{self.role} {self.spec.name}: to train, {what}, then export to {_rel(self.path)}"
 
 
 def _rel(path: Path) -> str:
