@@ -107,13 +107,9 @@ def current_device() -> str:
 
 
 def _commands(spec: ModelSpec, path: Path, workdir: Path, dry_run: bool) -> tuple[tuple[str, ...], ...]:
-    module = "sbgc.train" if spec.kind == "sbgc" else "sbgc.train.baseline"
     steps = DRY_RUN_TRAINING if dry_run else ("--steps", str(spec.steps))
-    train = (sys.executable, "-m", module, "--profile", spec.train_profile, *steps, "--workdir", str(workdir),
-             "--no-progress")
     no_eval = ("--no-eval",) if dry_run and spec.kind == "baseline" else ()  # a 2-step net's test accuracy says nothing
-    export = (sys.executable, "-m", module, "export", "--workdir", str(workdir), "--out", str(path), *no_eval)
-    return train, export
+    return spec.argv(workdir, path, python=sys.executable, train_args=(*steps, "--no-progress"), export_args=no_eval)
 
 
 def plan(profile: str, *, dry_run: Path | None = None, device: str | None = None,

@@ -36,6 +36,7 @@ profile's ``chapters`` (reading order is :data:`NOTEBOOKS`), and ``notebooks/<na
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -113,14 +114,20 @@ class ModelSpec:
 
         return pretrained.resolve_path(self.name, pretrained.SHIPPED if self.kind == "sbgc" else baseline.SHIPPED)
 
+    def argv(self, workdir: str | Path, out: str | Path, *, python: str = "python",
+             train_args: tuple[str, ...] | None = None, export_args: tuple[str, ...] = ()) -> tuple[tuple[str, ...], ...]:
+        """argv of the command that trains the model (resumable; ``train_args`` default: ``--steps``
+        :attr:`steps`) in ``workdir`` and of the one that exports it to ``out``."""
+        module = "sbgc.train" if self.kind == "sbgc" else "sbgc.train.baseline"
+        train_args = ("--steps", str(self.steps)) if train_args is None else tuple(train_args)
+        return ((python, "-m", module, "--profile", self.train_profile, *train_args, "--workdir", str(workdir)),
+                (python, "-m", module, "export", "--workdir", str(workdir), "--out", str(out), *export_args))
+
     def commands(self, workdir: str | None = None) -> list[str]:
         """Shell commands that train the model from scratch (resumable) and export it to :meth:`path`."""
-        module = "sbgc.train" if self.kind == "sbgc" else "sbgc.train.baseline"
-        workdir = workdir or f"runs/{Path(self.name).stem}"
         path = self.path()
         out = path.relative_to(REPO) if path.is_relative_to(REPO) else path
-        return [f"python -m {module} --profile {self.train_profile} --steps {self.steps} --workdir {workdir}",
-                f"python -m {module} export --workdir {workdir} --out {out}"]
+        return [shlex.join(a) for a in self.argv(workdir or f"runs/{Path(self.name).stem}", out)]
 
 
 DATASETS = ("cifar10", "mnist")
