@@ -475,6 +475,11 @@ def build(book: Path = BOOK, *, results: Path | None = None) -> dict[str, int]:
 
 
 # --- command line ---------------------------------------------------------------------------------
+def scratch_dirs(root: Path) -> dict[str, Path]:
+    """:func:`run`'s folders for a scratch run under ``root`` (``--out``): executed notebooks, results, cache."""
+    return {"book": root, "results": root / "results", "cache_dir": root / "cache"}
+
+
 def produce_models(profile: str, *, plan_only: bool = False, allow_cpu: bool = False, dry_run: Path | None = None) -> None:
     """``python -m sbgc.book models``: print the profile's model plan, train what is missing
     (:mod:`sbgc.book.models`); with ``dry_run``, then run every chapter on those models with shrunk
@@ -491,8 +496,8 @@ def produce_models(profile: str, *, plan_only: bool = False, allow_cpu: bool = F
     if dry_run is not None:
         steps = models.plan(profile, dry_run=dry_run)
         for name in profiles.NOTEBOOKS:
-            run(profile, only=[name], overrides=models.dry_run_overrides(profile, steps, name), book=dry_run,
-                results=dry_run / "results", cache="recompute", cache_dir=dry_run / "cache")
+            run(profile, only=[name], overrides=models.dry_run_overrides(profile, steps, name), cache="recompute",
+                **scratch_dirs(dry_run))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -524,8 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            out = {} if args.out is None else {"book": Path(args.out), "results": Path(args.out) / "results",
-                                               "cache_dir": Path(args.out) / "cache"}
+            out = {} if args.out is None else scratch_dirs(Path(args.out))
             seconds = run(args.profile, only=args.only, overrides=parse_overrides(args.param),
                           keep_going=args.keep_going, cache=args.cache, **out)
             print("[sbgc.book.runner] " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
