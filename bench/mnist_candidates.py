@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from sbgc.data.mnist import load_mnist
-from sbgc.method.bound import class_log_bounds
+from sbgc.method.bound import BoundSettings, class_log_bounds
 from sbgc.stats import binomial_interval
 from sbgc.train import loop
 from sbgc.train import score as T
@@ -47,7 +47,7 @@ def evaluate(model_path: Path, n_images: int, n_times: int, seed: int = 0) -> di
     model = load_model(model_path)
     t0 = time.perf_counter()
     res = class_log_bounds(model.score_fn, model.sde, test.images[idx], jax.random.PRNGKey(seed),
-                           n_times=n_times, data_std=0.62, chunk_size=512, progress=False)
+                           settings=BoundSettings(n_times=n_times, data_std=0.62), chunk_size=512, progress=False)
     seconds = time.perf_counter() - t0
     pred = res.predict()
     correct = int(np.sum(pred == test.labels[idx]))

@@ -20,6 +20,7 @@ from scipy import integrate
 from sbgc.checks.analytic import GaussianMixtureClasses
 from sbgc.experiments import compute
 from sbgc.method import bound as elbo
+from sbgc.method.bound import BoundSettings as B
 from sbgc.method.likelihood import SolverSettings, log_likelihood, prepare_batch
 from sbgc.method.losses import denoising_error
 from sbgc.method.sde import SDE
@@ -166,8 +167,8 @@ def test_estimate_is_unbiased_with_a_calibrated_error_bar(sampling):
     """4,000 independent estimates (K = 16) of the bound at one point, both classes."""
     mix = _mixture()
     x = np.repeat(POINTS[1:2], 4000, axis=0)
-    res = elbo.class_log_bounds(mix.score, mix.sde, x, jax.random.key(3), n_classes=2, n_times=16, sampling=sampling,
-                                data_std=STD, chunk_size=32768, **UNIT)  # fmt: skip
+    res = elbo.class_log_bounds(mix.score, mix.sde, x, jax.random.key(3), n_classes=2,
+                                settings=B(n_times=16, sampling=sampling, data_std=STD), chunk_size=32768, **UNIT)  # fmt: skip
     closed = np.array([_expected_bound("subvp", POINTS[1], mu, STD, 1.0) for mu in MEANS])
     spread = res.log_p.std(axis=0)
     assert np.all(np.abs(res.log_p.mean(axis=0) - closed) < 4 * spread / math.sqrt(len(x)))
@@ -182,8 +183,8 @@ def test_estimate_converges_to_the_closed_form_bound_and_stays_below_the_density
     exact = np.array([[_gauss_log_density(x0, mu, STD) for mu in MEANS] for x0 in POINTS])
     errors = {}
     for k in (64, 1024, 8192):
-        res = elbo.class_log_bounds(mix.score, mix.sde, POINTS, jax.random.key(k), n_classes=2, n_times=k,
-                                    data_std=STD, chunk_size=32768, **UNIT)  # fmt: skip
+        res = elbo.class_log_bounds(mix.score, mix.sde, POINTS, jax.random.key(k), n_classes=2,
+                                    settings=B(n_times=k, data_std=STD), chunk_size=32768, **UNIT)  # fmt: skip
         assert np.all(np.abs(res.log_p - closed) < 4 * res.log_p_se), (k, res.log_p - closed, res.log_p_se)
         assert np.all(res.log_p < exact + 3 * res.log_p_se)  # never above the density beyond its error bar
         errors[k] = res.log_p_se
@@ -194,8 +195,8 @@ def test_estimate_converges_to_the_closed_form_bound_and_stays_below_the_density
 def test_control_variate_keeps_the_mean_and_cuts_the_noise():
     mix = _mixture()
     x = np.repeat(POINTS[:1], 3000, axis=0)
-    runs = {ds: elbo.class_log_bounds(mix.score, mix.sde, x, jax.random.key(5), n_classes=2, n_times=16,
-                                      data_std=ds, chunk_size=32768, **UNIT).log_p for ds in (STD, None)}  # fmt: skip
+    runs = {ds: elbo.class_log_bounds(mix.score, mix.sde, x, jax.random.key(5), n_classes=2,
+                                      settings=B(n_times=16, data_std=ds), chunk_size=32768, **UNIT).log_p for ds in (STD, None)}  # fmt: skip
     se = np.sqrt(runs[STD].var(axis=0) + runs[None].var(axis=0)) / math.sqrt(len(x))
     assert np.all(np.abs(runs[STD].mean(axis=0) - runs[None].mean(axis=0)) < 4 * se)
     assert np.all(runs[STD].std(axis=0) < 0.5 * runs[None].std(axis=0))
@@ -205,9 +206,9 @@ def test_control_variate_keeps_the_mean_and_cuts_the_noise():
 def test_common_random_numbers_chunking_and_dequantization():
     mix = _mixture()
     label_blind = lambda x, t, y: mix.score(x, t, jnp.zeros_like(y))
-    res = elbo.class_log_bounds(label_blind, mix.sde, POINTS, jax.random.key(0), n_classes=3, n_times=8, **UNIT)
+    res = elbo.class_log_bounds(label_blind, mix.sde, POINTS, jax.random.key(0), n_classes=3, settings=B(n_times=8), **UNIT)
     np.testing.assert_array_equal(res.log_p[:, 1:], res.log_p[:, :1].repeat(2, axis=1))  # same draws per class
-    run = lambda chunk: elbo.class_log_bounds(mix.score, mix.sde, POINTS, jax.random.key(1), n_classes=2, n_times=8,
+    run = lambda chunk: elbo.class_log_bounds(mix.score, mix.sde, POINTS, jax.random.key(1), n_classes=2, settings=B(n_times=8),
                                               chunk_size=chunk, **UNIT)  # fmt: skip
     small, large = run(5), run(4096)
     np.testing.assert_allclose(small.log_p, large.log_p, rtol=1e-6)
@@ -217,7 +218,7 @@ def test_common_random_numbers_chunking_and_dequantization():
     pixels = jax.random.randint(jax.random.key(2), (2, 4, 4, 3), 0, 256).astype(jnp.uint8)
     blind = lambda x, t, y: -x / (1.0 + 0 * t[:, None, None, None])
     key = jax.random.key(7)
-    bound = elbo.log_bound(blind, SDE(), pixels, np.array([0, 1]), key, n_times=4, progress=False)
+    bound = elbo.log_bound(blind, SDE(), pixels, np.array([0, 1]), key, settings=B(n_times=4), progress=False)
     batch = prepare_batch(pixels, key, n_probes=1, probe="rademacher", dequantize=True, data_scaling="centered")
     x_model = batch.x_model
     np.testing.assert_allclose(bound.prior_term, -np.asarray(elbo.prior_kl(SDE(), x_model)), rtol=1e-6)
@@ -240,7 +241,7 @@ def test_full_image_path_agrees_with_the_exact_ode_and_the_closed_form():
     pixels = jax.random.randint(jax.random.key(0), (2, 4, 4, 3), 90, 170).astype(jnp.uint8)
     y = np.array([0, 1], np.int32)
     key = jax.random.key(1)
-    bound = elbo.log_bound(score, sde, pixels, y, key, n_times=2048, data_std=s, progress=False)
+    bound = elbo.log_bound(score, sde, pixels, y, key, settings=B(n_times=2048, data_std=s), progress=False)
     ode = log_likelihood(score, sde, pixels, y, key, probe="exact", solver=SolverSettings(rtol=1e-5, atol=1e-5),
                          progress=False)
     x_model = prepare_batch(pixels, key, n_probes=1, probe="exact", dequantize=True, data_scaling="centered").x_model
@@ -255,10 +256,11 @@ def test_full_image_path_agrees_with_the_exact_ode_and_the_closed_form():
 def test_pruning_refines_only_the_kept_classes():
     mix = GaussianMixtureClasses.isotropic_gaussians(np.array([[1.0, 1.0], [-1, 1], [-1, -1], [1, -1]]), 0.8)
     x, _ = mix.sample(jax.random.key(0), 50)
-    kw = dict(n_classes=4, data_std=0.8, chunk_size=4096, **UNIT)
-    pruned = elbo.pruned_class_bounds(mix.score, mix.sde, x, jax.random.key(1), first_times=6, keep=2, second_times=42,
+    kw = dict(n_classes=4, chunk_size=4096, **UNIT)
+    pruned = elbo.pruned_class_bounds(mix.score, mix.sde, x, jax.random.key(1), settings=B(n_times=6, data_std=0.8), keep=2,
+                                      second_times=42,
                                       **kw)  # fmt: skip
-    first = elbo.class_log_bounds(mix.score, mix.sde, x, jax.random.key(1), n_times=6, **kw)
+    first = elbo.class_log_bounds(mix.score, mix.sde, x, jax.random.key(1), settings=B(n_times=6, data_std=0.8), **kw)
     np.testing.assert_array_equal(pruned.first.log_p, first.log_p)  # stage 1 = the plain K₁ classifier
     assert np.all(pruned.kept.sum(axis=1) == 2)
     top = np.sort(np.argsort(-first.log_p, axis=1)[:, :2], axis=1)
@@ -277,8 +279,8 @@ def test_pruned_classifier_reaches_the_bayes_accuracy():
     a, s = 0.6, 0.7
     mix = GaussianMixtureClasses.isotropic_gaussians(np.array([[a, a], [-a, a], [-a, -a], [a, -a]]), s)
     x, y = mix.sample(jax.random.key(0), 300)
-    pruned = elbo.pruned_class_bounds(mix.score, mix.sde, x, jax.random.key(1), n_classes=4, first_times=64, keep=2,
-                                      second_times=1024, data_std=s, chunk_size=65536, **UNIT)  # fmt: skip
+    pruned = elbo.pruned_class_bounds(mix.score, mix.sde, x, jax.random.key(1), n_classes=4, settings=B(n_times=64, data_std=s),
+                                      keep=2, second_times=1024, chunk_size=65536, **UNIT)  # fmt: skip
     bayes = (0.5 * (1 + math.erf(a / s / math.sqrt(2)))) ** 2  # ≈ 0.647
     accuracy = np.mean(pruned.predict() == np.asarray(y))
     assert abs(accuracy - bayes) < 3 * math.sqrt(bayes * (1 - bayes) / len(y)), (accuracy, bayes)
@@ -291,13 +293,17 @@ def test_bad_arguments_raise():
     key = jax.random.key(0)
     run = lambda **kw: elbo.class_log_bounds(mix.score, mix.sde, POINTS, key, n_classes=2, **{**UNIT, **kw})
     with pytest.raises(ValueError, match="n_times must be an int >= 2"):
-        run(n_times=1)
+        B(n_times=1)
     with pytest.raises(ValueError, match="sampling must be one of"):
-        run(sampling="uniform")
+        B(sampling="uniform")
     with pytest.raises(ValueError, match="eps must lie in"):
-        run(eps=0.0)
+        B(eps=0.0)
     with pytest.raises(ValueError, match="data_std must be positive"):
-        run(data_std=-1.0)
+        B(data_std=-1.0)
+    with pytest.raises(TypeError, match="settings must be a BoundSettings"):
+        run(settings={"n_times": 8})
+    with pytest.raises(TypeError, match="n_times"):  # the settings' fields are not keywords of the API
+        run(n_times=8)
     with pytest.raises(ValueError, match="chunk_size must be a positive int"):
         run(chunk_size=0)
     with pytest.raises(ValueError, match="data_scaling must be one of"):
@@ -347,7 +353,7 @@ def test_bound_lies_below_the_ode_likelihood_on_the_ci_network():
         pytest.skip(f"needs the shipped ci network and the exact CIFAR-10 test head: {missing}")
     x, y = data.images[:2], data.labels[:2].astype(np.int32)
     key = jax.random.key(0)
-    bound = elbo.log_bound(model.score_fn, model.sde, x, y, key, n_times=512, chunk_size=256, progress=False)
+    bound = elbo.log_bound(model.score_fn, model.sde, x, y, key, settings=B(n_times=512), chunk_size=256, progress=False)
     ode = log_likelihood(model.score_fn, model.sde, x, y, key, n_probes=4,
                          solver=SolverSettings(rtol=1e-3, atol=1e-3), progress=False)
     ode_se = ode.log_p_probes.std(axis=1, ddof=1) / np.sqrt(4)
@@ -368,7 +374,7 @@ def test_the_differentiable_bound_equals_the_table_and_its_gradient_the_finite_d
     score = functools.partial(tiny_score, init_tiny(jax.random.key(3), 3, 8, 4))
     x = np.asarray(jax.random.uniform(jax.random.key(4), (3, *shape)), np.float32)
     key, settings = jax.random.key(5), elbo.BoundSettings(n_times=6)
-    table = elbo.class_log_bounds(score, sde, x, key, n_classes=4, n_times=6, dequantize=False, progress=False)
+    table = elbo.class_log_bounds(score, sde, x, key, n_classes=4, settings=settings, dequantize=False, progress=False)
     t, z = elbo.bound_random_numbers(sde, key, jnp.arange(3), settings, shape)
     np.testing.assert_allclose(t, table.times, rtol=1e-6)
     pure, ok = elbo.class_log_bounds_pure(score, sde, jnp.asarray(x), t, z, settings=settings, n_classes=4)

@@ -280,7 +280,7 @@ _SHARDED_SCRIPT = r"""
 import json, sys
 import jax, numpy as np
 from sbgc.checks.analytic import GaussianMixtureClasses
-from sbgc.method.bound import class_log_bounds
+from sbgc.method.bound import BoundSettings, class_log_bounds
 from sbgc.method.classify import class_log_likelihoods
 from sbgc.method.likelihood import SolverSettings, row_sharding, sharded_chunk
 mix = GaussianMixtureClasses(np.array([[[0.3, -0.2, 0.1, 0.0]], [[-0.3, 0.2, 0.0, 0.2]]]), [[0.3], [0.4]])
@@ -288,7 +288,8 @@ score = lambda x, t, y: mix.score(x.reshape(x.shape[0], -1), t, y).reshape(x.sha
 px = jax.random.randint(jax.random.key(3), (5, 2, 2, 1), 0, 256).astype(np.uint8)
 res = class_log_likelihoods(score, mix.sde, px, jax.random.key(4), n_classes=2, n_probes=3, chunk_size=3,
                             solver=SolverSettings(rtol=1e-4, atol=1e-4), progress=False)
-bound = class_log_bounds(score, mix.sde, px, jax.random.key(5), n_classes=2, n_times=6, chunk_size=5, progress=False)
+bound = class_log_bounds(score, mix.sde, px, jax.random.key(5), n_classes=2, settings=BoundSettings(n_times=6), chunk_size=5,
+                         progress=False)
 s = row_sharding()
 print(json.dumps({"devices": jax.local_device_count(), "split": None if s is None else s.mesh.size,
                   "chunk": sharded_chunk(3, s), "log_p": np.asarray(res.log_p).tolist(),
@@ -337,7 +338,9 @@ def test_running_out_of_device_memory_names_the_chunk_knob(monkeypatch):
                                         chunk_size=4, progress=False)
     monkeypatch.setattr(bound, "_chunk_terms", boom)
     with pytest.raises(likelihood.DeviceMemoryError, match="lower chunk_size"):
-        bound.class_log_bounds(score, mix.sde, px, jax.random.key(0), n_classes=2, n_times=2, progress=False)
+        bound.class_log_bounds(score, mix.sde, px, jax.random.key(0), n_classes=2, settings=bound.BoundSettings(n_times=2),
+                               progress=False)
     monkeypatch.setattr(bound, "_chunk_terms", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
-        bound.class_log_bounds(score, mix.sde, px, jax.random.key(0), n_classes=2, n_times=2, progress=False)
+        bound.class_log_bounds(score, mix.sde, px, jax.random.key(0), n_classes=2, settings=bound.BoundSettings(n_times=2),
+                               progress=False)

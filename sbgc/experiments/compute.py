@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from sbgc.method.bound import class_log_bounds, pruned_class_bounds
+from sbgc.method.bound import BoundSettings, class_log_bounds, pruned_class_bounds
 from sbgc.method.likelihood import SolverSettings, bits_per_dim
 from sbgc.report import markdown_table
 
@@ -110,12 +110,14 @@ def ode_point(score_fn, sde, x, y, key, *, n_probes: int, rtol: float, chunk_siz
 
 
 def bound_point(score_fn, sde, x, y, key, *, n_times: int, chunk_size: int, **kwargs) -> FrontierPoint:
-    """Bound classifier (:func:`class_log_bounds`) with K = ``n_times`` on images x [N, ...]."""
+    """Bound classifier (:func:`class_log_bounds`) with K = ``n_times`` on images x [N, ...]; ``kwargs``:
+    the other :class:`~sbgc.method.bound.BoundSettings` fields (flat, as the chapter's cache keys name them)."""
     import time
 
     y = np.asarray(y)
     start = time.perf_counter()
-    res = class_log_bounds(score_fn, sde, x, key, n_times=n_times, chunk_size=chunk_size, progress=False, **kwargs)
+    res = class_log_bounds(score_fn, sde, x, key, settings=BoundSettings(n_times=n_times, **kwargs), chunk_size=chunk_size,
+                           progress=False)  # fmt: skip
     seconds = time.perf_counter() - start
     rows = np.arange(y.size)
     passes = res.nfe.sum(axis=1)
@@ -130,8 +132,8 @@ def pruned_point(score_fn, sde, x, y, key, *, first_times: int, keep: int, secon
 
     y = np.asarray(y)
     start = time.perf_counter()
-    res = pruned_class_bounds(score_fn, sde, x, key, first_times=first_times, keep=keep, second_times=second_times,
-                              chunk_size=chunk_size, progress=False, **kwargs)  # fmt: skip
+    res = pruned_class_bounds(score_fn, sde, x, key, settings=BoundSettings(n_times=first_times, **kwargs), keep=keep,
+                              second_times=second_times, chunk_size=chunk_size, progress=False)  # fmt: skip
     seconds = time.perf_counter() - start
     rows = np.arange(y.size)
     settings = {"first_times": first_times, "keep": keep, "second_times": second_times, **kwargs}

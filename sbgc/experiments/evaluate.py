@@ -92,10 +92,10 @@ def _class_scores(model, images: np.ndarray, key, s: EvalSettings) -> tuple[np.n
     """log p (or its bound) [B, K] and network passes [B] of uint8 images [B, *shape]."""
     k = model.config.n_classes
     if s.method == "bound":
-        from sbgc.method.bound import class_log_bounds
+        from sbgc.method.bound import BoundSettings, class_log_bounds
 
-        res = class_log_bounds(model.score_fn, model.sde, images, key, n_classes=k, n_times=s.n_times,
-                               eps=s.eps, chunk_size=512, progress=False)
+        res = class_log_bounds(model.score_fn, model.sde, images, key, n_classes=k,
+                               settings=BoundSettings(n_times=s.n_times, eps=s.eps), chunk_size=512, progress=False)
     else:
         from sbgc.method.classify import class_log_likelihoods
 

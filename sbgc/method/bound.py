@@ -437,10 +437,7 @@ def log_bound_table(
     labels: Array | np.ndarray,
     key: Array,
     *,
-    n_times: int = 100,
-    sampling: Sampling = "stratified",
-    eps: float = 1e-5,
-    data_std: float | None = 0.5,
+    settings: BoundSettings = BoundSettings(),
     dequantize: bool = True,
     data_scaling: DataScaling = "centered",
     chunk_size: int = 256,
@@ -449,9 +446,11 @@ def log_bound_table(
     """The bound L(x_i, labels[i, c]) for B images × C labels, common random numbers per image.
 
     x: uint8 or float [B, *shape]; labels: int [B, C]. Returns a :class:`BoundResult` with leading
-    axes [B, C]. Each row costs n_times + 1 network passes. See :func:`log_bound` for the arguments.
+    axes [B, C]. Each row costs ``settings.n_times`` + 1 network passes. See :func:`log_bound` for the
+    arguments.
     """
-    settings = BoundSettings(n_times=n_times, sampling=sampling, eps=eps, data_std=data_std)
+    if not isinstance(settings, BoundSettings):
+        raise TypeError(f"settings must be a BoundSettings, got {type(settings).__name__}")
     _check_chunk(chunk_size)
     images = _prepare(x, key, dequantize, data_scaling)
     labels = _check_labels(labels, images.x_model.shape[0])
@@ -474,8 +473,8 @@ def log_bound(
         x: uint8 pixels or float data [B, *shape]; y: int [B] labels.
         key: PRNG key of the dequantization noise (split as in :mod:`sbgc.method.likelihood`, so the same
             key gives the same dequantized images), the times and the noises.
-        n_times: K; sampling: ``"importance"`` or ``"stratified"``; eps: ε; data_std: s_d of the
-            control variate or None (:class:`BoundSettings`).
+        settings: :class:`BoundSettings` — K times, their sampling, ε and the control variate's s_d,
+            e.g. ``settings=BoundSettings(n_times=100)``.
         dequantize, data_scaling: as in :func:`sbgc.method.likelihood.log_likelihood`.
         chunk_size: network inputs per jitted call (bounds memory). progress: tqdm over chunks.
 
@@ -531,32 +530,31 @@ def pruned_class_bounds(
     key: Array,
     *,
     n_classes: int = 10,
-    first_times: int = 10,
+    settings: BoundSettings = BoundSettings(n_times=10),
     keep: int = 2,
     second_times: int = 100,
-    sampling: Sampling = "stratified",
-    eps: float = 1e-5,
-    data_std: float | None = 0.5,
     dequantize: bool = True,
     data_scaling: DataScaling = "centered",
     chunk_size: int = 256,
     progress: bool = True,
 ) -> PrunedBounds:
-    """Adaptive class pruning: K₁ = ``first_times`` for every class, then K₂ = ``second_times``
+    """Adaptive class pruning: K₁ = ``settings.n_times`` for every class, then K₂ = ``second_times``
     more for the ``keep`` best classes of each image (fresh times and noises, shared by the kept
-    classes of an image).
+    classes of an image; sampling, ε and s_d from ``settings``).
 
     The kept classes' diffusion terms average all K₁ + K₂ per-time values (each stage is unbiased
     for the same integral, so the count-weighted mean is). Other arguments as in
     :func:`class_log_bounds`; ``key`` gives stage 1 exactly the draws of
-    ``class_log_bounds(..., n_times=first_times)`` with the same key.
+    ``class_log_bounds(..., settings=settings)`` with the same key.
     """
     if not (isinstance(n_classes, (int, np.integer)) and n_classes >= 1):
         raise ValueError(f"n_classes must be a positive int, got {n_classes!r}")
     if not (isinstance(keep, (int, np.integer)) and 1 <= keep <= n_classes):
         raise ValueError(f"keep must be an int in [1, n_classes={n_classes}], got {keep!r}")
     _check_chunk(chunk_size)
-    first_settings = BoundSettings(n_times=first_times, sampling=sampling, eps=eps, data_std=data_std)
+    if not isinstance(settings, BoundSettings):
+        raise TypeError(f"settings must be a BoundSettings, got {type(settings).__name__}")
+    first_settings = settings
     second_settings = dataclasses.replace(first_settings, n_times=second_times)
     images = _prepare(x, key, dequantize, data_scaling)
     b = images.x_model.shape[0]
@@ -565,7 +563,7 @@ def pruned_class_bounds(
     top = np.argsort(-first.log_p, axis=1, kind="stable")[:, :keep].astype(np.int32)  # [B, keep]
     second = _run_stage(score_fn, sde, images, top, second_settings, 1, chunk_size, progress)
     rows = np.arange(b)[:, None]
-    diffusion, diffusion_se = _combined_mean(first.diffusion_draws[rows, top], second.values, sampling)
+    diffusion, diffusion_se = _combined_mean(first.diffusion_draws[rows, top], second.values, settings.sampling)
     log_p, log_p_se = first.log_p.copy(), first.log_p_se.copy()
     log_p[rows, top] = first.prior_term[:, None] + first.decoder_term[rows, top] + diffusion + first.log_det
     log_p_se[rows, top] = np.sqrt(first.decoder_se[rows, top] ** 2 + diffusion_se**2)
