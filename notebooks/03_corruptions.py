@@ -240,8 +240,8 @@ paired = {g: rb.paired_difference(sbgc, base_same, g, n_boot=n_boot, seed=P.seed
 verdict = rb.robustness_verdict(paired, a="SBGC", b=f"CNN baseline ({clf.config.name})")
 precision_text = ""
 all_sbgc = rows_ours["SBGC"]["all"]
-if all_sbgc is not None and all_sbgc.boot_lo is not None:  # how far the sample is from a ±2-point interval for the SBGC's mean over corruptions
-    half = (all_sbgc.boot_hi - all_sbgc.boot_lo) / 2
+if all_sbgc is not None and all_sbgc.bootstrap is not None:  # how far the sample is from a ±2-point interval for the SBGC's mean over corruptions
+    half = (all_sbgc.bootstrap.hi - all_sbgc.bootstrap.lo) / 2
     need = rb.images_for_half_width(half, len(sbgc_set), 0.02)
     per_image = sum(e.record["seconds"] for e in entries) / len(sbgc_set)
     precision_text = (f"**Precision.** The SBGC's all-corruptions accuracy has a 95 % interval (images resampled) of "

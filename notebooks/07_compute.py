@@ -44,7 +44,7 @@ from sbgc.book.provenance import collect_provenance, write_results
 from sbgc.data.datasets import describe, evaluation_split
 from sbgc.experiments import compute
 from sbgc.report import cpu_trained_note
-from sbgc.stats import mean_interval
+from sbgc.stats import mean_estimate
 from sbgc.train.pretrained import load_model
 
 P = chapter_params("07_compute", profile, overrides)
@@ -157,10 +157,10 @@ display(Markdown(compute.frontier_table(points) + "\n\nWall times are those of t
 # %%
 best_bound = max(bound_points, key=lambda p: p.settings["n_times"])
 gap_bpd = best_bound.true_bpd - reference.true_bpd  # [N]
-gap = mean_interval(gap_bpd) if gap_bpd.size > 1 else None
+gap = mean_estimate(gap_bpd) if gap_bpd.size > 1 else None
 below = np.mean(best_bound.true_log_p + 2 * best_bound.true_log_p_se < reference.true_log_p)
 fig = compute.plot_bound_gap(reference, best_bound, "true class, same images and dequantization")
-gap_text = (f"{gap.mean:.3f} bits/dim (95 % interval {gap.lo:.3f} – {gap.hi:.3f}, {gap.n} images)" if gap
+gap_text = (f"{gap.value:.3f} bits/dim (95 % interval {gap.lo:.3f} – {gap.hi:.3f}, {gap.n} images)" if gap
             else f"{gap_bpd[0]:.3f} bits/dim (one image)")  # fmt: skip
 display(Markdown(
     f"Mean bits/dim of the true class: exact ODE ({reference.label}) {reference.true_bpd.mean():.3f}, bound "

@@ -1,13 +1,15 @@
 """Small statistical helpers for the book's numbers: standard errors and confidence intervals.
 
 Every interval here is two-sided at ``level`` (default 95 %). For a binomial proportion (an
-accuracy, a fraction of pairs) use :func:`binomial_interval` (Clopper–Pearson) or
-:func:`proportion_summary`, which adds the exact two-sided sign test against one half.
+accuracy, a fraction of pairs) use :func:`proportion_estimate` (Clopper–Pearson) and, against one
+half, :func:`sign_test_p`; for a mean, :func:`mean_estimate` (Student t). Both return an
+:class:`Estimate`, the one value-with-interval type of the book.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -37,43 +39,59 @@ def sem(values, axis: int = -1) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class MeanInterval:
-    """Mean of a sample with its standard error and Student-t confidence interval."""
+class Estimate:
+    """An estimate with its two-sided interval at ``level`` and the sample behind it — the one
+    value-with-interval type of the book (a mean, an accuracy, a bootstrap percentile interval).
 
-    mean: float
-    sem: float
+    value: the point estimate (a mean, or a fraction k/n).
+    lo, hi: the interval; NaN where none exists (e.g. the mean of a single value).
+    n: the sample size (values of a mean, trials of a fraction).
+    level: the interval's coverage, e.g. 0.95.
+    method: how the interval was made: ``"student-t"``, ``"clopper-pearson"``, ``"image-bootstrap"``.
+    se: the standard error where one is defined (a mean's s/√n), else NaN.
+    successes: k of a fraction k/n (None for a mean).
+    """
+
+    value: float
     lo: float
     hi: float
     n: int
-    level: float
+    level: float = 0.95
+    method: str = ""
+    se: float = float("nan")
+    successes: int | None = None
+
+    @property
+    def has_interval(self) -> bool:
+        return not (math.isnan(self.lo) or math.isnan(self.hi))
 
     def excludes(self, value: float) -> bool:
-        """Whether ``value`` lies outside the interval."""
-        return not self.lo <= value <= self.hi
+        """Whether ``value`` lies outside the interval (False when there is none)."""
+        return self.has_interval and not self.lo <= value <= self.hi
+
+    def fmt(self, digits: int = 2, scale: float = 1.0) -> str:
+        """``"0.91 [0.84, 0.96] (n = 100)"``, values times ``scale``; ``"(n/a)"`` without an interval."""
+        v, lo, hi = (scale * a for a in (self.value, self.lo, self.hi))
+        interval = f"[{lo:.{digits}f}, {hi:.{digits}f}]" if self.has_interval else "(n/a)"
+        return f"{v:.{digits}f} {interval} (n = {self.n:,})"
+
+    def as_dict(self) -> dict:
+        """JSON-ready (NaN becomes None)."""
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in dataclasses.asdict(self).items()}
 
 
-def mean_interval(values, level: float = 0.95) -> MeanInterval:
-    """Mean ± the Student-t interval t_{n−1, (1+level)/2} · s/√n of a 1-D sample (n ≥ 2)."""
+def mean_estimate(values, level: float = 0.95) -> Estimate:
+    """Mean of a 1-D sample with its standard error and Student-t interval
+    mean ± t_{n−1, (1+level)/2} · s/√n; a single value gets no interval (NaN bounds)."""
     from scipy.stats import t as student_t
 
     _check_level(level)
-    x = _as_sample(values, "values", 2)
+    x = _as_sample(values, "values", 1)
+    if x.size == 1:
+        return Estimate(float(x[0]), float("nan"), float("nan"), 1, level, "student-t")
     m, se = float(x.mean()), float(sem(x))
     half = float(student_t.ppf(0.5 + level / 2, x.size - 1)) * se
-    return MeanInterval(m, se, m - half, m + half, int(x.size), level)
-
-
-@dataclasses.dataclass(frozen=True)
-class ProportionSummary:
-    """A fraction k/n with its Clopper–Pearson interval and the sign-test p-value against 1/2."""
-
-    successes: int
-    n: int
-    fraction: float
-    lo: float
-    hi: float
-    sign_test_p: float  # two-sided exact binomial test of H0: fraction = 1/2
-    level: float
+    return Estimate(m, m - half, m + half, int(x.size), level, "student-t", se)
 
 
 def binomial_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
@@ -88,11 +106,15 @@ def binomial_interval(successes: int, trials: int, level: float = 0.95) -> tuple
     return lo, hi
 
 
-def proportion_summary(successes: int, n: int, level: float = 0.95) -> ProportionSummary:
-    """k of n with an exact (Clopper–Pearson) interval and the exact two-sided sign test p-value."""
-    from scipy.stats import binomtest
-
+def proportion_estimate(successes: int, n: int, level: float = 0.95) -> Estimate:
+    """The fraction k/n (e.g. an accuracy) with its exact (Clopper–Pearson) interval."""
     _check_level(level)
     lo, hi = binomial_interval(int(successes), int(n), level)
-    p = float(binomtest(int(successes), int(n), 0.5, alternative="two-sided").pvalue)
-    return ProportionSummary(int(successes), int(n), successes / n, lo, hi, p, level)
+    return Estimate(successes / n, lo, hi, int(n), level, "clopper-pearson", successes=int(successes))
+
+
+def sign_test_p(successes: int, n: int) -> float:
+    """Two-sided exact binomial test of H0: fraction = 1/2 (the sign test) for k of n."""
+    from scipy.stats import binomtest
+
+    return float(binomtest(int(successes), int(n), 0.5, alternative="two-sided").pvalue)

@@ -94,7 +94,8 @@ def test_convexity_statistics_on_known_convex_concave_and_straight_curves():
     np.testing.assert_allclose(stats.midpoint_gap, a / 4, rtol=1e-9)
     np.testing.assert_allclose(stats.mean_curvature, 2 * a, rtol=1e-9)
     assert stats.below_chord.successes == 12 and stats.below_chord.lo > 0.5
-    assert stats.below_chord.sign_test_p == pytest.approx(2 / 2**12)
+    assert stats.as_dict()["below_chord"]["sign_test_p"] == pytest.approx(2 / 2**12)  # the sign test, exact
+    assert "p = 0.00049" in stats.to_markdown()
     assert stats.curvature.lo > 0 and stats.verdict() == "convex"
     concave = convexity_statistics(level - a[:, None] * (ts - 0.3) ** 2, ts)
     assert concave.below_chord.successes == 0 and concave.curvature.hi < 0 and concave.verdict() == "concave"

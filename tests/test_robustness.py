@@ -168,7 +168,8 @@ def test_table2_groups_pool_the_right_settings():
     assert (row["all"].correct, row["all"].total, row["all"].n_settings) == (4 * 15 + 4 * 5, 8 * 20, 8)
     assert (row["all_wo_noise"].correct, row["all_wo_noise"].total) == (4 * 5, 4 * 20)
     assert row["all"].fraction == pytest.approx(np.mean([c.mean() for c in correct[1:]]))  # = mean accuracy
-    assert (row["all"].lo, row["all"].hi) == pytest.approx(binomial_interval(80, 160))
+    assert (row["all"].pooled.lo, row["all"].pooled.hi) == pytest.approx(binomial_interval(80, 160))
+    assert row["all"].as_dict()["lo"] == row["all"].pooled.lo and row["all"].as_dict()["accuracy"] == 0.5
     assert row["clean"].cell().startswith("90.0 [")
     noise_only = rb.table2_row(grid_result(correct[:5], grid[:5]))
     assert noise_only["all_wo_noise"] is None and noise_only["all"].n_settings == 4
@@ -181,12 +182,12 @@ def test_image_bootstrap_widens_the_interval_when_cases_share_images():
     independent = rng.random((n_settings, n_images)) < 0.5
     for correct, wider in ((clustered, True), (independent, False)):
         acc = rb.accuracy_of(correct, n_boot=1000, seed=1)
-        binomial_width, boot_width = acc.hi - acc.lo, acc.boot_hi - acc.boot_lo
+        binomial_width, boot_width = acc.pooled.hi - acc.pooled.lo, acc.bootstrap.hi - acc.bootstrap.lo
         if wider:
             assert boot_width > 3 * binomial_width
         else:
             assert boot_width == pytest.approx(binomial_width, rel=0.35)
-        assert acc.boot_lo <= acc.fraction <= acc.boot_hi
+        assert acc.bootstrap.lo <= acc.fraction <= acc.bootstrap.hi and acc.bootstrap.n == n_images
     assert rb.image_bootstrap_interval(np.ones((5, 1), bool)) is None
     assert rb.accuracy_of(np.ones((5, 1), bool)).cell(bootstrap=True) == "100.0 (n/a)"
 

@@ -8,24 +8,30 @@ import numpy as np
 import pytest
 
 from sbgc.experiments import table1
-from sbgc.stats import binomial_interval
+from sbgc.stats import Estimate, binomial_interval, mean_estimate, sign_test_p
 from sbgc.train import baseline
 from sbgc.train import pretrained
 
 
 def test_accuracy_and_mean_estimates():
     acc = table1.accuracy_estimate(np.array([0, 1, 2, 3]), np.array([0, 1, 2, 0]))
-    assert (acc.value, acc.n) == (0.75, 4) and (acc.lo, acc.hi) == pytest.approx(binomial_interval(3, 4))
+    assert (acc.value, acc.n, acc.successes) == (0.75, 4, 3) and (acc.lo, acc.hi) == pytest.approx(binomial_interval(3, 4))
+    assert acc.method == "clopper-pearson" and acc.fmt(2) == f"0.75 [{acc.lo:.2f}, {acc.hi:.2f}] (n = 4)"
     with pytest.raises(ValueError, match="matching non-empty"):
         table1.accuracy_estimate(np.array([0, 1]), np.array([0]))
     rng = np.random.default_rng(0)
     covered = 0
     for _ in range(200):  # the Student-t interval covers the true mean ~95 % of the time
-        m = table1.mean_estimate(rng.normal(3.0, 1.0, size=8))
+        m = mean_estimate(rng.normal(3.0, 1.0, size=8))
         covered += m.lo <= 3.0 <= m.hi
     assert 0.9 <= covered / 200 <= 0.99
-    one = table1.mean_estimate(np.array([3.2]))
-    assert one.value == 3.2 and np.isnan(one.lo) and one.as_dict()["lo"] is None
+    x = np.array([1.0, 2.0, 4.0])
+    m = mean_estimate(x)
+    assert m.se == pytest.approx(np.std(x, ddof=1) / np.sqrt(3)) and m.excludes(10.0) and not m.excludes(2.3)
+    one = mean_estimate(np.array([3.2]))
+    assert one.value == 3.2 and np.isnan(one.lo) and one.as_dict()["lo"] is None and one.fmt(1) == "3.2 (n/a) (n = 1)"
+    assert not one.excludes(100.0)  # no interval: nothing is excluded
+    assert sign_test_p(12, 12) == pytest.approx(2 / 2**12) and sign_test_p(3, 6) == pytest.approx(1.0)
 
 
 def test_summarize_generative_uses_the_true_class_and_the_argmax():
@@ -40,15 +46,15 @@ def test_summarize_generative_uses_the_true_class_and_the_argmax():
 
 
 def test_table_marks_paper_rows_and_shows_ours():
-    est = table1.Estimate(0.5, 0.4, 0.6, 100)
-    md = table1.table_markdown([("SBGC", est, table1.Estimate(3.5, 3.4, 3.6, 10), "ci"), ("WRN", est, None, "ci")])
+    est = Estimate(0.5, 0.4, 0.6, 100)
+    md = table1.table_markdown([("SBGC", est, Estimate(3.5, 3.4, 3.6, 10), "ci"), ("WRN", est, None, "ci")])
     lines = md.splitlines()
     paper_lines = [line for line in lines if "| paper |" in line]
     assert len(paper_lines) == len(table1.PAPER_TABLE1) and any("95.04 | 3.11" in line for line in paper_lines)
     ours = [line for line in lines if "ours: ci" in line]
     assert len(ours) == 2 and "50.0 [40.0, 60.0]" in ours[0] and "3.500 [3.400, 3.600]" in ours[0]
     assert ours[1].endswith("| N/A |")
-    fig = table1.plot_fig1([("SBGC", est, table1.Estimate(3.5, float("nan"), float("nan"), 1))])
+    fig = table1.plot_fig1([("SBGC", est, Estimate(3.5, float("nan"), float("nan"), 1))])
     assert len(fig.axes[0].collections) >= 4  # three paper points with both numbers + ours
 
 

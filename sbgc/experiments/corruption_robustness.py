@@ -68,7 +68,7 @@ from sbgc.data.mnist_c import MNIST_C_CORRUPTIONS, MNIST_C_NOISE, corrupt_mnist
 from sbgc.method.classify import log_marginal
 from sbgc.method.likelihood import bits_per_dim
 from sbgc.report import markdown_table
-from sbgc.stats import binomial_interval
+from sbgc.stats import Estimate, binomial_interval, proportion_estimate
 
 CLEAN = "clean"
 Setting = tuple[str, int]  # ("clean", 0) or (corruption, severity)
@@ -541,32 +541,42 @@ def images_for_half_width(half_width: float, n_images: int, target: float) -> in
 # --- Table 2 ----------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Accuracy:
-    """Pooled accuracy of a group of settings, with its exact binomial interval over the pooled
-    cases and (for two or more images) a percentile interval that resamples whole images."""
+    """Pooled accuracy of a group of settings [settings × images], with two intervals.
 
-    correct: int
-    total: int
+    pooled: k of n pooled cases with its exact (Clopper–Pearson) interval.
+    bootstrap: the same accuracy with a percentile interval that resamples whole images (n = images),
+        None below 2 images.
+    """
+
+    pooled: Estimate
+    bootstrap: Estimate | None
     n_images: int
     n_settings: int
-    lo: float
-    hi: float
-    boot_lo: float | None
-    boot_hi: float | None
-    level: float = 0.95
 
     @property
     def fraction(self) -> float:
-        return self.correct / self.total
+        return self.pooled.value
+
+    @property
+    def correct(self) -> int:
+        return int(self.pooled.successes)
+
+    @property
+    def total(self) -> int:
+        return self.pooled.n
 
     def cell(self, bootstrap: bool = False) -> str:
         """``"76.2 [75.1, 77.3]"`` in %; with ``bootstrap`` the image-bootstrap interval."""
-        lo, hi = (self.boot_lo, self.boot_hi) if bootstrap else (self.lo, self.hi)
-        if lo is None:
+        est = self.bootstrap if bootstrap else self.pooled
+        if est is None:
             return f"{100 * self.fraction:.1f} (n/a)"
-        return f"{100 * self.fraction:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+        return f"{100 * self.fraction:.1f} [{100 * est.lo:.1f}, {100 * est.hi:.1f}]"
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self) | {"accuracy": self.fraction}
+        boot = self.bootstrap
+        return {"correct": self.correct, "total": self.total, "n_images": self.n_images, "n_settings": self.n_settings,
+                "lo": self.pooled.lo, "hi": self.pooled.hi, "boot_lo": None if boot is None else boot.lo,
+                "boot_hi": None if boot is None else boot.hi, "level": self.pooled.level, "accuracy": self.fraction}
 
 
 def image_bootstrap_interval(
@@ -606,11 +616,10 @@ def group_settings(grid: Sequence[Setting], group: str, family: CorruptionFamily
 def accuracy_of(correct: np.ndarray, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> Accuracy:
     """Pooled :class:`Accuracy` of bool ``correct`` [settings, images]."""
     correct = np.asarray(correct, bool)
-    k, total = int(correct.sum()), int(correct.size)
-    lo, hi = binomial_interval(k, total, level)
+    pooled = proportion_estimate(int(correct.sum()), int(correct.size), level)
     boot = image_bootstrap_interval(correct, n_boot=n_boot, seed=seed, level=level)
-    return Accuracy(k, total, int(correct.shape[1]), int(correct.shape[0]), lo, hi,
-                    None if boot is None else boot[0], None if boot is None else boot[1], level)  # fmt: skip
+    bootstrap = None if boot is None else Estimate(pooled.value, *boot, int(correct.shape[1]), level, "image-bootstrap")
+    return Accuracy(pooled, bootstrap, int(correct.shape[1]), int(correct.shape[0]))
 
 
 def table2_row(result: GridResult, *, n_boot: int = 2000, seed: int = 0,

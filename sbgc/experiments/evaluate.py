@@ -45,7 +45,7 @@ import numpy as np
 
 from sbgc.data.datasets import EVALUATION_SPLITS, evaluation_split
 from sbgc.data.files import atomic_savez
-from sbgc.stats import binomial_interval, mean_interval
+from sbgc.stats import binomial_interval, mean_estimate
 from sbgc.train.checkpoint import write_json_atomic
 from sbgc.train.loop import device_name
 
@@ -304,7 +304,7 @@ def evaluate(model, settings: EvalSettings, *, out: str | Path | None = None, da
     lo, hi = binomial_interval(correct, len(idx))
     marginal_bpd = bits_per_dim(log_marginal(log_p), dim)
     true_bpd = bits_per_dim(log_p[np.arange(len(idx)), labels], dim)
-    interval = lambda v: (lambda m: {"mean": m.mean, "lo": m.lo, "hi": m.hi, "sem": m.sem})(mean_interval(v))
+    interval = lambda v: (lambda m: {"mean": m["value"], "lo": m["lo"], "hi": m["hi"], "sem": m["se"]})(mean_estimate(v).as_dict())
     summary = {
         "what": f"{'bound' if settings.method == 'bound' else 'exact ODE'} classifier accuracy and bits/dim",
         "method": settings.describe(), "settings": dataclasses.asdict(settings),

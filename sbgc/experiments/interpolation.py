@@ -42,7 +42,7 @@ import numpy as np
 from sbgc.method.classify import class_log_likelihoods, log_marginal
 from sbgc.method.sde import SDE
 from sbgc.report import markdown_table
-from sbgc.stats import MeanInterval, ProportionSummary, mean_interval, proportion_summary
+from sbgc.stats import Estimate, mean_estimate, proportion_estimate, sign_test_p
 
 Array = jax.Array
 ScoreFn = Callable[[Array, Array, Array], Array]
@@ -240,11 +240,11 @@ class ConvexityStatistics:
     midpoint_gap: np.ndarray  # [P] chord − f at t = ½ (linear interpolation between grid points)
     mean_gap: np.ndarray  # [P] mean over t of chord − f (trapezoid rule), nats
     mean_curvature: np.ndarray  # [P] mean of the divided second differences, nats per unit t²
-    below_chord: ProportionSummary  # pairs with midpoint_gap > 0
-    midpoint: MeanInterval  # of midpoint_gap over pairs
-    gap: MeanInterval  # of mean_gap over pairs
-    curvature: MeanInterval  # of mean_curvature over pairs
-    positive_curvature: ProportionSummary  # pairs with mean_curvature > 0
+    below_chord: Estimate  # fraction of pairs with midpoint_gap > 0 (Clopper–Pearson)
+    midpoint: Estimate  # mean of midpoint_gap over pairs (Student t)
+    gap: Estimate  # mean of mean_gap over pairs
+    curvature: Estimate  # mean of mean_curvature over pairs
+    positive_curvature: Estimate  # fraction of pairs with mean_curvature > 0
 
     @property
     def n_pairs(self) -> int:
@@ -263,9 +263,9 @@ class ConvexityStatistics:
 
     def to_markdown(self) -> str:
         """The summaries over pairs as a markdown table (nats; intervals at their level)."""
-        pct = lambda s: (f"{100 * s.fraction:.0f} % ({s.successes} of {s.n})", f"{100 * s.lo:.0f} – {100 * s.hi:.0f} %",
-                         f"p = {s.sign_test_p:.2g}")  # fmt: skip
-        num = lambda s: (f"{s.mean:.4g} ± {s.sem:.2g}", f"{s.lo:.4g} – {s.hi:.4g}", "–")
+        pct = lambda s: (f"{100 * s.value:.0f} % ({s.successes} of {s.n})", f"{100 * s.lo:.0f} – {100 * s.hi:.0f} %",
+                         f"p = {sign_test_p(s.successes, s.n):.2g}")  # fmt: skip
+        num = lambda s: (f"{s.value:.4g} ± {s.se:.2g}", f"{s.lo:.4g} – {s.hi:.4g}", "–")
         level = f"{100 * self.midpoint.level:.0f} %"
         return markdown_table((f"measure (over {self.n_pairs} pairs)", "value", f"{level} interval", "sign test vs ½"), [
             ("pairs whose midpoint lies below the chord", *pct(self.below_chord)),
@@ -277,8 +277,9 @@ class ConvexityStatistics:
 
     def as_dict(self) -> dict:
         """JSON-ready summaries (per-pair arrays included)."""
-        record = {k: dataclasses.asdict(getattr(self, k)) for k in
-                  ("below_chord", "midpoint", "gap", "curvature", "positive_curvature")}  # fmt: skip
+        record = {k: getattr(self, k).as_dict() for k in ("below_chord", "midpoint", "gap", "curvature", "positive_curvature")}
+        for k in ("below_chord", "positive_curvature"):
+            record[k]["sign_test_p"] = sign_test_p(record[k]["successes"], record[k]["n"])
         record.update(verdict=self.verdict(), n_pairs=self.n_pairs, midpoint_gap=self.midpoint_gap.tolist(),
                       mean_gap=self.mean_gap.tolist(), mean_curvature=self.mean_curvature.tolist())  # fmt: skip
         return record
@@ -298,11 +299,11 @@ def convexity_statistics(f: np.ndarray, ts: np.ndarray, level: float = 0.95) -> 
         midpoint_gap=midpoint,
         mean_gap=mean_gap,
         mean_curvature=curvature,
-        below_chord=proportion_summary(int(np.sum(midpoint > 0)), p, level),
-        midpoint=mean_interval(midpoint, level),
-        gap=mean_interval(mean_gap, level),
-        curvature=mean_interval(curvature, level),
-        positive_curvature=proportion_summary(int(np.sum(curvature > 0)), p, level),
+        below_chord=proportion_estimate(int(np.sum(midpoint > 0)), p, level),
+        midpoint=mean_estimate(midpoint, level),
+        gap=mean_estimate(mean_gap, level),
+        curvature=mean_estimate(curvature, level),
+        positive_curvature=proportion_estimate(int(np.sum(curvature > 0)), p, level),
     )
 
 

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from sbgc.stats import binomial_interval, mean_interval
+from sbgc.stats import Estimate, mean_estimate, proportion_estimate
 from sbgc.report import markdown_table
 
 
@@ -67,44 +67,13 @@ def published_rows(dataset: str) -> tuple[PaperRow, ...]:
     return PAPER_TABLE1 + (PUBLISHED_MNIST if dataset == "mnist" else ())
 
 
-@dataclasses.dataclass(frozen=True)
-class Estimate:
-    """A value with its 95 % interval and the sample size behind it."""
-
-    value: float
-    lo: float
-    hi: float
-    n: int
-
-    def as_dict(self) -> dict:
-        """JSON-ready (an interval that does not exist, e.g. for one image, becomes None)."""
-        return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in dataclasses.asdict(self).items()}
-
-    def fmt(self, digits: int = 2, scale: float = 1.0) -> str:
-        v, lo, hi = (scale * a for a in (self.value, self.lo, self.hi))
-        return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (n = {self.n:,})"
-
-
 def accuracy_estimate(predictions: np.ndarray, labels: np.ndarray) -> Estimate:
     """Accuracy with its exact (Clopper–Pearson) 95 % interval: int [N], int [N]."""
     predictions, labels = np.asarray(predictions), np.asarray(labels)
     if predictions.shape != labels.shape or predictions.ndim != 1 or predictions.size == 0:
         raise ValueError(f"predictions and labels must be matching non-empty [N] arrays, got "
                          f"{predictions.shape} and {labels.shape}")  # fmt: skip
-    k, n = int(np.sum(predictions == labels)), int(labels.size)
-    lo, hi = binomial_interval(k, n)
-    return Estimate(k / n, lo, hi, n)
-
-
-def mean_estimate(values: np.ndarray) -> Estimate:
-    """Mean over images with its Student-t 95 % interval (NaN bounds for a single image)."""
-    values = np.asarray(values, np.float64).ravel()
-    if values.size == 0:
-        raise ValueError("need at least one value")
-    if values.size == 1:
-        return Estimate(float(values[0]), float("nan"), float("nan"), 1)
-    m = mean_interval(values)
-    return Estimate(m.mean, m.lo, m.hi, m.n)
+    return proportion_estimate(int(np.sum(predictions == labels)), int(labels.size))
 
 
 @dataclasses.dataclass(frozen=True)
