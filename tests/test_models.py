@@ -74,6 +74,11 @@ def test_score_fn_rejects_bad_inputs(ci_net):
         score_fn(params, x, t, y.astype(jnp.float32))
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 9\]"):
         score_fn(params, x, t, jnp.array([0, 10], jnp.int32))
+    # concrete (numpy) labels inside a jitted function: checked on the host, not staged into the trace
+    np.testing.assert_allclose(jax.jit(lambda x: score_fn(params, x, t, np.array([0, 1], np.int32)))(x),
+                               score_fn(params, x, t, y), rtol=1e-5, atol=1e-5)  # fmt: skip
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 9\]"):
+        jax.jit(lambda x: score_fn(params, x, t, np.array([0, 10], np.int32)))(x)
 
 
 def test_bfloat16_compute_is_close_to_float32(ci_net):
@@ -97,3 +102,54 @@ def test_dropout_only_in_training_mode():
     np.testing.assert_array_equal(a, b)
     c = net(params, x, t, y, train=True, dropout_key=jax.random.PRNGKey(3))
     assert float(jnp.max(jnp.abs(a - c))) > 1e-4
+
+
+def test_group_norm_equals_flax_group_norm():
+    """Our GroupNorm (no grouped reshape) is flax.linen.GroupNorm: same parameters, same output."""
+    import flax.linen as nn
+
+    from sbgc.method.networks import GroupNorm
+
+    x = jax.random.normal(jax.random.key(0), (3, 5, 4, 12)) * 2.0 + 0.7
+    for groups in (1, 3, 4, 12):
+        ours, flax_gn = GroupNorm(num_groups=groups), nn.GroupNorm(num_groups=groups, epsilon=1e-6)
+        params = flax_gn.init(jax.random.key(1), x)
+        params = jax.tree_util.tree_map(lambda a: a + jax.random.normal(jax.random.key(2), a.shape), params)
+        assert jax.tree_util.tree_structure(ours.init(jax.random.key(1), x)) == jax.tree_util.tree_structure(params)
+        np.testing.assert_allclose(ours.apply(params, x), flax_gn.apply(params, x), rtol=1e-5, atol=1e-5)
+    bf16 = GroupNorm(num_groups=4, dtype=jnp.bfloat16)
+    assert bf16.apply(bf16.init(jax.random.key(1), x), x).dtype == jnp.bfloat16
+    with pytest.raises(ValueError, match="divisible by 5"):
+        GroupNorm(num_groups=5).init(jax.random.key(0), x)
+
+
+# The attack's gradient with 2 probes and 2 rows (classes) through the U-Net: with flax's GroupNorm
+# XLA:CPU died with a segmentation fault here, so it runs in a child process.
+_TWO_PROBE_GRADIENT = """
+import dataclasses, functools, sys, jax, jax.numpy as jnp
+from sbgc.method import networks as N
+from sbgc.method.sde import SDE
+if sys.argv[1] == "flax":
+    import flax.linen as nn
+    N._group_norm = lambda c, dtype: nn.GroupNorm(num_groups=N.math.gcd(c, min(c // 4, 32)), epsilon=1e-6, dtype=dtype)
+cfg = N.ModelConfig(nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), dropout=0.0, image_size=8, channels=1)
+params = N.init_params(cfg, jax.random.key(0))
+params = jax.tree_util.tree_map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(1), a.shape), params)
+score = functools.partial(N.make_score_fn(cfg, SDE("subvp")), params)
+probes = jnp.sign(jax.random.normal(jax.random.key(2), (2, 8, 8, 1)))
+def divergence(x, y):  # one row: x [8, 8, 1], y []
+    _, jvp = jax.linearize(lambda z: score(z[None], jnp.full((1,), 0.5), y[None])[0], x)
+    return jnp.sum(jax.vmap(jvp)(probes) * probes)
+total = lambda x: jnp.sum(jax.vmap(divergence, in_axes=(None, 0))(x, jnp.arange(2, dtype=jnp.int32)))
+g = jax.jit(jax.grad(total))(jax.random.uniform(jax.random.key(3), (8, 8, 1)))
+print("gradient norm", float(jnp.linalg.norm(g)))
+"""
+
+
+def test_two_probe_gradient_through_the_unet_runs():
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", _TWO_PROBE_GRADIENT, "ours"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
+    assert float(run.stdout.split()[-1]) > 0

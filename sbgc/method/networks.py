@@ -23,6 +23,7 @@ from typing import Any, Callable, Literal
 
 import flax.linen as nn
 import jax
+import numpy as np
 import jax.numpy as jnp
 
 from sbgc.method.numerics import highest_precision
@@ -91,9 +92,43 @@ def timestep_embedding(t: Array, dim: int, max_positions: int = 10_000) -> Array
     return jnp.pad(emb, ((0, 0), (0, dim % 2)))
 
 
-def _group_norm(channels: int, dtype) -> nn.GroupNorm:
+class GroupNorm(nn.Module):
+    """Group normalisation with the parameters (``scale``, ``bias`` [C]) and arithmetic of
+    ``flax.linen.GroupNorm``: statistics in float32, the fast variance E[x²] − E[x]² clipped at 0,
+    y = (x − μ) · rsqrt(σ² + ε) · scale + bias.  [B, H, W, C] → [B, H, W, C].
+
+    Written without reshaping the activation into [B, H, W, G, C/G]: the per-channel moments over
+    (H, W) are averaged within each group (groups are equal in size, so this is the same mean).
+    Why: XLA:CPU (jax 0.10) crashes (segmentation fault) running the input gradient of the
+    probe-vmapped Jacobian–vector products of a row-vmapped network through flax's grouped reshape,
+    which is exactly the attack's gradient with two or more probes (tests/test_networks.py).
+    """
+
+    num_groups: int
+    epsilon: float = 1e-6
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        b, c = x.shape[0], x.shape[-1]
+        if x.ndim != 4 or c % self.num_groups:
+            raise ValueError(f"GroupNorm needs [B, H, W, C] with C divisible by {self.num_groups}, got {x.shape}")
+        size = c // self.num_groups
+        xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+        def group_mean(moment: Array) -> Array:  # [B, C] per channel → [B, 1, 1, C], each channel its group's
+            return jnp.repeat(moment.reshape(b, self.num_groups, size).mean(-1), size, axis=-1)[:, None, None, :]
+
+        mean = group_mean(xf.mean(axis=(1, 2)))
+        var = jnp.maximum(0.0, group_mean(jnp.square(xf).mean(axis=(1, 2))) - jnp.square(mean))
+        scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+        return ((xf - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias).astype(self.dtype)
+
+
+def _group_norm(channels: int, dtype) -> GroupNorm:
     """GroupNorm with min(C/4, 32) groups as score_sde (reduced to a divisor of C where needed)."""
-    return nn.GroupNorm(num_groups=math.gcd(channels, min(channels // 4, 32)), epsilon=1e-6, dtype=dtype)
+    return GroupNorm(num_groups=math.gcd(channels, min(channels // 4, 32)), epsilon=1e-6, dtype=dtype)
 
 
 def _conv(features: int, kernel: int, dtype, init_scale: float = 1.0) -> nn.Conv:
@@ -219,7 +254,8 @@ def _check_inputs(cfg: ModelConfig, x: Array, t: Array, y: Array) -> None:
     if tuple(jnp.shape(y)) != (b,) or not jnp.issubdtype(jnp.asarray(y).dtype, jnp.integer):
         raise ValueError(f"y must be an integer array of shape ({b},), got shape {jnp.shape(y)} dtype {jnp.asarray(y).dtype}")
     if not isinstance(y, jax.core.Tracer):
-        lo, hi = int(jnp.min(y)), int(jnp.max(y))
+        labels = np.asarray(y)  # concrete: read on the host (jnp.min would be staged under jit)
+        lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi >= cfg.n_classes:
             raise ValueError(f"labels must lie in [0, {cfg.n_classes - 1}], got range [{lo}, {hi}]")
 
