@@ -7,8 +7,9 @@ Measures, on one machine and in one run:
 * the same with n independent solves per row (the paper's scheme): time ratio to shared;
 * the score_sde-style scipy RK45 reference (one probe, as score_sde): time ratio to diffrax with
   the same single probe;
-* the input gradient of the softmax cross-entropy over all class log-likelihoods of one image
-  (``jax.grad`` through the diffrax solves, RecursiveCheckpointAdjoint), as PGD needs it;
+* the input gradient PGD takes on one image: the attack's own function and objective
+  (``sbgc.experiments.adversarial``: the cross-entropy direction over the class log-likelihoods,
+  ``jax.grad`` through the diffrax solves, RecursiveCheckpointAdjoint);
 * peak device memory where the backend reports it (CPU: null).
 
 Each classification is run twice: ``first_s`` includes compilation, ``steady_s`` does not. The
@@ -42,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sbgc.checks import reference  # noqa: E402
 from sbgc.method import networks as models
-from sbgc.method.classify import class_log_likelihoods, class_log_likelihoods_pure  # noqa: E402
-from sbgc.method.likelihood import SolverSettings, prepare_batch  # noqa: E402
+from sbgc.method.classify import class_log_likelihoods  # noqa: E402
+from sbgc.method.likelihood import SolverSettings, to_unit_interval  # noqa: E402
 from sbgc.method.sde import SDE  # noqa: E402
 
 
@@ -101,7 +102,7 @@ def peak_memory() -> int | None:
     return None if not stats else int(stats.get("peak_bytes_in_use", 0)) or None
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", choices=sorted(models.PROFILES), default="ci")
     p.add_argument("--images", type=int, default=1)
@@ -121,45 +122,30 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/bench_likelihood.json")
     args = p.parse_args(argv)
-    atol = args.rtol if args.atol is None else args.atol
+    args.atol = args.rtol if args.atol is None else args.atol
     if args.images < 1 or args.n_probes < 1:
         p.error(f"--images and --n-probes must be >= 1, got {args.images}, {args.n_probes}")
+    return args
 
-    sde = SDE("subvp")
-    config = models.get_config(args.profile)
+
+def load_parameters(args, config) -> tuple[dict, str]:
+    """(parameters, where they come from): ``--checkpoint``, else the initialisation (woken up
+    unless ``--raw-init``)."""
     if args.checkpoint:
         from sbgc.train.checkpoint import load_params
 
         params, meta = load_params(args.checkpoint)
-        params_origin = f"checkpoint {args.checkpoint} (sha256 {meta.get('sha256', '?')[:12]})"
-    else:
-        params = models.init_params(config, jax.random.key(args.seed))
-        params_origin = "untrained"
-        if not args.raw_init:
-            params = wake_up(params, jax.random.key(args.seed + 1))
-            params_origin += ", near-zero output kernels re-drawn at scale 0.3"
-    score_fn = functools.partial(models.make_score_fn(config, sde), params)
-    images, labels, source = load_images(args.images, config.image_size, args.seed)
-    key = jax.random.key(args.seed + 2)
-    settings = SolverSettings(solver=args.solver, rtol=args.rtol, atol=atol, eps=args.eps)
-    common = dict(solver=settings, progress=False)
-    ode = dict(common, chunk_size=args.chunk_size)
-    n_classes = config.n_classes
-    report: dict = {
-        "device": str(jax.devices()[0].device_kind),
-        "platform": jax.devices()[0].platform,
-        "host": platform.node(),
-        "jax": jax.__version__,
-        "diffrax": diffrax.__version__,
-        "settings": {
-            "profile": args.profile, "params": params_origin, "n_params": models.count_params(params),
-            "images": args.images, "image_source": source, "n_classes": n_classes,
-            "n_probes": args.n_probes, "rtol": args.rtol, "atol": atol, "eps": args.eps,
-            "solver": args.solver, "chunk_size": args.chunk_size, "error_norm": "split",
-            "dequantize": True, "data_scaling": "centered",
-        },
-    }  # fmt: skip
-    rows = []
+        return params, f"checkpoint {args.checkpoint} (sha256 {meta.get('sha256', '?')[:12]})"
+    params = models.init_params(config, jax.random.key(args.seed))
+    if args.raw_init:
+        return params, "untrained"
+    return wake_up(params, jax.random.key(args.seed + 1)), "untrained, near-zero output kernels re-drawn at scale 0.3"
+
+
+def bench_classification(report: dict, rows: list, score_fn, sde, images, labels, key, settings: SolverSettings,
+                         n_classes: int, args) -> None:
+    """The timed classifications (shared trajectory; independent solves; the scipy reference with
+    one probe) into ``report`` and ``rows``, with their ratios."""
 
     def record(name, res, first, steady, probes):
         entry = summarize(res, first, steady, labels, probes)
@@ -168,7 +154,8 @@ def main(argv=None) -> dict:
         print(f"[bench] {name}: first {first:.1f} s, steady {steady:.1f} s", file=sys.stderr, flush=True)
         return entry
 
-    run = lambda **kw: class_log_likelihoods(score_fn, sde, images, key, n_classes=n_classes, **kw)
+    ode = dict(solver=settings, progress=False, chunk_size=args.chunk_size)
+    run = lambda **kw: class_log_likelihoods(score_fn, sde, images, key, n_classes=n_classes, **kw)  # noqa: E731
     res, first, steady = timed(lambda: run(n_probes=args.n_probes, **ode))
     shared = record("shared", res, first, steady, args.n_probes)
     if not args.skip_independent:
@@ -183,38 +170,42 @@ def main(argv=None) -> dict:
         else:
             res, first, steady = timed(lambda: run(n_probes=1, **ode))
             one = record("shared_1probe", res, first, steady, 1)
-        ref_run = lambda: reference.class_log_likelihoods(score_fn, sde, images, key, n_classes=n_classes, **common)
+        ref_run = lambda: reference.class_log_likelihoods(score_fn, sde, images, key, n_classes=n_classes,  # noqa: E731
+                                                          solver=settings, progress=False)  # fmt: skip
         ref, first, steady = timed(ref_run)
         record("scipy_reference", ref, first, steady, 1)
         report["ratio_reference_over_diffrax"] = steady / one["steady_s"]
-    if not args.skip_grad:
-        batch = prepare_batch(
-            images[:1], key, n_probes=args.n_probes, probe="rademacher", dequantize=True, data_scaling="centered"
-        )
-        x_unit = (batch.x_model + 1.0) / 2.0
-        probes = batch.probes(np.arange(1))
-        k_grad = n_classes if args.grad_classes is None else min(max(args.grad_classes, 1), n_classes)
-        target = int(labels[0]) if int(labels[0]) < k_grad else 0
 
-        def loss(x):  # softmax cross-entropy over the class log-likelihoods (the PGD objective)
-            log_p, ok = class_log_likelihoods_pure(score_fn, sde, x, probes, n_classes=k_grad, solver=settings)
-            return -jax.nn.log_softmax(log_p[0])[target], ok
 
-        grad_fn = jax.jit(jax.grad(loss, has_aux=True))
-        t = time.perf_counter()
-        compiled = grad_fn.lower(x_unit).compile()  # compile once, ahead of time, then run once
-        compile_s = time.perf_counter() - t
-        (g, ok), _, run_s = timed(lambda: compiled(x_unit), repeats=1)
-        report["input_gradient"] = {
-            "compile_s": compile_s, "run_s": run_s, "solves_ok": bool(np.all(ok)),
-            "grad_norm": float(jnp.linalg.norm(g)), "classes": k_grad, "probes": args.n_probes,
-        }  # fmt: skip
-        print(f"[bench] input gradient: compile {compile_s:.1f} s, run {run_s:.1f} s", file=sys.stderr, flush=True)
-    report["peak_device_memory_bytes"] = peak_memory()
+def bench_input_gradient(score_fn, sde, image, label: int, key, settings: SolverSettings, n_classes: int,
+                         n_probes: int) -> dict:
+    """Compile and run once the input gradient PGD takes on one image [1, *shape]: the attack's own
+    function (:func:`sbgc.experiments.adversarial.sbgc_logits_fn`, highest matmul precision) and
+    objective (:func:`~sbgc.experiments.adversarial.pgd_surrogate`, cross-entropy direction) over
+    the first ``n_classes`` classes."""
+    from types import SimpleNamespace
 
+    from sbgc.experiments import adversarial as attacks
+
+    x_unit = to_unit_interval(image, key, True)  # dequantized once, as PGD's input
+    config = attacks.SBGCLogitsConfig(n_probes=n_probes, solver=settings, n_classes=n_classes)
+    probes = attacks.draw_attack_probes(jax.random.fold_in(key, 1), 1, n_probes, tuple(x_unit.shape[1:]))
+    fn = attacks.sbgc_logits_fn(SimpleNamespace(score_fn=score_fn, sde=sde), probes, config)
+    target = (jnp.asarray([label if label < n_classes else 0], jnp.int32), jnp.asarray(False))
+    t = time.perf_counter()
+    compiled = fn.value_and_grad(attacks.pgd_surrogate).lower(x_unit, target).compile()  # ahead of time, then once
+    compile_s = time.perf_counter() - t
+    (_, g, ok), _, run_s = timed(lambda: compiled(x_unit, target), repeats=1)
+    print(f"[bench] input gradient: compile {compile_s:.1f} s, run {run_s:.1f} s", file=sys.stderr, flush=True)
+    return {"compile_s": compile_s, "run_s": run_s, "solves_ok": bool(np.all(ok)), "grad_norm": float(jnp.linalg.norm(g)),
+            "classes": n_classes, "probes": n_probes, "function": config.describe()}  # fmt: skip
+
+
+def print_table(report: dict, rows: list, args) -> None:
+    s = report["settings"]
     print(f"\n{report['device']} ({report['platform']}), jax {report['jax']}, diffrax {report['diffrax']}")
-    print(f"{args.profile} U-Net ({params_origin}), {args.images} image(s) from {source}, "
-          f"{n_classes} classes, rtol={args.rtol} atol={atol}, {args.solver}")  # fmt: skip
+    print(f"{args.profile} U-Net ({s['params']}), {args.images} image(s) from {s['image_source']}, "
+          f"{s['n_classes']} classes, rtol={args.rtol} atol={args.atol}, {args.solver}")  # fmt: skip
     print(f"{'run':18s} {'probes':>6s} {'first s':>9s} {'steady s':>9s} {'img/s':>9s} {'mean NFE':>9s} {'bpd':>8s}")
     for name, e in rows:
         print(f"{name:18s} {e['probes']:6d} {e['first_s']:9.2f} {e['steady_s']:9.2f} "
@@ -225,8 +216,42 @@ def main(argv=None) -> dict:
     if "input_gradient" in report:
         gr = report["input_gradient"]
         print(f"input gradient of the cross-entropy over {gr['classes']} class log-likelihoods "
-              f"({args.n_probes} probe(s), 1 image): compile {gr['compile_s']:.1f} s, run {gr['run_s']:.1f} s")  # fmt: skip
+              f"({gr['probes']} probe(s), 1 image): compile {gr['compile_s']:.1f} s, run {gr['run_s']:.1f} s")  # fmt: skip
     print(f"peak device memory: {report['peak_device_memory_bytes']}")
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    sde = SDE("subvp")
+    config = models.get_config(args.profile)
+    params, params_origin = load_parameters(args, config)
+    score_fn = functools.partial(models.make_score_fn(config, sde), params)
+    images, labels, source = load_images(args.images, config.image_size, args.seed)
+    key = jax.random.key(args.seed + 2)
+    settings = SolverSettings(solver=args.solver, rtol=args.rtol, atol=args.atol, eps=args.eps)
+    n_classes = config.n_classes
+    report: dict = {
+        "device": str(jax.devices()[0].device_kind),
+        "platform": jax.devices()[0].platform,
+        "host": platform.node(),
+        "jax": jax.__version__,
+        "diffrax": diffrax.__version__,
+        "settings": {
+            "profile": args.profile, "params": params_origin, "n_params": models.count_params(params),
+            "images": args.images, "image_source": source, "n_classes": n_classes,
+            "n_probes": args.n_probes, "rtol": args.rtol, "atol": args.atol, "eps": args.eps,
+            "solver": args.solver, "chunk_size": args.chunk_size, "error_norm": "split",
+            "dequantize": True, "data_scaling": "centered",
+        },
+    }  # fmt: skip
+    rows: list = []
+    bench_classification(report, rows, score_fn, sde, images, labels, key, settings, n_classes, args)
+    if not args.skip_grad:
+        k_grad = n_classes if args.grad_classes is None else min(max(args.grad_classes, 1), n_classes)
+        report["input_gradient"] = bench_input_gradient(score_fn, sde, images[:1], int(labels[0]), key, settings,
+                                                        k_grad, args.n_probes)  # fmt: skip
+    report["peak_device_memory_bytes"] = peak_memory()
+    print_table(report, rows, args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
