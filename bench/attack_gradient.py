@@ -235,7 +235,7 @@ def adjoint_study(model: Model, x_unit, config: attacks.SBGCLogitsConfig, args) 
     return out
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default="ci", help="shipped name, parameter file, or 'none' (untrained --profile)")
     p.add_argument("--profile", choices=sorted(models.PROFILES), default="ci", help="network of --checkpoint none")
@@ -265,10 +265,84 @@ def main(argv=None) -> dict:
         p.error(f"--study-networks takes 'trained' and/or 'untrained', got {args.study_networks!r}")
     if args.adjoint_study and args.fd_directions < 1:
         p.error("--adjoint-study needs --fd-directions >= 1")
-    atol = args.rtol if args.atol is None else args.atol
+    args.atol = args.rtol if args.atol is None else args.atol
+    return args
+
+
+def run_adjoint_study(report: dict, model, x_unit, config, args, out: Path) -> None:
+    """Recursive vs backsolve adjoint against finite differences, per network, into ``report``."""
+    import dataclasses
+
+    study_cfg = dataclasses.replace(config, n_classes=args.study_classes)
+    report["settings"]["n_classes"] = args.study_classes
+    report["adjoint_study"] = {}
+    for net in args.study_networks.split(","):
+        m = model if net == "trained" else load("none", "ci", args.seed)
+        report["adjoint_study"][net] = dict(adjoint_study(m, x_unit, study_cfg, args), params=m.origin)
+        write(report, out)  # after each network: the untrained one can take long
+    print(f"\n{report['device']} ({report['platform']}), jax {report['jax']}, diffrax {report['diffrax']}")
+    print(f"adjoint study: 1 image, {args.study_classes} classes, {config.describe()}")
+    print(f"{'network':10s} {'adjoint':10s} {'|grad|':>12s} {'max rel. err vs FD':>20s}")
+    for net, r in report["adjoint_study"].items():
+        for a in ("recursive", "backsolve"):
+            print(f"{net:10s} {a:10s} {r[a]['grad_norm']:12.5g} {r[a]['max_relative_error']:20.2e}")
+        print(f"{net:10s} ‖g_back − g_rec‖/‖g_rec‖ = {r['relative_difference_backsolve_vs_recursive']:.2e}; "
+              f"x(ε) → x(T) → x̂(ε): ‖x̂ − x‖/‖x‖ = {r['reverse_time_reconstruction']['relative_error']:.2e}")
+
+
+def timing_notes(on_cpu: bool) -> list[str]:
+    """What the timing run's numbers mean (written into its JSON)."""
+    notes = [
+        "One PGD step = one forward + backward pass over all 10 classes of one image (grad_run_s).",
+        "Paper: one forward and backward pass took ~90 min on an NVIDIA Tesla V100 (n=10, rtol=atol=1e-5).",
+        "Goal: <= 60 s on one H100 at the paper's settings"
+        + (" -- not measurable on this CPU machine." if on_cpu else "."),
+        "Peak device memory: " + ("n/a (the CPU backend does not report it)." if on_cpu
+                                  else "device.memory_stats()['peak_bytes_in_use'] of the whole process."),
+        "Fixed uniform steps are a coarser classifier, not only a cheaper one: on the shipped ci network "
+        "bpd_of_log_marginal and the predicted class move with the number of steps (compare the "
+        "attack_gradient_ci_cpu*.json files with adaptive solves in likelihood_ci_trained_cpu.json).",
+        "NFE counts the forward solve of each class (stages x steps, rejected steps included); the backward "
+        "pass evaluates the vector-Jacobian product of every step's vector field (second derivatives of the "
+        "network) and recomputes forward steps from RecursiveCheckpointAdjoint's checkpoints.",
+    ]  # fmt: skip
+    if on_cpu:
+        notes.append(
+            "On XLA:CPU (jax 0.10.2) the backward pass of the U-Net inside a loop (lax.fori_loop or diffrax's "
+            "checkpointed while loop) ran ~10x slower than the same steps unrolled (measured: 2 steps of a "
+            "first-order backward 3.0 s vs 0.30 s): inside loop bodies half of the transposed convolutions keep "
+            "an 'oi' kernel layout. Expect GPU/CPU ratios larger than raw FLOP rates suggest."
+        )
+    return notes
+
+
+def run_timing(report: dict, model, x_unit, label: int, config, args, source: str) -> None:
+    """Forward and forward + backward over all classes of one image (and the FD check), into ``report``."""
+    r = gradient_bench(model, x_unit, label, config, args)
+    report["gradient"] = r
+    on_cpu = report["platform"] == "cpu"
+    report["notes"] = timing_notes(on_cpu)
+    print(f"\n{report['device']} ({report['platform']}), jax {report['jax']}, diffrax {report['diffrax']}")
+    print(f"network: {model.origin}; image 0 of {source}, label {label}; {config.describe()}")
+    print(f"{'pass':22s} {'compile s':>10s} {'run s':>9s} {'NFE/class':>10s}")
+    print(f"{'forward (10 classes)':22s} {r['forward_compile_s']:10.1f} {r['forward_run_s'][-1]:9.2f} "
+          f"{np.mean(r['nfe_per_class']):10.1f}")  # fmt: skip
+    print(f"{'forward + backward':22s} {r['grad_compile_s']:10.1f} {r['grad_run_s'][-1]:9.2f} {'':>10s}")
+    print(f"prediction {r['predicted']} (label {label}, p(label) = {r['p_label']:.3f}), "
+          f"bits/dim of log p(x) {r['bpd_of_log_marginal']:.3f}, |grad| {r['grad_norm']:.4g}")
+    mem = r["peak_device_memory_bytes"]
+    print(f"peak device memory: {'n/a' if mem is None else f'{mem / 2**30:.2f} GiB'}")
+    if "finite_difference" in r:
+        fd = r["finite_difference"]
+        print(f"finite differences (h={fd['h']:g}, {len(fd['exact'])} directions): relative errors "
+              + ", ".join(f"{e:.1e}" for e in fd["relative_error"]))  # fmt: skip
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     config = attacks.SBGCLogitsConfig(
         n_probes=args.n_probes,
-        solver=SolverSettings(solver=args.solver, rtol=args.rtol, atol=atol, eps=args.eps, max_steps=args.max_steps,
+        solver=SolverSettings(solver=args.solver, rtol=args.rtol, atol=args.atol, eps=args.eps, max_steps=args.max_steps,
                               n_steps=args.n_steps, adjoint=args.adjoint, checkpoints=args.checkpoints),
     )  # fmt: skip
     dev = jax.devices()[0]
@@ -289,68 +363,15 @@ def main(argv=None) -> dict:
     report["settings"] = {
         "checkpoint": args.checkpoint, "params": model.origin, "n_params": model.n_params,
         "image_source": source, "image_index": 0, "n_classes": config.n_classes, "n_probes": args.n_probes,
-        "rtol": args.rtol, "atol": atol, "eps": args.eps, "solver": args.solver, "n_steps": args.n_steps,
+        "rtol": args.rtol, "atol": args.atol, "eps": args.eps, "solver": args.solver, "n_steps": args.n_steps,
         "max_steps": args.max_steps, "adjoint": args.adjoint, "checkpoints": args.checkpoints,
         "error_norm": config.solver.error_norm, "dequantize": "once, before the attack", "data_scaling": "centered",
     }  # fmt: skip
 
     if args.adjoint_study:
-        import dataclasses
-
-        study_cfg = dataclasses.replace(config, n_classes=args.study_classes)
-        report["settings"]["n_classes"] = args.study_classes
-        report["adjoint_study"] = {}
-        for net in args.study_networks.split(","):
-            m = model if net == "trained" else load("none", "ci", args.seed)
-            report["adjoint_study"][net] = dict(adjoint_study(m, x_unit, study_cfg, args), params=m.origin)
-            write(report, out)  # after each network: the untrained one can take long
-        print(f"\n{report['device']} ({report['platform']}), jax {report['jax']}, diffrax {report['diffrax']}")
-        print(f"adjoint study: 1 image, {args.study_classes} classes, {config.describe()}")
-        print(f"{'network':10s} {'adjoint':10s} {'|grad|':>12s} {'max rel. err vs FD':>20s}")
-        for net, r in report["adjoint_study"].items():
-            for a in ("recursive", "backsolve"):
-                print(f"{net:10s} {a:10s} {r[a]['grad_norm']:12.5g} {r[a]['max_relative_error']:20.2e}")
-            print(f"{net:10s} ‖g_back − g_rec‖/‖g_rec‖ = {r['relative_difference_backsolve_vs_recursive']:.2e}; "
-                  f"x(ε) → x(T) → x̂(ε): ‖x̂ − x‖/‖x‖ = {r['reverse_time_reconstruction']['relative_error']:.2e}")
+        run_adjoint_study(report, model, x_unit, config, args, out)
     else:
-        r = gradient_bench(model, x_unit, label, config, args)
-        report["gradient"] = r
-        on_cpu = dev.platform == "cpu"
-        report["notes"] = [
-            "One PGD step = one forward + backward pass over all 10 classes of one image (grad_run_s).",
-            "Paper: one forward and backward pass took ~90 min on an NVIDIA Tesla V100 (n=10, rtol=atol=1e-5).",
-            "Goal: <= 60 s on one H100 at the paper's settings"
-            + (" -- not measurable on this CPU machine." if on_cpu else "."),
-            "Peak device memory: " + ("n/a (the CPU backend does not report it)." if on_cpu
-                                      else "device.memory_stats()['peak_bytes_in_use'] of the whole process."),
-            "Fixed uniform steps are a coarser classifier, not only a cheaper one: on the shipped ci network "
-            "bpd_of_log_marginal and the predicted class move with the number of steps (compare the "
-            "attack_gradient_ci_cpu*.json files with adaptive solves in likelihood_ci_trained_cpu.json).",
-            "NFE counts the forward solve of each class (stages x steps, rejected steps included); the backward "
-            "pass evaluates the vector-Jacobian product of every step's vector field (second derivatives of the "
-            "network) and recomputes forward steps from RecursiveCheckpointAdjoint's checkpoints.",
-        ]  # fmt: skip
-        if on_cpu:
-            report["notes"].append(
-                "On XLA:CPU (jax 0.10.2) the backward pass of the U-Net inside a loop (lax.fori_loop or diffrax's "
-                "checkpointed while loop) ran ~10x slower than the same steps unrolled (measured: 2 steps of a "
-                "first-order backward 3.0 s vs 0.30 s): inside loop bodies half of the transposed convolutions keep "
-                "an 'oi' kernel layout. Expect GPU/CPU ratios larger than raw FLOP rates suggest."
-            )
-        print(f"\n{report['device']} ({report['platform']}), jax {report['jax']}, diffrax {report['diffrax']}")
-        print(f"network: {model.origin}; image 0 of {source}, label {label}; {config.describe()}")
-        print(f"{'pass':22s} {'compile s':>10s} {'run s':>9s} {'NFE/class':>10s}")
-        print(f"{'forward (10 classes)':22s} {r['forward_compile_s']:10.1f} {r['forward_run_s'][-1]:9.2f} "
-              f"{np.mean(r['nfe_per_class']):10.1f}")  # fmt: skip
-        print(f"{'forward + backward':22s} {r['grad_compile_s']:10.1f} {r['grad_run_s'][-1]:9.2f} {'':>10s}")
-        print(f"prediction {r['predicted']} (label {label}, p(label) = {r['p_label']:.3f}), "
-              f"bits/dim of log p(x) {r['bpd_of_log_marginal']:.3f}, |grad| {r['grad_norm']:.4g}")
-        mem = r["peak_device_memory_bytes"]
-        print(f"peak device memory: {'n/a' if mem is None else f'{mem / 2**30:.2f} GiB'}")
-        if "finite_difference" in r:
-            fd = r["finite_difference"]
-            print(f"finite differences (h={fd['h']:g}, {len(fd['exact'])} directions): relative errors "
-                  + ", ".join(f"{e:.1e}" for e in fd["relative_error"]))  # fmt: skip
+        run_timing(report, model, x_unit, label, config, args, source)
     write(report, out)
     print(f"wrote {out}")
     return report
