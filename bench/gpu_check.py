@@ -211,7 +211,7 @@ def tiny_plan(model: str) -> Plan:
         throughput_profiles=("ci",), dtypes=("float32",), batch=8, timed_steps=2,
         model=model, model_profile="ci", model_overrides=tuple(TINY_NETWORK.items()), n_images=1, n_classes=2,
         n_probes=1, ode=SolverSettings(solver="dopri5", rtol=0.5, atol=0.5, eps=1e-5), ref_solves=2,
-        attack_probes=1, attack_ode=SolverSettings(solver="heun", n_steps=1, unroll=True),
+        attack_probes=2, attack_ode=SolverSettings(solver="heun", n_steps=1, unroll=True),
         train_profile="ci", train_steps=1_000, steps_per_call=3,
         # batch and data as bench_one's (1,024 images): the same train step, a persistent-cache hit
         train_overrides=(("batch_size", 8), ("log_every", 1), ("ckpt_every", 3), ("keep", 2), ("data", "toy")),

@@ -78,6 +78,7 @@ def test_tiny_run_records_every_section_resumes_training_and_survives_a_failing_
 
     att = s["attack_gradient"]
     assert _positive(att["compile_s"]) and _positive(att["run_s"]) and _positive(att["grad_norm"])
+    assert "n=2 probes" in att["settings"]["config"]  # the multi-probe gradient (it once crashed XLA:CPU)
     assert math.isfinite(att["objective_value"])
 
     train = s["train"]
