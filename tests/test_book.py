@@ -144,6 +144,8 @@ def test_every_model_a_profile_uses_is_shipped_or_producible():
             train_cmd, export_cmd = spec.commands()
             assert f"--profile {spec.train_profile}" in train_cmd and f"--steps {spec.steps}" in train_cmd
             assert profiles.REPO / export_cmd.split("--out ")[1] == path
+            # one training folder per model, the same in the printed commands and the pipeline's plan
+            assert f"--workdir {spec.workdir()}" in train_cmd and spec.workdir() == Path("runs") / path.stem
 
 
 # --- provenance -----------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ def test_the_plan_names_each_model_its_file_and_how_long_it_takes(tmp_path):
     train, export = score.commands
     assert train[1:5] == ("-m", "sbgc.train", "--profile", "small") and ("--steps", "200000") == train[5:7]
     assert export[-2:] == ("--out", str(score.path)) and "~5.6 h" in score.describe()
+    assert train[-2:] == ("--workdir", str(profiles.REPO / profiles.SMALL_GPU.workdir()))  # the folder commands() prints
     assert all(s.present for s in models.plan("mnist", device="1x cpu", throughput={}))  # shipped
 
 

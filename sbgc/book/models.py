@@ -131,7 +131,7 @@ def plan(profile: str, *, dry_run: Path | None = None, device: str | None = None
         path = spec.path()
         if dry_run is not None:
             path = Path(dry_run) / (path.relative_to(REPO) if path.is_relative_to(REPO) else path.name)
-        workdir = (Path(dry_run) if dry_run is not None else REPO) / "runs" / Path(spec.path()).stem
+        workdir = (Path(dry_run) if dry_run is not None else REPO) / spec.workdir()
         estimate, note = ((None, "dry run: 2 steps") if dry_run is not None
                           else estimate_seconds(spec, device, throughput))  # fmt: skip
         steps.append(ModelStep(role, spec, path, path.is_file(), _commands(spec, path, workdir, dry_run is not None), estimate, note))

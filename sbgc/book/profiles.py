@@ -114,6 +114,10 @@ class ModelSpec:
 
         return pretrained.resolve_path(self.name, pretrained.SHIPPED if self.kind == "sbgc" else baseline.SHIPPED)
 
+    def workdir(self) -> Path:
+        """The training run's folder, relative to the repository: ``runs/<stem of the model's file>``."""
+        return Path("runs") / self.path().stem
+
     def argv(self, workdir: str | Path, out: str | Path, *, python: str = "python",
              train_args: tuple[str, ...] | None = None, export_args: tuple[str, ...] = ()) -> tuple[tuple[str, ...], ...]:
         """argv of the command that trains the model (resumable; ``train_args`` default: ``--steps``
@@ -127,7 +131,7 @@ class ModelSpec:
         """Shell commands that train the model from scratch (resumable) and export it to :meth:`path`."""
         path = self.path()
         out = path.relative_to(REPO) if path.is_relative_to(REPO) else path
-        return [shlex.join(a) for a in self.argv(workdir or f"runs/{Path(self.name).stem}", out)]
+        return [shlex.join(a) for a in self.argv(workdir or self.workdir(), out)]
 
 
 DATASETS = ("cifar10", "mnist")
