@@ -36,8 +36,8 @@ DRY_RUN_KNOBS_LIKE = {"cifar10": "ci_cifar10", "mnist": "ci"}  # a CPU profile o
 # CIFAR-10 image on 2 CPU cores)
 DRY_RUN_CAPS = {"n_baseline_images": 20, "n_images": 2, "n_exact_images": 2}
 DRY_RUN_FIRST = {"corruptions": 2}  # list knobs cut to their first entries
-# ... except knobs that choose a code path, kept from the profile itself (capped): with the CPU profile's single
-# probe the dry run never ran the attack's gradient with several probes, which crashed on XLA:CPU
+# ... except knobs that choose a code path, raised towards the profile's own value (at most to the cap): with the CPU
+# profile's single probe the dry run never ran the attack's gradient with several probes, which crashed on XLA:CPU
 DRY_RUN_FROM_PROFILE = {"ode.n_probes": 2}
 
 
@@ -160,14 +160,14 @@ def produce(steps: Sequence[ModelStep], run: Callable[..., Any] = subprocess.run
 def dry_run_overrides(profile: str, steps: Sequence[ModelStep], notebook: str) -> dict[str, Any]:
     """The overrides of a dry run of ``notebook`` at ``profile``: every knob as in the CPU profile of the
     same dataset (:data:`DRY_RUN_KNOBS_LIKE`) with samples capped, the knobs of :data:`DRY_RUN_FROM_PROFILE`
-    from ``profile`` itself (capped), the models those of ``steps`` (the dry-run files)."""
+    raised towards ``profile``'s own (at most to the cap), the models those of ``steps`` (the dry-run files)."""
     prof = profiles.get_profile(profile)
     like = profiles.get_profile(DRY_RUN_KNOBS_LIKE[prof.dataset])
     overrides: dict[str, Any] = {k: "none" if v is None else v for k, v in profiles.flat_fields(like.chapters[notebook]).items()}
     overrides.update({k: min(overrides[k], cap) for k, cap in DRY_RUN_CAPS.items() if k in overrides})
     overrides.update({k: tuple(overrides[k][:n]) for k, n in DRY_RUN_FIRST.items() if k in overrides})
     own = profiles.flat_fields(prof.chapters[notebook])
-    overrides.update({k: min(own[k], cap) for k, cap in DRY_RUN_FROM_PROFILE.items() if k in own})
+    overrides.update({k: max(overrides[k], min(own[k], cap)) for k, cap in DRY_RUN_FROM_PROFILE.items() if k in own})
     models = {"checkpoint": steps[0].path, "baseline": steps[1].path}
     overrides.update({k: str(models[k]) for k in profiles.MODELS_USED[notebook]})
     return overrides
