@@ -15,15 +15,23 @@ def test_the_plan_names_each_model_its_file_and_how_long_it_takes(tmp_path):
     (tmp_path / "train_throughput_x.json").write_text(json.dumps(
         {"device": "1x NVIDIA H200 (gpu)", "rows": [{"profile": "small", "dtype": "float32", "images_per_s": 1280.0},
                                                     {"profile": "small", "dtype": "bfloat16", "images_per_s": 9e9}]}))
+    (tmp_path / "train_throughput_y.json").write_text(json.dumps(  # a baseline row; its profile names a score model too
+        {"device": "1x cpu (cpu)", "rows": [{"kind": "baseline", "profile": "small", "dtype": "float32", "images_per_s": 7.0},
+                                            {"kind": "baseline", "profile": "wrn28_10", "dtype": "float32",
+                                             "images_per_s": 2.5}]}))
     throughput = models.measured_throughput(tmp_path)
-    assert throughput == {("small", "1x NVIDIA H200"): 1280.0}  # float32 rows only
+    assert throughput == {("sbgc", "small", "1x NVIDIA H200"): 1280.0, ("baseline", "small", "1x cpu"): 7.0,
+                          ("baseline", "wrn28_10", "1x cpu"): 2.5}  # float32 rows only; no kind: a score model
     steps = models.plan("workstation", device="1x NVIDIA H200", throughput=throughput)
     assert [s.role for s in steps] == ["score model", "baseline"]
     score, base = steps
     assert score.path == profiles.SMALL_GPU.path() and base.path == profiles.WRN28_10_GPU.path()
     # 200,000 steps × batch 128 at 1,280 images/s
     assert score.estimate_s == pytest.approx(200_000 * 128 / 1280.0) and "1280.0 images/s" in score.estimate_note
-    assert base.estimate_s is None and "wrn28_10" in base.estimate_note
+    assert base.estimate_s is None and "--baselines wrn28_10" in base.estimate_note and "1x cpu" in base.estimate_note
+    on_cpu = models.plan("workstation", device="1x cpu", throughput=throughput)
+    assert on_cpu[0].estimate_s is None  # the baseline's "small" row is not the score model's
+    assert on_cpu[1].estimate_s == pytest.approx(78_200 * 128 / 2.5)
     train, export = score.commands
     assert train[1:5] == ("-m", "sbgc.train", "--profile", "small") and ("--steps", "200000") == train[5:7]
     assert export[-2:] == ("--out", str(score.path)) and "~5.6 h" in score.describe()

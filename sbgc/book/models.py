@@ -68,16 +68,17 @@ def _rel(path: Path) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
-def measured_throughput(results: Path = REPO / "bench" / "results") -> dict[tuple[str, str], float]:
-    """Training images/s measured by ``bench/train_throughput.py``: {(train profile, device): images/s}
-    (the float32 rows; the best of several records of the same pair)."""
-    table: dict[tuple[str, str], float] = {}
+def measured_throughput(results: Path = REPO / "bench" / "results") -> dict[tuple[str, str, str], float]:
+    """Training images/s measured by ``bench/train_throughput.py``: {(kind, train profile, device): images/s},
+    kind "sbgc" or "baseline" (rows without one are score models), the float32 rows, the best of several
+    records of the same triple."""
+    table: dict[tuple[str, str, str], float] = {}
     for path in sorted(results.glob(THROUGHPUT_GLOB)):
         record = json.loads(path.read_text())
         device = str(record.get("device", "?")).split(" (")[0]  # "1x cpu (cpu)" -> "1x cpu"
         for row in record.get("rows", []):
             if row.get("dtype", "float32") == "float32" and row.get("images_per_s"):
-                k = (row["profile"], device)
+                k = (row.get("kind", "sbgc"), row["profile"], device)
                 table[k] = max(table.get(k, 0.0), float(row["images_per_s"]))
     return table
 
@@ -90,15 +91,15 @@ def batch_size(spec: ModelSpec) -> int:
     return int(config.batch_size)
 
 
-def estimate_seconds(spec: ModelSpec, device: str, throughput: dict[tuple[str, str], float]) -> tuple[float | None, str]:
+def estimate_seconds(spec: ModelSpec, device: str, throughput: dict[tuple[str, str, str], float]) -> tuple[float | None, str]:
     """(seconds, how they were estimated) to train ``spec`` on ``device`` ("1x cpu", "1x NVIDIA H200", …)."""
-    rate = throughput.get((spec.train_profile, device))
+    rate = throughput.get((spec.kind, spec.train_profile, device))
     if rate is None:
-        have = sorted({d for p, d in throughput if p == spec.train_profile})
-        return None, (f"no throughput of profile {spec.train_profile} measured on {device}"
+        have = sorted({d for k, p, d in throughput if (k, p) == (spec.kind, spec.train_profile)})
+        flag = "--profiles" if spec.kind == "sbgc" else "--profiles --baselines"
+        return None, (f"no throughput of {spec.kind} profile {spec.train_profile} measured on {device}"
                       + (f" (measured on: {', '.join(have)})" if have else "")
-                      + (f"; measure it with `python bench/train_throughput.py --profiles {spec.train_profile}`"
-                         if spec.kind == "sbgc" else " (bench/train_throughput.py measures score models only)"))
+                      + f"; measure it with `python bench/train_throughput.py {flag} {spec.train_profile}`")
     images = spec.steps * batch_size(spec)
     return images / rate, f"{images:,} images at {rate:.1f} images/s measured on {device}"
 
