@@ -13,9 +13,10 @@ section and after every row of the throughput table, so a kill leaves everything
    ``memory_stats()`` (None on CPU), the git commit (read from ``.git``, no git process).
 2. ``train_throughput``: images/s of one full training step (``bench/train_throughput.py``'s
    ``bench_one``, train step only) and the allocator's peak memory, profiles ``small`` and ``paper``
-   at batch 128, bfloat16 then float32. The peak (``peak_bytes_in_use``) is the process's running
-   peak and is never reset, so the rows run in order of expected memory and a row's peak is "this
-   row or an earlier one".
+   at batch 128, bfloat16 then float32; ``--tiny`` also a baseline's train step (``bench_baseline``; the real
+   run leaves WRN-28-10 to ``bench/train_throughput.py --baselines``, its compilation would cost the training
+   minute). The peak (``peak_bytes_in_use``) is the process's running peak and is never reset, so a row's peak
+   is "this row or an earlier one".
 3. ``likelihood``: images/s of the classifier at the paper's settings (n = 30 Rademacher probes,
    dopri5, rtol = atol = 1e-5, ε = 1e-5, all 10 classes), ours (``class_log_likelihoods``, probes
    sharing one trajectory) against the scipy host-loop reference (``sbgc.checks.reference``, the
@@ -162,6 +163,7 @@ class Plan:
     # 2. training throughput: bench_one(profile, dtype, batch, timed_steps) for every pair
     throughput_profiles: tuple[str, ...]
     dtypes: tuple[str, ...]
+    baseline_profiles: tuple[str, ...]  # ... and the baselines' train step (float32), bench_baseline
     batch: int
     timed_steps: int
     # 3.-5. the evaluated network and images
@@ -194,7 +196,10 @@ class Plan:
 def full_plan(model: str) -> Plan:
     """The real run on one H200 (module docstring: the estimates)."""
     return Plan(
-        throughput_profiles=("small", "paper"), dtypes=("bfloat16", "float32"), batch=128, timed_steps=10,
+        # no baseline row: WRN-28-10's step (~40 s, mostly compilation) would come out of the training minute;
+        # `python bench/train_throughput.py --profiles --baselines wrn28_10` measures it where time allows
+        throughput_profiles=("small", "paper"), dtypes=("bfloat16", "float32"), baseline_profiles=(),
+        batch=128, timed_steps=10,
         model=model, model_profile=GPU_MODEL.train_profile, model_overrides=(), n_images=1, n_classes=10,
         n_probes=30, ode=SolverSettings(solver="dopri5", rtol=1e-5, atol=1e-5, eps=1e-5), ref_solves=3,
         attack_probes=10, attack_ode=SolverSettings(solver="dopri5", rtol=1e-5, atol=1e-5, eps=1e-5),
@@ -208,7 +213,7 @@ def full_plan(model: str) -> Plan:
 def tiny_plan(model: str) -> Plan:
     """``--tiny``: every section shrunk to run on a CPU in seconds (what CI runs)."""
     return Plan(
-        throughput_profiles=("ci",), dtypes=("float32",), batch=8, timed_steps=2,
+        throughput_profiles=("ci",), dtypes=("float32",), baseline_profiles=("ci",), batch=8, timed_steps=2,
         model=model, model_profile="ci", model_overrides=tuple(TINY_NETWORK.items()), n_images=1, n_classes=2,
         n_probes=1, ode=SolverSettings(solver="dopri5", rtol=0.5, atol=0.5, eps=1e-5), ref_solves=2,
         attack_probes=2, attack_ode=SolverSettings(solver="heun", n_steps=1, unroll=True),
@@ -359,6 +364,15 @@ def section_train_throughput(plan: Plan, args, ctx: dict, entry: dict) -> None:
                 failed.append(f"{profile} {dtype}")
             entry["rows"].append(row)
             ctx["save"]()
+    for profile in plan.baseline_profiles:
+        try:
+            row = tt.bench_baseline(profile, plan.batch, plan.timed_steps)
+            _finite(row["images_per_s"], f"baseline {profile} images/s")
+        except Exception as e:
+            row = {"kind": "baseline", "profile": profile, "dtype": "float32", "error": f"{type(e).__name__}: {e}"}
+            failed.append(f"baseline {profile}")
+        entry["rows"].append(row)
+        ctx["save"]()
     if failed:
         raise RuntimeError(f"training step failed for {', '.join(failed)} (see the rows)")
 

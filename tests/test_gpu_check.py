@@ -54,9 +54,11 @@ def test_tiny_run_records_every_section_resumes_training_and_survives_a_failing_
     assert env["backend"] == "cpu" and env["device_count"] >= 1 and env["memory_stats"] is None
     assert env["jax"] and env["python"] and (env["git_commit"] is None or len(env["git_commit"]) == 40)
 
-    (row,) = s["train_throughput"]["rows"]
+    row, base = s["train_throughput"]["rows"]
     assert row["profile"] == "ci" and row["dtype"] == "float32" and row["peak_bytes"] is None  # CPU: no allocator stats
     assert _positive(row["images_per_s"]) and _positive(row["step_s"]) and row["forward_s"] is None
+    assert (base["kind"], base["profile"], base["dtype"]) == ("baseline", "ci", "float32")  # the baseline's step
+    assert _positive(base["images_per_s"]) and _positive(base["step_s"]) and base["n_params"] > 100_000
 
     lik = s["likelihood"]
     ours, ref, n, images = lik["ours"], lik["reference"], lik["settings"]["n_probes"], lik["settings"]["images"]
