@@ -304,7 +304,11 @@ def evaluate(model, settings: EvalSettings, *, out: str | Path | None = None, da
     lo, hi = binomial_interval(correct, len(idx))
     marginal_bpd = bits_per_dim(log_marginal(log_p), dim)
     true_bpd = bits_per_dim(log_p[np.arange(len(idx)), labels], dim)
-    interval = lambda v: (lambda m: {"mean": m["value"], "lo": m["lo"], "hi": m["hi"], "sem": m["se"]})(mean_estimate(v).as_dict())
+
+    def interval(values) -> dict:  # the mean's JSON record (None where a single image gives no interval)
+        m = mean_estimate(values).as_dict()
+        return {"mean": m["value"], "lo": m["lo"], "hi": m["hi"], "sem": m["se"]}
+
     summary = {
         "what": f"{'bound' if settings.method == 'bound' else 'exact ODE'} classifier accuracy and bits/dim",
         "method": settings.describe(), "settings": dataclasses.asdict(settings),

@@ -336,6 +336,11 @@ def _check_labels(labels, b: int) -> np.ndarray:
     return labels.astype(np.int32)
 
 
+def _check_settings(settings) -> None:
+    if not isinstance(settings, BoundSettings):
+        raise TypeError(f"settings must be a BoundSettings, got {type(settings).__name__}")
+
+
 def _check_chunk(chunk_size) -> None:
     if not (isinstance(chunk_size, (int, np.integer)) and chunk_size >= 1):
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
@@ -449,8 +454,7 @@ def log_bound_table(
     axes [B, C]. Each row costs ``settings.n_times`` + 1 network passes. See :func:`log_bound` for the
     arguments.
     """
-    if not isinstance(settings, BoundSettings):
-        raise TypeError(f"settings must be a BoundSettings, got {type(settings).__name__}")
+    _check_settings(settings)
     _check_chunk(chunk_size)
     images = _prepare(x, key, dequantize, data_scaling)
     labels = _check_labels(labels, images.x_model.shape[0])
@@ -552,14 +556,12 @@ def pruned_class_bounds(
     if not (isinstance(keep, (int, np.integer)) and 1 <= keep <= n_classes):
         raise ValueError(f"keep must be an int in [1, n_classes={n_classes}], got {keep!r}")
     _check_chunk(chunk_size)
-    if not isinstance(settings, BoundSettings):
-        raise TypeError(f"settings must be a BoundSettings, got {type(settings).__name__}")
-    first_settings = settings
-    second_settings = dataclasses.replace(first_settings, n_times=second_times)
+    _check_settings(settings)
+    second_settings = dataclasses.replace(settings, n_times=second_times)
     images = _prepare(x, key, dequantize, data_scaling)
     b = images.x_model.shape[0]
     labels = np.tile(np.arange(n_classes, dtype=np.int32), (b, 1))
-    first = _bounds(score_fn, sde, images, labels, first_settings, chunk_size, progress)
+    first = _bounds(score_fn, sde, images, labels, settings, chunk_size, progress)
     top = np.argsort(-first.log_p, axis=1, kind="stable")[:, :keep].astype(np.int32)  # [B, keep]
     second = _run_stage(score_fn, sde, images, top, second_settings, 1, chunk_size, progress)
     rows = np.arange(b)[:, None]

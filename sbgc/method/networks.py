@@ -23,8 +23,8 @@ from typing import Any, Callable, Literal
 
 import flax.linen as nn
 import jax
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 
 from sbgc.method.numerics import highest_precision
 from sbgc.method.sde import SDE
@@ -101,7 +101,7 @@ class GroupNorm(nn.Module):
     (H, W) are averaged within each group (groups are equal in size, so this is the same mean).
     Why: XLA:CPU (jax 0.10) crashes (segmentation fault) running the input gradient of the
     probe-vmapped Jacobian–vector products of a row-vmapped network through flax's grouped reshape,
-    which is exactly the attack's gradient with two or more probes (tests/test_networks.py).
+    which is exactly the attack's gradient with two or more probes (tests/test_models.py).
     """
 
     num_groups: int
