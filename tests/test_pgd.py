@@ -222,3 +222,64 @@ def test_the_bound_classifier_is_attacked_through_its_fixed_draws():
     assert out.kind == "bound" and out.clean_correct.all()
     assert np.all(np.abs(out.adversarial - x).reshape(3, -1).max(axis=1) <= 0.5 + 1e-6)
     assert "variational bound, K=4" in am.description
+
+
+_SPLIT_SCRIPT = r"""
+import functools, json, re, sys, types
+sys.path.insert(0, sys.argv[1])
+import jax, jax.numpy as jnp, numpy as np
+from sbgc.experiments import adversarial as attacks, pgd
+from sbgc.method.bound import BoundSettings
+from sbgc.method.likelihood import SolverSettings, split_rows_in_trace
+from sbgc.method.sde import SDE
+from tiny_nets import init_tiny, tiny_score
+shape, k = (8, 8, 3), 3
+model = types.SimpleNamespace(score_fn=functools.partial(tiny_score, init_tiny(jax.random.key(0), 3, 8, k)),
+                              sde=SDE())
+x = np.asarray(jax.random.uniform(jax.random.key(1), (2, *shape)), np.float32)
+cfg = attacks.SBGCLogitsConfig(n_probes=2, n_classes=k, solver=SolverSettings(rtol=1e-3, atol=1e-3))
+ode = pgd.sbgc_attack_model(model, attacks.draw_attack_probes(jax.random.key(2), 2, 2, shape), cfg)
+bound = pgd.bound_attack_model(model, jax.random.key(3), 2, BoundSettings(n_times=4), n_classes=k)
+out = {"devices": jax.local_device_count()}
+for name, am in (("ode", ode), ("bound", bound)):
+    logits = am.logits(x[1], 1)
+    label = int(np.argmin(logits))
+    hlo = am._forward.lower(jnp.asarray(x[1:2]), am.aux[1:2]).compile().as_text()
+    parts = re.search(r"num_partitions=(\d+)", hlo)
+    out[name] = {"logits": logits.tolist(), "partitions": 1 if parts is None else int(parts.group(1)),
+                 "margin": am.gradient(x[1], 1, label, logits, "margin").ravel().tolist(),
+                 "ce": am.gradient(x[1], 1, label, logits, "cross_entropy").ravel().tolist()}
+split = jax.jit(lambda a: split_rows_in_trace(a)[0])(jnp.arange(3.0))
+out["split"] = {"devices": len(split.sharding.device_set), "shape": list(split.shape)}
+print(json.dumps(out))
+"""
+
+
+def test_the_attacked_functions_split_their_solves_over_the_devices():
+    """The attack's logits and both losses' gradients (SBGC through the ODE and the bound) solve
+    their rows across every local device (here 2 forced CPU host devices; 3 classes, so a padding
+    row is added and dropped) and equal the one-device values: each row keeps its random numbers."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    got = {}
+    for devices in (1, 2):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+        out = subprocess.run([sys.executable, "-c", _SPLIT_SCRIPT, str(Path(__file__).parent)], env=env,
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        got[devices] = json.loads(out.stdout.strip().splitlines()[-1])
+        assert got[devices]["devices"] == devices
+    assert got[1]["split"] == {"devices": 1, "shape": [3]}
+    assert got[2]["split"] == {"devices": 2, "shape": [4]}  # 3 rows padded to a multiple of 2, split
+    for name in ("ode", "bound"):
+        one, two = got[1][name], got[2][name]
+        assert (one["partitions"], two["partitions"]) == (1, 2)  # the compiled forward pass is split
+        np.testing.assert_allclose(two["logits"], one["logits"], rtol=1e-6)
+        for loss in ("margin", "ce"):
+            g1, g2 = np.asarray(one[loss]), np.asarray(two[loss])
+            assert np.abs(g1).max() > 0
+            np.testing.assert_allclose(g2, g1, rtol=1e-4, atol=1e-5 * np.abs(g1).max())

@@ -85,7 +85,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import equinox as eqx
 import jax
@@ -104,6 +104,7 @@ from sbgc.method.likelihood import (
     padded_chunks,
     row_sharding,
     shard_rows,
+    split_rows_in_trace,
     sharded_chunk,
     to_model_space,
     to_unit_interval,
@@ -610,6 +611,7 @@ def class_log_bounds_pure(
     n_classes: int = 10,
     classes: Array | None = None,
     data_scaling: DataScaling = "centered",
+    sharding: Any = "local",
 ) -> tuple[Array, Array]:
     """The bound L(x, y) of :func:`log_bound_table` as a pure, differentiable JAX function of x.
 
@@ -617,7 +619,8 @@ def class_log_bounds_pure(
     noises [B, K + 1, *shape] from :func:`bound_random_numbers` (held fixed, so the function is
     deterministic and its gradient exact); classes: int [B, k] or None for all ``n_classes``.
     Returns (log_p [B, k] nats, ok [B, k] finite). Every (image, class, time) is one network pass,
-    all in one batch of B·k·(K + 1) rows: memory grows with K.
+    all in one batch of B·k·(K + 1) rows: memory grows with K. The rows are split over every local
+    device (``sharding`` as in :func:`sbgc.method.classify.class_log_likelihoods_pure`).
     """
     b, shape = x_unit.shape[0], tuple(x_unit.shape[1:])
     dim = math.prod(shape)
@@ -635,7 +638,10 @@ def class_log_bounds_pure(
     z_rows = jnp.broadcast_to(noises[:, None], (*rows, *shape)).reshape(-1, *shape)
     y_rows = jnp.broadcast_to(classes[:, :, None], rows).reshape(-1)  # [R]
     t_rows = jnp.broadcast_to(t_all[:, None, :], rows).reshape(-1)
-    err, z_sq, _ = denoising_terms(score_fn, sde, x_rows, y_rows, t_rows, z_rows)  # [R] each
+    n_rows = x_rows.shape[0]
+    x_rows, y_rows, t_rows, z_rows = split_rows_in_trace(x_rows, y_rows, t_rows, z_rows, sharding=sharding)
+    err, z_sq, _ = denoising_terms(score_fn, sde, x_rows, y_rows, t_rows, z_rows)  # [R (+ padding)] each
+    err, z_sq, t_rows = err[:n_rows], z_sq[:n_rows], t_rows[:n_rows]
     h = (err - control_variate_weight(sde, t_rows, settings.data_std) * (z_sq - dim)).reshape(rows)  # corrected_error
     diffusion = -0.5 * sde.importance_weight_normalizer(settings.eps) * jnp.mean(h[..., :k], axis=-1)  # [B, k]
     ratio = sde.marginal_std(settings.eps) / sde.mean_coeff(settings.eps)

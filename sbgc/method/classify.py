@@ -13,6 +13,7 @@ log K nats, 0.0011 bits/dim for K = 10 and D = 3072.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +30,7 @@ from sbgc.method.likelihood import (
     log_det_model_to_unit,
     log_likelihood_table,
     solve_rows,
+    split_rows_in_trace,
     to_model_space,
 )
 from sbgc.method.sde import SDE
@@ -112,6 +114,7 @@ def class_log_likelihoods_pure(
     data_scaling: DataScaling = "centered",
     prior_logp_fn: PriorLogpFn | None = None,
     classes: Array | None = None,
+    sharding: Any = "local",
 ) -> tuple[Array, Array]:
     """Pure JAX class log-likelihoods for gradients (``jax.grad``/``jax.vjp`` through the solves).
 
@@ -125,6 +128,10 @@ def class_log_likelihoods_pure(
     classes: int [B, k] (traced) to solve only those classes of each image: returns [B, k], column j
     the class ``classes[:, j]`` (k solves per image instead of K: e.g. the true and the runner-up
     class, all a margin's gradient needs). None: every class 0 … n_classes − 1.
+
+    sharding: the B·k solves are split over every local device (default ``"local"``,
+    :func:`sbgc.method.likelihood.split_rows_in_trace`), or as the given ``row_sharding``; None: not
+    split. Each row keeps its probes, so the result does not depend on the split.
     """
     b, shape = x_unit.shape[0], x_unit.shape[1:]
     dim = int(np.prod(shape))
@@ -137,7 +144,8 @@ def class_log_likelihoods_pure(
     rows_x = jnp.repeat(x_model, k, axis=0)  # [B·k, *shape], image-major
     rows_y = jnp.reshape(classes, (-1,)).astype(jnp.int32)  # [B·k]
     rows_p = None if probes is None else jnp.repeat(probes, k, axis=0)
+    rows_x, rows_y, rows_p = split_rows_in_trace(rows_x, rows_y, rows_p, sharding=sharding)  # over local devices
     sol = solve_rows(score_fn, sde, rows_x, rows_y, rows_p, solver, prior_logp_fn)
     log_p = change_of_variables(sol.prior_logp, sol.delta_logp, log_det_model_to_unit(dim, data_scaling)).mean(axis=1)
     ok = sol.successful & jnp.isfinite(log_p)
-    return log_p.reshape(b, k), ok.reshape(b, k)
+    return log_p[: b * k].reshape(b, k), ok[: b * k].reshape(b, k)

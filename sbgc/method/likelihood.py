@@ -511,6 +511,31 @@ def sharded_chunk(chunk: int, sharding) -> int:
     return -(-int(chunk) // n) * n
 
 
+def split_rows_in_trace(*arrays: Array | None, sharding: Any = "local") -> tuple[Array | None, ...]:
+    """Inside traced code: ``arrays`` (leading axis = rows, all of one length n; None passes through)
+    padded to a multiple of the devices ``sharding`` splits over (the last row repeated) and
+    constrained to lie row-split across them. The caller drops the padding rows' results with
+    ``[:n]``. ``sharding``: a :func:`row_sharding` (default ``"local"``: every local device; None or
+    one device: the arrays unchanged).
+
+    What lets a pure, differentiable function (an attack's logits and their gradient) use every local
+    device as the chunked tables do (:func:`shard_rows`); rows are independent solves, so the results
+    do not depend on the split.
+    """
+    sharding = row_sharding() if isinstance(sharding, str) and sharding == "local" else sharding
+    if sharding is None:
+        return arrays
+    n = next(a.shape[0] for a in arrays if a is not None)
+    pad = sharded_chunk(n, sharding) - n
+
+    def split(a):
+        if pad:
+            a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)], axis=0)
+        return jax.lax.with_sharding_constraint(a, sharding)
+
+    return tuple(None if a is None else split(a) for a in arrays)
+
+
 def change_of_variables(prior_logp, delta_logp, log_det):
     """Paper eq. 2: log p₀(x(0)) = log p_T(x(T)) + ∫₀ᵀ ∇·f̃(x(t), t) dt, plus log|det ∂x̃/∂x| of the
     map from the [0, 1] data into model space (D log 2 for the centred [−1, 1] space).
