@@ -18,6 +18,10 @@ naming the file (a broken shipped cache must fail CI). A missing entry is comput
 atomically, unless the cache is ``read_only`` (CI rendering a shipped run), where it is an error
 listing the key's inputs. ``recompute=True`` recomputes and overwrites.
 
+Several processes can fill one cache directory together (``SBGC_SHARD=I/N``, :mod:`sbgc.shard`):
+each missing entry is computed by its owning shard only, and :meth:`ResultCache.get` in the others
+waits for it to appear (:meth:`ResultCache.wait_for`).
+
 The book's chapters open their cache with :func:`chapter_cache` (``<repo>/results-cache``, or
 ``$SBGC_CACHE_DIR``) in one of :data:`MODES`, which ``python -m sbgc.book run --cache MODE`` passes
 to every notebook.
@@ -44,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from sbgc.data.files import atomic_savez, file_digest
+from sbgc.shard import WAIT_ENV, Shard, current_shard, owner_of_entry, wait_seconds
 from sbgc.train.checkpoint import write_json_atomic
 
 FORMAT = "sbgc-result-cache/1"
@@ -115,12 +120,17 @@ class ResultCache:
     """Entries under ``directory``; ``read_only``: a missing entry is an error, never computed;
     ``recompute``: every :meth:`get` computes and overwrites (the default of its ``recompute``)."""
 
-    def __init__(self, directory: str | os.PathLike, *, read_only: bool = False, recompute: bool = False):
+    def __init__(self, directory: str | os.PathLike, *, read_only: bool = False, recompute: bool = False,
+                 shard: Shard | None = None):
         if read_only and recompute:
             raise ValueError("a cache cannot be both read-only and recomputing")
         self.directory = Path(directory)
         self.read_only = read_only
         self.recompute = recompute
+        self.shard = current_shard() if shard is None else shard
+        if recompute and not self.shard.alone:
+            raise ValueError(f"shard {self.shard}: recomputing into a shared cache cannot tell the other shards' "
+                             "new entries from the old ones; run the shards into a fresh cache directory instead")
 
     def paths(self, key: CacheKey) -> tuple[Path, Path]:
         stem = f"{key.name}-{key.digest()[:16]}"
@@ -150,6 +160,9 @@ class ResultCache:
         """The entry for ``key``: loaded (verified) if present and not ``recompute``, else computed by
         ``compute() -> {name: array}`` and written (``.npz`` first, then its ``.json``, each atomically).
         ``device`` and ``commit`` default to this machine's and the repository's HEAD."""
+        owner = self.shard.index if self.shard.alone or self.read_only else owner_of_entry(self.shard, key.digest())
+        if owner != self.shard.index:  # another shard's entry (possibly being written right now): wait for it
+            return self.wait_for(key, owner)
         if not (self.recompute if recompute is None else recompute):
             found = self.load(key)
             if found is not None:
@@ -163,6 +176,29 @@ class ResultCache:
         arrays = dict(compute())
         seconds = time.perf_counter() - start
         return self.put(key, arrays, seconds=seconds, device=device, commit=commit)
+
+    def wait_for(self, key: CacheKey, owner: int, *, poll_s: float = 5.0, timeout_s: float | None = None) -> CachedResult:
+        """The entry for ``key`` once shard ``owner`` has written it into this (shared) directory
+        (:mod:`sbgc.shard`): polled at intervals doubling from 0.1 s to ``poll_s`` until ``timeout_s``
+        (default ``$SBGC_SHARD_WAIT``), then a CacheError naming the entry, its owner and the directory."""
+        timeout_s = wait_seconds() if timeout_s is None else timeout_s
+        _, meta = self.paths(key)
+        start, interval = time.monotonic(), 0.1
+        while True:
+            if meta.exists():  # the .json is written after the .npz: its presence means the entry is whole
+                found = self.load(key)
+                if found is not None:
+                    return found
+            if interval == 0.1:
+                print(f"[sbgc.cache] shard {self.shard}: waiting for {meta.stem}, shard {owner}/{self.shard.count}'s "
+                      "entry", flush=True)
+            if time.monotonic() - start >= timeout_s:
+                raise CacheError(f"shard {self.shard}: {key.name} (key {key.digest()[:16]}) is computed by shard "
+                                 f"{owner}/{self.shard.count}, and it did not appear in {self.directory} within "
+                                 f"{timeout_s:.0f} s (${WAIT_ENV}); are all {self.shard.count} shards running the "
+                                 "same chapters with this cache directory?")
+            time.sleep(max(0.0, min(interval, timeout_s - (time.monotonic() - start))))
+            interval = min(2 * interval, poll_s)
 
     def put(self, key: CacheKey, arrays: Mapping[str, np.ndarray], *, seconds: float, device: str | None = None,
             commit: str | None = None, computed_at: str | None = None, origin: str | None = None) -> CachedResult:

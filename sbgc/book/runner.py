@@ -1,6 +1,6 @@
 """Execute the book's notebooks with papermill and build the book with jupyter-book.
 
-    python -m sbgc.book run --profile ci [--only 01_method] [-p key=value ...] [--keep-going]
+    python -m sbgc.book run --profile ci [--only 01_method] [-p key=value ...] [--keep-going] [--shard I/N]
     python -m sbgc.book build
 
 ``run`` reads each registered notebook (``sbgc.book.profiles.NOTEBOOKS``, in reading order) from its
@@ -40,6 +40,7 @@ from sbgc.book import profiles
 from sbgc.book.cache import CACHE_ENV, MODES
 from sbgc.book import provenance
 from sbgc.report import markdown_table
+from sbgc.shard import SHARD_ENV, Shard, current_shard, parse_shard
 
 REPO = provenance.repo_root()
 NOTEBOOK_SOURCES = REPO / "notebooks"
@@ -178,6 +179,7 @@ def run(
     results: Path | None = None,
     cache: str = "use",
     cache_dir: Path | None = None,
+    shard: Shard | None = None,
 ) -> dict[str, float]:
     """Execute the selected notebooks at ``profile``; returns seconds per notebook.
 
@@ -185,8 +187,13 @@ def run(
     have it. Raises NotebookError after the first failure (or, with ``keep_going``, after all).
     ``results`` redirects the notebooks' ``results/*.json`` (default: ``<repo>/results``);
     ``cache`` is the results cache's mode and ``cache_dir`` its folder (default ``results-cache/``).
+    ``shard``: this process is one of N filling that cache together (:mod:`sbgc.shard`; the kernels
+    get ``$SBGC_SHARD``); None: as ``$SBGC_SHARD`` says (unset: alone).
     """
     profiles.check_profile(profile)
+    if shard is not None and not shard.alone and cache == "recompute":
+        raise ValueError(f"shard {shard}: --cache recompute cannot be sharded (the shards could not tell new "
+                         "entries from old ones); run the shards into a fresh --out folder instead")
     names = select_notebooks(only)
     overrides = dict(overrides or {})
     known = {k for name in names for k in profiles.knob_names(name)}
@@ -198,18 +205,19 @@ def run(
     plans = {name: notebook_parameters(name, profile, overrides, cache) for name in names}  # validate all first
     seconds: dict[str, float] = {}
     failures: list[str] = []
-    for name, parameters in plans.items():
-        print(f"[sbgc.book.runner] {name}: profile {profile}, parameters {parameters}", flush=True)
-        try:
-            seconds[name] = execute_notebook(
-                sources / f"{name}.py", book / EXECUTED / f"{name}.ipynb", parameters, results_dir=results,
-                cache_dir=cache_dir)
-        except NotebookError as err:
-            if not keep_going:
-                raise
-            failures.append(str(err))
-            continue
-        print(f"[sbgc.book.runner] {name}: done in {seconds[name]:.1f} s", flush=True)
+    with _environment({} if shard is None else {SHARD_ENV: str(shard)}):  # the kernels inherit it
+        for name, parameters in plans.items():
+            print(f"[sbgc.book.runner] {name}: profile {profile}, parameters {parameters}", flush=True)
+            try:
+                seconds[name] = execute_notebook(
+                    sources / f"{name}.py", book / EXECUTED / f"{name}.ipynb", parameters, results_dir=results,
+                    cache_dir=cache_dir)
+            except NotebookError as err:
+                if not keep_going:
+                    raise
+                failures.append(str(err))
+                continue
+            print(f"[sbgc.book.runner] {name}: done in {seconds[name]:.1f} s", flush=True)
     if failures:
         raise NotebookError("\n\n".join(failures))
     return seconds
@@ -480,6 +488,17 @@ def scratch_dirs(root: Path) -> dict[str, Path]:
     return {"book": root, "results": root / "results", "cache_dir": root / "cache"}
 
 
+def shard_dirs(shard: Shard, out: Path | None) -> dict[str, Path]:
+    """:func:`run`'s folders for shard I of N: shard 0 writes where an unsharded run would (the book,
+    or ``out``); the others write their executed notebooks and results under ``build/shard-I-of-N``
+    (or ``out/shard-I-of-N``), all into the same results cache."""
+    dirs = {} if out is None else scratch_dirs(out)
+    if shard.index == 0:
+        return dirs
+    root = (REPO / "build" if out is None else out) / f"shard-{shard.index}-of-{shard.count}"
+    return {**dirs, "book": root, "results": root / "results"}
+
+
 def produce_models(profile: str, *, plan_only: bool = False, allow_cpu: bool = False, dry_run: Path | None = None) -> None:
     """``python -m sbgc.book models``: print the profile's model plan, train what is missing
     (:mod:`sbgc.book.models`); with ``dry_run``, then run every chapter on those models with shrunk
@@ -515,6 +534,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_cmd.add_argument("--out", default=None, metavar="DIR",
                          help="write executed notebooks, results and the cache under DIR instead of book/notebooks, "
                               "results/ and results-cache/ (a scratch run that leaves the book alone)")
+    run_cmd.add_argument("--shard", default=None, metavar="I/N",
+                         help="be process I of N filling one results cache on a shared file system (a job array): "
+                              "each missing entry is computed by one shard, the others wait for it; shard 0 writes "
+                              "the book, the others write under build/shard-I-of-N")
     models_cmd = commands.add_parser("models", help="train and export the models the profile needs that are missing "
                                                     "(prints the plan and estimated times first; resumable)")
     models_cmd.add_argument("--profile", default="mnist", help=f"one of {', '.join(profiles.PROFILES)}")
@@ -529,9 +552,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            out = {} if args.out is None else scratch_dirs(Path(args.out))
+            shard = parse_shard(args.shard) if args.shard else current_shard()
+            out = shard_dirs(shard, None if args.out is None else Path(args.out))
             seconds = run(args.profile, only=args.only, overrides=parse_overrides(args.param),
-                          keep_going=args.keep_going, cache=args.cache, **out)
+                          keep_going=args.keep_going, cache=args.cache, shard=shard, **out)
             print("[sbgc.book.runner] " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
         elif args.command == "models":
             produce_models(args.profile, plan_only=args.plan, allow_cpu=args.allow_cpu,

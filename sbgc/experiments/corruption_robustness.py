@@ -68,6 +68,7 @@ from sbgc.data.mnist_c import MNIST_C_CORRUPTIONS, MNIST_C_NOISE, corrupt_mnist
 from sbgc.method.classify import log_marginal
 from sbgc.method.likelihood import bits_per_dim
 from sbgc.report import markdown_table
+from sbgc.shard import own_blocks_first
 from sbgc.stats import Estimate, binomial_interval, proportion_estimate
 
 CLEAN = "clean"
@@ -519,14 +520,16 @@ def evaluate_blocks(classifier_of_block: Callable[[slice], Classifier], name: st
     ``first_image=rows.start``, so each image gets the random numbers it has in the whole sample).
     get(rows, part, compute): how a block's result is obtained (default: ``compute()``; the chapter
     passes a results-cache lookup, so each block is computed once and a larger sample reuses them).
+    Under ``SBGC_SHARD=I/N`` this process obtains its own blocks first (:func:`sbgc.shard.own_blocks_first`).
     """
     get = get or (lambda rows, part, compute: compute())
-    results = []
-    for rows in image_blocks(len(evalset), block):
-        part = evalset.part(rows)
-        compute = lambda rows=rows, part=part: evaluate_grid({name: classifier_of_block(rows)}, part, grid, seed=seed)[name]  # noqa: E731
-        results.append(get(rows, part, compute))
-    return concat_grids(results)
+    blocks = image_blocks(len(evalset), block)
+
+    def obtain(b: int) -> GridResult:
+        rows, part = blocks[b], evalset.part(blocks[b])
+        return get(rows, part, lambda: evaluate_grid({name: classifier_of_block(rows)}, part, grid, seed=seed)[name])
+
+    return concat_grids(own_blocks_first(len(blocks), obtain))
 
 
 def images_for_half_width(half_width: float, n_images: int, target: float) -> int:

@@ -45,6 +45,7 @@ import numpy as np
 
 from sbgc.data.datasets import EVALUATION_SPLITS, evaluation_split
 from sbgc.data.files import atomic_savez
+from sbgc.shard import parse_shard as shard_of
 from sbgc.stats import binomial_interval, mean_estimate
 from sbgc.train.checkpoint import write_json_atomic
 from sbgc.train.loop import device_name
@@ -127,16 +128,9 @@ def _partial_ident(model, settings: EvalSettings) -> str:
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
-    """``"I/N"`` → (I, N) with 0 ≤ I < N; None → (0, 1) (everything)."""
-    if text is None:
-        return 0, 1
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ValueError(f"a shard is I/N (e.g. 0/4), got {text!r}") from None
-    if not 0 <= i < n:
-        raise ValueError(f"a shard I/N needs 0 <= I < N, got {text!r}")
-    return i, n
+    """``"I/N"`` → (I, N) with 0 ≤ I < N; None → (0, 1) (everything). :func:`sbgc.shard.parse_shard`."""
+    shard = shard_of(text)
+    return shard.index, shard.count
 
 
 def shard_partial(out: str | Path, shard: tuple[int, int]) -> Path:

@@ -57,6 +57,7 @@ from sbgc.data.datasets import sample_blocks
 from sbgc.method.bound import BoundSettings
 from sbgc.method.classify import class_log_likelihoods_pure
 from sbgc.method.numerics import highest_precision
+from sbgc.shard import own_blocks_first
 
 Array = jax.Array
 ATTACK_BLOCK = 10  # images per cached block of an attack on the SBGC
@@ -493,9 +494,12 @@ def in_blocks(n: int, compute: Callable[[slice], Any], get: Callable[[slice, Cal
               block: int = ATTACK_BLOCK) -> list[Any]:
     """``compute(rows)`` for each block of :func:`attack_blocks` (n images), in order, each obtained
     through ``get(rows, compute)`` (default: computed; a chapter passes a results-cache lookup, so
-    each block is computed once and a larger sample reuses the blocks it has)."""
+    each block is computed once and a larger sample reuses the blocks it has). Under
+    ``SBGC_SHARD=I/N`` this process computes blocks I, I + N, … first and then loads the others'
+    (:func:`sbgc.shard.own_blocks_first`)."""
     get = get or (lambda rows, compute_block: compute_block())
-    return [get(rows, lambda rows=rows: compute(rows)) for rows in attack_blocks(n, block)]
+    blocks = attack_blocks(n, block)
+    return own_blocks_first(len(blocks), lambda b: get(blocks[b], lambda: compute(blocks[b])))
 
 
 def attack_in_blocks(model: AttackModel, images: np.ndarray, labels: np.ndarray, settings: AttackSettings, *,
