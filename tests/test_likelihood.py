@@ -344,3 +344,74 @@ def test_running_out_of_device_memory_names_the_chunk_knob(monkeypatch):
     with pytest.raises(ZeroDivisionError):
         bound.class_log_bounds(score, mix.sde, px, jax.random.key(0), n_classes=2, settings=bound.BoundSettings(n_times=2),
                                progress=False)
+
+
+class _FakeCompiled:
+    """Stands in for a compiled chunk: XLA's memory analysis of ``base + per_row · rows`` bytes."""
+
+    def __init__(self, rows, base=1000, per_row=100):
+        self.rows, self.bytes = rows, base + per_row * rows
+
+    def memory_analysis(self):
+        import types
+
+        return types.SimpleNamespace(argument_size_in_bytes=self.bytes, output_size_in_bytes=0, temp_size_in_bytes=0,
+                                     generated_code_size_in_bytes=0, alias_size_in_bytes=0)
+
+
+def test_chunks_are_sized_from_the_device_memory():
+    """Where the device reports its memory, a chunk is the largest that XLA's memory analysis puts
+    within the headroom (a requested size is a ceiling); where it does not (CPU), the requested
+    size or the fallback, nothing compiled. Not even the smallest chunk fitting is an error naming
+    the knobs."""
+    from sbgc.method import likelihood as L
+
+    compiled = []
+    compile_at = lambda rows: compiled.append(rows) or _FakeCompiled(rows)  # noqa: E731
+    assert L.chunk_for_memory(None, 5000, compile_at, limit=None, fallback=128) == (128, None)
+    assert L.chunk_for_memory(300, 5000, compile_at, limit=None) == (300, None) and compiled == []
+    assert L.chunk_for_memory(None, 50, compile_at, multiple=4, limit=None)[0] == 52  # rows rounded up to the devices
+    limit = int((1000 + 100 * 37) / L.MEMORY_HEADROOM) + 1  # 37 rows fit, 38 do not
+    chunk, program = L.chunk_for_memory(None, 5000, compile_at, multiple=2, limit=limit)
+    assert chunk == 36 and program.rows == 36  # the largest multiple of 2 that fits, compiled and returned
+    assert compiled[0] == L.AUTO_CHUNK_MAX  # None tried the most an automatic chunk holds first
+    assert L.chunk_for_memory(30, 5000, compile_at, limit=limit)[0] == 30  # a ceiling that fits is kept
+    assert L.chunk_for_memory(100, 5000, compile_at, limit=limit)[0] == 37  # one that does not is lowered
+    assert L.chunk_for_memory(None, 20, compile_at, limit=limit)[0] == 20  # never more rows than there are
+    with pytest.raises(L.DeviceMemoryError, match="even a chunk of 1 row.*lower n_probes"):
+        L.chunk_for_memory(None, 5000, compile_at, limit=1000)
+
+
+def test_a_table_sized_from_device_memory_equals_the_unsized_one(monkeypatch):
+    """The ODE table and the bound with a device memory limit that fits only some rows per chunk
+    (XLA's real memory analysis of their programs): the same numbers in more, smaller chunks."""
+    from sbgc.method import bound, likelihood
+    from sbgc.method.classify import class_log_likelihoods
+
+    mix = GaussianMixtureClasses(np.array([[[0.3, -0.2, 0.1, 0.0]], [[-0.3, 0.2, 0.0, 0.2]]]), [[0.3], [0.4]])
+    score = lambda x, t, y: mix.score(x.reshape(x.shape[0], -1), t, y).reshape(x.shape)  # noqa: E731
+    px = jax.random.randint(jax.random.key(3), (8, 2, 2, 1), 0, 256).astype(np.uint8)
+    ode_kw = dict(n_classes=2, n_probes=2, solver=SolverSettings(rtol=1e-4, atol=1e-4), progress=False)
+    bound_kw = dict(n_classes=2, settings=bound.BoundSettings(n_times=4), progress=False)
+    whole = class_log_likelihoods(score, mix.sde, px, jax.random.key(4), **ode_kw)
+    whole_bound = bound.class_log_bounds(score, mix.sde, px, jax.random.key(5), **bound_kw)
+    chunks = []
+    real_chunks = likelihood.padded_chunks
+    monkeypatch.setattr(likelihood, "padded_chunks", lambda n, chunk, **kw: chunks.append(chunk) or real_chunks(n, chunk, **kw))
+    monkeypatch.setattr(bound, "padded_chunks", likelihood.padded_chunks)
+    seen = {}
+    real_fit = likelihood.chunk_for_memory
+
+    def fit(requested, n_rows, compile_at, **kw):  # a limit between the programs' 2-row and full-size needs
+        small, full = (likelihood.compiled_bytes(compile_at(r)) for r in (2, n_rows))
+        seen[n_rows] = (small, full)
+        return real_fit(requested, n_rows, compile_at, **{**kw, "limit": int((small + full) / 2 / likelihood.MEMORY_HEADROOM)})
+
+    monkeypatch.setattr(likelihood, "chunk_for_memory", fit)
+    monkeypatch.setattr(bound, "chunk_for_memory", fit)
+    sized = class_log_likelihoods(score, mix.sde, px, jax.random.key(4), **ode_kw)
+    sized_bound = bound.class_log_bounds(score, mix.sde, px, jax.random.key(5), **bound_kw)
+    assert all(small < full for small, full in seen.values())  # the analysis grows with the rows
+    assert len(chunks) == 2 and 1 <= chunks[0] < 16 and 1 <= chunks[1] < 128  # 16 ODE rows; 8·2·5 = 80 bound rows → 128
+    np.testing.assert_allclose(sized.log_p, whole.log_p, rtol=1e-6)
+    np.testing.assert_allclose(sized_bound.log_p, whole_bound.log_p, rtol=1e-6)

@@ -56,7 +56,9 @@ REPO = Path(__file__).resolve().parents[2]
 class Ode:
     """How a chapter solves the probability-flow ODE (paper: 30 Rademacher probes, dopri5,
     rtol = atol = 1e-5, ε = 1e-5). ``n_steps``: fixed equal steps instead of the adaptive
-    controller (rtol/atol then unused). ``chunk_size``: rows (image, class) per jitted call."""
+    controller (rtol/atol then unused). ``chunk_size``: rows (image, class) per jitted call, lowered
+    on a GPU where it would not fit; None: as many as fit in the GPU's memory
+    (:func:`sbgc.method.likelihood.chunk_for_memory`; 128 on a CPU)."""
 
     n_probes: int = 30
     rtol: float = 1e-5
@@ -64,13 +66,14 @@ class Ode:
     eps: float = 1e-5
     solver: str = "dopri5"
     n_steps: int | None = None
-    chunk_size: int = 250
+    chunk_size: int | None = 250
 
     def __post_init__(self):
         if not (isinstance(self.n_probes, int) and self.n_probes >= 1):
             raise ValueError(f"ode.n_probes must be a positive int, got {self.n_probes!r}")
-        if not (isinstance(self.chunk_size, int) and self.chunk_size >= 1):
-            raise ValueError(f"ode.chunk_size must be a positive int, got {self.chunk_size!r}")
+        if not (self.chunk_size is None or isinstance(self.chunk_size, int) and self.chunk_size >= 1):
+            raise ValueError(f"ode.chunk_size must be a positive int or None (sized from GPU memory), got "
+                             f"{self.chunk_size!r}")
         self.solver_settings()  # validates the solver fields
 
     def solver_settings(self) -> SolverSettings:
@@ -312,8 +315,8 @@ NOTEBOOKS: dict[str, type] = {
 }
 
 _CI_ODE = Ode(n_probes=1, rtol=1e-2, atol=1e-2, chunk_size=10)
-_WS_ODE = Ode(n_probes=10, rtol=1e-4, atol=1e-4, chunk_size=250)
-_PAPER_ODE = Ode(n_probes=30, rtol=1e-5, atol=1e-5, chunk_size=250)
+_WS_ODE = Ode(n_probes=10, rtol=1e-4, atol=1e-4, chunk_size=None)  # chunks sized from the GPU's memory
+_PAPER_ODE = Ode(n_probes=30, rtol=1e-5, atol=1e-5, chunk_size=None)
 _ALL_SEVERITIES = (1, 2, 3, 4, 5)
 _CI_METHOD = MethodKnobs(seed=0, n_train_per_class=2_000, n_test_per_class=300, hidden=64, n_layers=3,
                          train_steps=4_000, batch_size=128, learning_rate=2e-3,

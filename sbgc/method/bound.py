@@ -77,7 +77,9 @@ classes of each image, K₂ further times (fresh draws, shared by the kept class
 decision is the argmax over the kept classes of their combined (K₁ + K₂)-time estimates.
 
 Shapes: rows (image, class, time) are evaluated in jitted chunks of at most ``chunk_size`` network
-inputs (padded to a power of two or to ``chunk_size``, so few shapes compile), with tqdm over chunks.
+inputs (padded to a power of two or to ``chunk_size``, so few shapes compile), with tqdm over chunks;
+on a device that reports its memory (GPU) a chunk that would not fit is lowered, and ``chunk_size=None``
+takes as many rows as fit (:func:`sbgc.method.likelihood.chunk_for_memory`; None on a CPU: 256).
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ from sbgc.method.likelihood import (
     names_the_chunk_knob,
     padded_chunks,
     row_sharding,
+    chunk_for_memory,
+    device_memory_bytes,
     shard_rows,
     split_rows_in_trace,
     sharded_chunk,
@@ -243,7 +247,7 @@ class _RowTerms(NamedTuple):
 
 
 def _evaluate_rows(
-    score_fn: ScoreFn, sde: SDE, x_model: Array, rows: _Rows, n_slots: int, key: Array, chunk_size: int,
+    score_fn: ScoreFn, sde: SDE, x_model: Array, rows: _Rows, n_slots: int, key: Array, chunk_size: int | None,
     progress: bool, desc: str,
 ) -> _RowTerms:  # fmt: skip
     """:func:`denoising_terms` of every row in float64, in jitted chunks of ``chunk_size`` rows.
@@ -256,7 +260,16 @@ def _evaluate_rows(
     """
     n_rows = rows.image.size
     sharding = row_sharding()
-    chunk = sharded_chunk(min(chunk_size, 1 << (n_rows - 1).bit_length()), sharding)  # powers of two: few shapes
+
+    def compile_at(n: int):  # the chunk's program for n rows (to size the chunk from device memory)
+        img = np.zeros(n, np.int64)
+        args = shard_rows(sharding, x_model[img], jnp.asarray(rows.label[img]), jnp.asarray(rows.t[img]),
+                          jnp.asarray(img, jnp.int32), jnp.asarray(rows.draw[img]))  # fmt: skip
+        return _chunk_terms.lower(score_fn, sde, *args[:3], key, *args[3:]).compile()
+
+    chunk, compiled = chunk_for_memory(chunk_size, 1 << (n_rows - 1).bit_length(), compile_at,  # powers of two: few shapes
+                                       multiple=sharded_chunk(1, sharding), limit=device_memory_bytes(), fallback=256)
+    terms_of = _chunk_terms if compiled is None else compiled
     out = np.empty((3, n_rows), np.float64)
     passes = np.zeros(n_slots, np.int64)
     for idx, pad in padded_chunks(n_rows, chunk, desc=desc, progress=progress):
@@ -265,7 +278,7 @@ def _evaluate_rows(
             x, label, t, image_id, draw = shard_rows(
                 sharding, x_model[img], jnp.asarray(rows.label[pad]), jnp.asarray(rows.t[pad]),
                 jnp.asarray(img, jnp.int32), jnp.asarray(rows.draw[pad]))  # fmt: skip
-            terms = _chunk_terms(score_fn, sde, x, label, t, key, image_id, draw)
+            terms = terms_of(score_fn, sde, x, label, t, key, image_id, draw)
             out[:, idx] = np.asarray(jnp.stack(terms), np.float64)[:, : idx.size]
         passes += np.bincount(rows.slot[idx], minlength=n_slots)
     return _RowTerms(out[0], out[1], out[2], passes)
@@ -343,8 +356,8 @@ def _check_settings(settings) -> None:
 
 
 def _check_chunk(chunk_size) -> None:
-    if not (isinstance(chunk_size, (int, np.integer)) and chunk_size >= 1):
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if not (chunk_size is None or isinstance(chunk_size, (int, np.integer)) and chunk_size >= 1):
+        raise ValueError(f"chunk_size must be a positive int or None (sized from device memory), got {chunk_size!r}")
 
 
 def _stage_rows(labels: np.ndarray, times: np.ndarray) -> _Rows:
@@ -368,7 +381,7 @@ class _Stage(NamedTuple):
 
 def _run_stage(
     score_fn, sde, images: _PreparedImages, labels: np.ndarray, settings: BoundSettings, stage: int,
-    chunk_size: int, progress: bool,
+    chunk_size: int | None, progress: bool,
 ) -> _Stage:  # fmt: skip
     """One stage: K times per image (its own times and noises, shared by the labels [B, C]), and in
     stage 0 the decoder's draw at t = ε as draw K of the same noise stream, all in one set of rows."""
@@ -426,7 +439,7 @@ def _combine(
 
 
 def _bounds(score_fn, sde, images: _PreparedImages, labels: np.ndarray, settings: BoundSettings,
-            chunk_size: int, progress: bool) -> BoundResult:  # fmt: skip
+            chunk_size: int | None, progress: bool) -> BoundResult:  # fmt: skip
     """All three terms for labels [B, C] (stage 0 of the times and noises)."""
     stage = _run_stage(score_fn, sde, images, labels, settings, 0, chunk_size, progress)
     diffusion, diffusion_se = mean_and_se(stage.values, settings.sampling)
@@ -446,7 +459,7 @@ def log_bound_table(
     settings: BoundSettings = BoundSettings(),
     dequantize: bool = True,
     data_scaling: DataScaling = "centered",
-    chunk_size: int = 256,
+    chunk_size: int | None = None,
     progress: bool = True,
 ) -> BoundResult:
     """The bound L(x_i, labels[i, c]) for B images × C labels, common random numbers per image.
@@ -540,7 +553,7 @@ def pruned_class_bounds(
     second_times: int = 100,
     dequantize: bool = True,
     data_scaling: DataScaling = "centered",
-    chunk_size: int = 256,
+    chunk_size: int | None = None,
     progress: bool = True,
 ) -> PrunedBounds:
     """Adaptive class pruning: K₁ = ``settings.n_times`` for every class, then K₂ = ``second_times``

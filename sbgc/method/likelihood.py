@@ -511,6 +511,72 @@ def sharded_chunk(chunk: int, sharding) -> int:
     return -(-int(chunk) // n) * n
 
 
+AUTO_CHUNK_MAX = 1024  # rows: the most a chunk sized from device memory holds (see chunk_for_memory)
+MEMORY_HEADROOM = 0.75  # the share of a device's memory a chunk's program may plan to use
+
+
+def device_memory_bytes(devices: Sequence[Any] | None = None) -> int | None:
+    """The smallest memory limit (bytes) among ``devices`` (default: the local ones), from
+    ``memory_stats()["bytes_limit"]``; None where the backend reports none (XLA:CPU)."""
+    limits = []
+    for d in jax.local_devices() if devices is None else devices:
+        stats = d.memory_stats() if hasattr(d, "memory_stats") else None
+        if not stats or "bytes_limit" not in stats:
+            return None
+        limits.append(int(stats["bytes_limit"]))
+    return min(limits) if limits else None
+
+
+def compiled_bytes(compiled: Any) -> int:
+    """Device memory a compiled program plans for (per device): arguments, outputs, temporaries and
+    code, less what outputs alias, from XLA's memory analysis (``jax.stages.Compiled`` or equinox's
+    wrapper of one)."""
+    m = getattr(compiled, "compiled", compiled).memory_analysis()
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+               + m.generated_code_size_in_bytes - m.alias_size_in_bytes)  # fmt: skip
+
+
+def chunk_for_memory(requested: int | None, n_rows: int, compile_at: Callable[[int], Any], *, multiple: int = 1,
+                     limit: int | None = None, fallback: int = 128) -> tuple[int, Any]:  # fmt: skip
+    """Rows per jitted call, and the program compiled for it (None where nothing was compiled).
+
+    ``requested``: a number of rows (a ceiling: lowered where it would not fit), or None: as many as
+    fit, at most :data:`AUTO_CHUNK_MAX` (a vmapped adaptive solve steps every row of a chunk until the
+    slowest is done, so a larger chunk is not free even where it fits). Never more than ``n_rows``,
+    rounded up to a multiple of ``multiple`` (the devices the rows are split over). ``limit``: device memory
+    in bytes (:func:`device_memory_bytes`); None (XLA:CPU reports none): ``requested``, or
+    ``fallback`` for None, unmeasured. Otherwise ``compile_at(rows)`` compiles the chunk's program and
+    XLA's memory analysis (:func:`compiled_bytes`) must stay within :data:`MEMORY_HEADROOM` of
+    ``limit``; memory is taken as affine in the rows to find the largest chunk that fits, which is
+    then compiled and checked. Raises DeviceMemoryError if not even ``multiple`` rows fit.
+    """
+    round_up = lambda c: -(-max(1, int(c)) // multiple) * multiple  # noqa: E731
+    cap = int(fallback if requested is None and limit is None else AUTO_CHUNK_MAX if requested is None else requested)
+    chunk = round_up(min(cap, n_rows))
+    if limit is None:
+        return chunk, None
+    budget = MEMORY_HEADROOM * limit
+    compiled = compile_at(chunk)
+    need = compiled_bytes(compiled)
+    if need <= budget:
+        return chunk, compiled
+    smallest, small = multiple, compile_at(multiple)
+    need_small = compiled_bytes(small)
+    if need_small > budget:
+        raise DeviceMemoryError(
+            f"even a chunk of {multiple} row(s) plans {need_small / 2**30:.2f} GiB per device, over "
+            f"{MEMORY_HEADROOM:.0%} of the device's {limit / 2**30:.1f} GiB: lower n_probes or the batch")
+    per_row = max((need - need_small) / (chunk - smallest), 1.0)
+    fit = smallest + int((budget - need_small) / per_row)
+    fit = max(smallest, fit - fit % multiple)
+    while fit > smallest:
+        compiled = compile_at(fit)
+        if compiled_bytes(compiled) <= budget:
+            return fit, compiled
+        fit = max(smallest, int(0.8 * fit) - int(0.8 * fit) % multiple)
+    return smallest, small
+
+
 def split_rows_in_trace(*arrays: Array | None, sharding: Any = "local") -> tuple[Array | None, ...]:
     """Inside traced code: ``arrays`` (leading axis = rows, all of one length n; None passes through)
     padded to a multiple of the devices ``sharding`` splits over (the last row repeated) and
@@ -665,7 +731,7 @@ def log_likelihood_table(
     probe: Probe = "rademacher",
     dequantize: bool = True,
     data_scaling: DataScaling = "centered",
-    chunk_size: int = 128,
+    chunk_size: int | None = None,
     progress: bool = True,
     prior_logp_fn: PriorLogpFn | None = None,
     first_image: int = 0,
@@ -687,7 +753,9 @@ def log_likelihood_table(
         chunk_size: rows (image, label) per jitted call (bounds memory: each evaluation runs the
             network on chunk_size × (1 + n) points in shared mode), rounded up to a multiple of the
             local devices, over which each chunk's rows are split (:func:`row_sharding`; the results
-            do not depend on the device count). progress: tqdm over chunks.
+            do not depend on the device count or the chunk). On a device that reports its memory
+            (GPU) a chunk that would not fit is lowered, and None takes as many rows as fit
+            (:func:`chunk_for_memory`); None on a CPU: 128. progress: tqdm over chunks.
         prior_logp_fn: ``fn(z [1, *shape], y [1]) -> [1]`` replacing the N(0, I) prior (tests).
         first_image: the images' position in their sample, for the random draws (image i draws as
             image ``first_image + i``): a block evaluated with its offset equals that block of the
@@ -703,8 +771,8 @@ def log_likelihood_table(
     if not isinstance(solver, SolverSettings):
         raise TypeError(f"solver must be a SolverSettings (e.g. SolverSettings(rtol=1e-3, atol=1e-3)), got {solver!r}")
     settings = solver
-    if not (isinstance(chunk_size, (int, np.integer)) and chunk_size >= 1):
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if not (chunk_size is None or isinstance(chunk_size, (int, np.integer)) and chunk_size >= 1):
+        raise ValueError(f"chunk_size must be a positive int or None (sized from device memory), got {chunk_size!r}")
     batch = prepare_batch(
         x, key, n_probes=n_probes, probe=probe, dequantize=dequantize, data_scaling=data_scaling,
         first_image=first_image,
@@ -721,7 +789,15 @@ def log_likelihood_table(
     label_of_row = labels.reshape(-1).astype(np.int32)  # [R]
     n_rows = b * k
     sharding = row_sharding()  # every local device solves its share of each chunk's rows
-    chunk = sharded_chunk(min(chunk_size, n_rows), sharding)
+
+    def compile_at(rows: int):  # the chunk's solve, compiled for ``rows`` rows (to size it from device memory)
+        img = np.zeros(rows, np.int64)
+        args = shard_rows(sharding, batch.x_model[img], jnp.asarray(label_of_row[img]), batch.probes(img))
+        return _solve_rows_jit.lower(score_fn, sde, *args, settings, prior_logp_fn).compile()
+
+    chunk, compiled = chunk_for_memory(chunk_size, n_rows, compile_at, multiple=sharded_chunk(1, sharding),
+                                       limit=device_memory_bytes(), fallback=128)  # fmt: skip
+    solve = _solve_rows_jit if compiled is None else compiled
 
     prior = np.empty((n_rows, n), np.float64)
     delta = np.empty((n_rows, n), np.float64)
@@ -731,7 +807,7 @@ def log_likelihood_table(
         with names_the_chunk_knob("chunk_size", chunk, f"one ODE solve with {n} probe(s)"):
             x_rows, y_rows, p_rows = shard_rows(sharding, batch.x_model[img], jnp.asarray(label_of_row[padded]),
                                                 batch.probes(img))
-            out = _solve_rows_jit(score_fn, sde, x_rows, y_rows, p_rows, settings, prior_logp_fn)
+            out = solve(score_fn, sde, x_rows, y_rows, p_rows, settings, prior_logp_fn)
             out = jax.tree_util.tree_map(lambda a: np.asarray(a)[: rows.size], out)
         failed = _failed_rows(out, image_of_row[rows], label_of_row[rows])
         if failed:
