@@ -86,6 +86,7 @@ def test_a_dry_run_keeps_the_profile_and_its_models_and_shrinks_every_knob(tmp_p
         own = profiles.flat_fields(profiles.get_profile("workstation").chapters[name])
         capped.update({k: max(like.values[k], min(own[k], cap)) for k, cap in models.DRY_RUN_FROM_PROFILE.items()
                        if k in own})  # fmt: skip
+        capped.update({k: "none" if own[k] is None else own[k] for k in models.DRY_RUN_KEEP if k in own})
         like = profiles.chapter_params(name, "ci_cifar10", capped)
         assert params.profile == "workstation" and params.knobs == like.knobs, name
         if "ode.n_probes" in own:  # the GPU profile's several probes run (the attack's multi-probe gradient) ...
@@ -97,6 +98,7 @@ def test_a_dry_run_keeps_the_profile_and_its_models_and_shrinks_every_knob(tmp_p
         if "baseline" in profiles.MODELS_USED[name]:
             assert params.baseline == str(steps[1].path)
     assert models.dry_run_overrides("workstation", steps, "04_adversarial")["ode.n_probes"] == 2  # CPU profile: 1
+    assert models.dry_run_overrides("workstation", steps, "02_table1")["ode.chunk_size"] == "none"  # sized from memory
     assert models.dry_run_overrides("workstation", steps, "06_convergence")["ode.n_probes"] == 4  # ... never lowered
 
 

@@ -39,6 +39,9 @@ DRY_RUN_FIRST = {"corruptions": 2}  # list knobs cut to their first entries
 # ... except knobs that choose a code path, raised towards the profile's own value (at most to the cap): with the CPU
 # profile's single probe the dry run never ran the attack's gradient with several probes, which crashed on XLA:CPU
 DRY_RUN_FROM_PROFILE = {"ode.n_probes": 2}
+# ... and knobs kept as the profile has them: the GPU profiles size their chunks from the device's memory (None),
+# a code path the CPU profiles' fixed chunks never take (on a CPU it falls back to a fixed size)
+DRY_RUN_KEEP = ("ode.chunk_size",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +164,8 @@ def produce(steps: Sequence[ModelStep], run: Callable[..., Any] = subprocess.run
 def dry_run_overrides(profile: str, steps: Sequence[ModelStep], notebook: str) -> dict[str, Any]:
     """The overrides of a dry run of ``notebook`` at ``profile``: every knob as in the CPU profile of the
     same dataset (:data:`DRY_RUN_KNOBS_LIKE`) with samples capped, the knobs of :data:`DRY_RUN_FROM_PROFILE`
-    raised towards ``profile``'s own (at most to the cap), the models those of ``steps`` (the dry-run files)."""
+    raised towards ``profile``'s own (at most to the cap) and those of :data:`DRY_RUN_KEEP` as ``profile`` has
+    them, the models those of ``steps`` (the dry-run files)."""
     prof = profiles.get_profile(profile)
     like = profiles.get_profile(DRY_RUN_KNOBS_LIKE[prof.dataset])
     overrides: dict[str, Any] = {k: "none" if v is None else v for k, v in profiles.flat_fields(like.chapters[notebook]).items()}
@@ -169,6 +173,7 @@ def dry_run_overrides(profile: str, steps: Sequence[ModelStep], notebook: str) -
     overrides.update({k: tuple(overrides[k][:n]) for k, n in DRY_RUN_FIRST.items() if k in overrides})
     own = profiles.flat_fields(prof.chapters[notebook])
     overrides.update({k: max(overrides[k], min(own[k], cap)) for k, cap in DRY_RUN_FROM_PROFILE.items() if k in own})
+    overrides.update({k: "none" if own[k] is None else own[k] for k in DRY_RUN_KEEP if k in own})
     models = {"checkpoint": steps[0].path, "baseline": steps[1].path}
     overrides.update({k: str(models[k]) for k in profiles.MODELS_USED[notebook]})
     return overrides
