@@ -109,13 +109,19 @@ def test_unrolled_steps_equal_diffrax_and_log_grid_times(model, images, grid):
 def test_fixed_step_gradient_matches_central_finite_differences(model, images):
     """Reverse mode through the solver steps is the exact derivative of the fixed-step solution.
 
-    float32: logits are O(10²) nats (ulp ~1e-5), so h = 1e-2 along a unit direction leaves an FD
-    rounding error ~1e-3/|derivative| and a truncation error ~h². Measured: ≤ 4.2e-4.
+    float32: the attacked value is ~1e3 nats (ulp ~1.2e-4), so central differences at h = 1e-2 carry a
+    rounding error of up to a few ulp / h ≈ 0.01-0.04 in absolute terms, whatever the derivative: a
+    relative bound fails by chance along a direction where the derivative is small (measured on two
+    machines: 4.2e-4 and, along a direction with derivative 0.89, 7.4e-3). The test allows 3 ulp / h
+    plus 1e-3 relative; a wrong gradient is off by far more along the directions of derivative 2.7-5.7.
+    Measured: |exact − FD| ≤ 6.6e-3 nats, 3e-5 of ‖∇‖.
     """
     chk = attacks.finite_difference_check(_fn(model, **FIXED), images, jax.random.key(3), n_directions=3, h=1e-2)
     assert chk.exact.shape == chk.finite_difference.shape == (3,)
     assert np.all(np.abs(chk.exact) > 0.1)  # directions that probe the gradient, not ~0
-    assert chk.max_relative_error < 3e-3, chk
+    rounding = 3 * np.spacing(np.float32(abs(chk.value))) / chk.h  # float32 rounding of f(x ± h d), over 2h
+    assert np.all(np.abs(chk.exact - chk.finite_difference) <= rounding + 1e-3 * np.abs(chk.exact)), chk
+    assert chk.max_error_vs_gradient_norm < 1e-3, chk
 
 
 def test_adaptive_gradients_recursive_and_backsolve_agree_with_finite_differences(model, images):
