@@ -283,3 +283,29 @@ def test_the_attacked_functions_split_their_solves_over_the_devices():
             g1, g2 = np.asarray(one[loss]), np.asarray(two[loss])
             assert np.abs(g1).max() > 0
             np.testing.assert_allclose(g2, g1, rtol=1e-4, atol=1e-5 * np.abs(g1).max())
+
+
+def test_running_out_of_device_memory_in_an_attack_names_the_knobs(linear):
+    """An XLA out-of-memory error in the attack's forward pass or gradient becomes an error naming
+    the knobs that size it (n_probes, the solver's checkpoints, the bound's times); others pass."""
+    from sbgc.method.likelihood import DeviceMemoryError
+
+    clf, x, labels = linear
+    am = pgd.baseline_attack_model(clf, len(x))
+    logits = am.logits(x[0], 0)
+
+    def oom(*args, **kwargs):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 31.2GiB.")
+
+    for name in ("_forward", "_margin_grad", "_direction_grad"):
+        am.__dict__[name] = oom  # the cached compiled functions, replaced
+    with pytest.raises(DeviceMemoryError, match=r"attack's clean forward pass of image 3 .*lower ode\.n_probes.*31\.2GiB"):
+        am.logits(x[3], 3, "clean forward pass")
+    for loss in ("margin", "cross_entropy"):
+        with pytest.raises(DeviceMemoryError, match=f"attack's {loss} gradient of image 0.*checkpoints"):
+            am.gradient(x[0], 0, int(labels[0]), logits, loss)
+    am.__dict__["_forward"] = lambda *a: 1 / 0
+    with pytest.raises(ZeroDivisionError):
+        am.logits(x[0], 0)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        am.gradient(x[0], 0, 0, logits, "hinge")

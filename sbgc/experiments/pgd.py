@@ -56,6 +56,7 @@ from sbgc.experiments.adversarial import (
 from sbgc.data.datasets import sample_blocks
 from sbgc.method.bound import BoundSettings
 from sbgc.method.classify import class_log_likelihoods_pure
+from sbgc.method.likelihood import names_the_memory_knobs
 from sbgc.method.numerics import highest_precision
 from sbgc.shard import own_blocks_first
 
@@ -100,9 +101,17 @@ class AttackModel:
 
         return jax.jit(jax.value_and_grad(along, has_aux=True))
 
+    def _memory_advice(self, what: str, i: int):
+        """Name the knobs to lower when image i's ``what`` runs out of device memory."""
+        return names_the_memory_knobs(
+            f"in the attack's {what} of image {i} ({self.description or self.kind})",
+            "lower ode.n_probes (every class's solve carries them), or, for the gradient, the solver's checkpoints "
+            "(SolverSettings.checkpoints) or the bound's times (bound_times)")
+
     def logits(self, x: np.ndarray, i: int, what: str = "forward pass") -> np.ndarray:
         """Logits [K] (float64) of image i at x [*shape]; raises if a solve failed."""
-        lp, ok = self._forward(jnp.asarray(x[None], jnp.float32), self.aux[i : i + 1])
+        with self._memory_advice(what, i):
+            lp, ok = self._forward(jnp.asarray(x[None], jnp.float32), self.aux[i : i + 1])
         raise_if_failed(ok, what, self.description)
         return np.asarray(lp[0], np.float64)
 
@@ -115,15 +124,16 @@ class AttackModel:
         """
         xj = jnp.asarray(x[None], jnp.float32)
         aux = self.aux[i : i + 1]
-        if loss == "margin":
-            wrong = np.where(np.arange(len(logits)) == label, -np.inf, logits)
-            pair = jnp.asarray([[label, int(np.argmax(wrong))]], jnp.int32)
-            (_, ok), g = self._margin_grad(xj, aux, pair)
-        elif loss == "cross_entropy":
-            c = cross_entropy_direction(jnp.asarray(logits[None], jnp.float32), jnp.asarray([label], jnp.int32))
-            (_, ok), g = self._direction_grad(xj, aux, c)
-        else:
+        if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        with self._memory_advice(f"{loss} gradient", i):
+            if loss == "margin":
+                wrong = np.where(np.arange(len(logits)) == label, -np.inf, logits)
+                pair = jnp.asarray([[label, int(np.argmax(wrong))]], jnp.int32)
+                (_, ok), g = self._margin_grad(xj, aux, pair)
+            else:
+                c = cross_entropy_direction(jnp.asarray(logits[None], jnp.float32), jnp.asarray([label], jnp.int32))
+                (_, ok), g = self._direction_grad(xj, aux, c)
         raise_if_failed(ok, f"{loss} gradient", self.description)
         return np.asarray(g[0], np.float32)
 

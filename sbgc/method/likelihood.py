@@ -478,23 +478,28 @@ def row_sharding(devices: Sequence[Any] | None = None):
 
 
 class DeviceMemoryError(MemoryError):
-    """A chunk did not fit in device memory; the message names the knob that sizes it."""
+    """A computation did not fit in device memory; the message names the knob to lower."""
 
 
 @contextlib.contextmanager
-def names_the_chunk_knob(knob: str, value: int, per_row: str):
+def names_the_memory_knobs(what: str, advice: str):
     """Turn a device out-of-memory error (XLA's RESOURCE_EXHAUSTED) raised inside the block into a
-    :class:`DeviceMemoryError` naming ``knob`` (its ``value``, and what one row holds: ``per_row``)."""
+    :class:`DeviceMemoryError`: "out of device memory ``what``: ``advice``" and XLA's first line."""
     try:
         yield
     except Exception as err:  # XlaRuntimeError has no stable import path across jax versions
         text = str(err)
-        if "RESOURCE_EXHAUSTED" not in text and "Out of memory" not in text and "out of memory" not in text:
+        if "RESOURCE_EXHAUSTED" not in text and "out of memory" not in text.lower():
             raise
-        raise DeviceMemoryError(
-            f"out of device memory evaluating a chunk of {value} rows ({per_row} each, split over "
-            f"{jax.local_device_count()} device(s)): lower {knob} (e.g. to {max(1, value // 4)}); "
-            f"the results do not depend on it. XLA said: {text.splitlines()[0][:300]}") from err
+        raise DeviceMemoryError(f"out of device memory {what}: {advice}. XLA said: "
+                                f"{(text.splitlines() or [''])[0][:300]}") from err
+
+
+def names_the_chunk_knob(knob: str, value: int, per_row: str):
+    """:func:`names_the_memory_knobs` for a chunk of ``value`` rows (``per_row`` each): lower ``knob``."""
+    return names_the_memory_knobs(
+        f"evaluating a chunk of {value} rows ({per_row} each, split over {jax.local_device_count()} device(s))",
+        f"lower {knob} (e.g. to {max(1, value // 4)}); the results do not depend on it")
 
 
 def shard_rows(sharding, *arrays):
