@@ -104,3 +104,24 @@ def test_cached_tuple_rebuilds_named_tuples(tmp_path):
     assert e1.computed_now and not e2.computed_now
     assert isinstance(second.dim, int) and second.dim == 784 and second.seconds == 1.5
     np.testing.assert_array_equal(second.log_p, first.log_p)
+
+
+def test_many_entries_of_one_computation_are_summarised_in_the_provenance_line(tmp_path):
+    """A loop's blocks (here 5 entries of one name) give one summary, not 5 repeated clauses: how many
+    were loaded and computed now, their keys, the time span, the seconds in all, the commits; up to
+    3 entries are listed one by one."""
+    from sbgc.book.provenance import entries_provenance
+
+    cache = ResultCache(tmp_path)
+    entries = [cache.get(CacheKey("blocky", 1, {"block": b}, "0" * 64, "fixture", np.arange(3)),
+                         lambda: {"x": np.zeros(2)}) for b in range(5)]  # fmt: skip
+    entries[0] = cache.put(CacheKey("blocky", 1, {"block": 0}, "0" * 64, "fixture", np.arange(3)), {"x": np.zeros(2)},
+                           seconds=100.0, commit="a" * 40, origin="an earlier run")  # fmt: skip
+    loaded = [cache.load(CacheKey("blocky", 1, {"block": b}, "0" * 64, "fixture", np.arange(3))) for b in range(5)]
+    line = entries_provenance(loaded[:2] + entries[2:])
+    assert line.startswith("5 entries, 2 loaded from ") and "3 computed now" in line
+    assert all(e.path.stem.rsplit("-", 1)[-1][:8] in line for e in entries)
+    total = sum(e.record["seconds"] for e in loaded[:2] + entries[2:])
+    assert f"in {total:,.0f} s in all" in line and "aaaaaaaa" in line and "1 imported" in line
+    assert line.count("computed ") == 2  # "computed now" and the one time span, not one clause per entry
+    assert entries_provenance(entries[:2]) == " · ".join(e.provenance_line() for e in entries[:2])

@@ -174,6 +174,29 @@ def collect_provenance(
     )
 
 
+def entries_provenance(entries: list, *, list_up_to: int = 3) -> str:
+    """Provenance of several entries of one computation (e.g. the blocks of a per-image loop): each
+    entry's :meth:`sbgc.book.cache.CachedResult.provenance_line` for up to ``list_up_to`` of them, else one summary
+    (how many loaded and computed now, their folder and keys, when, where and in how many seconds in
+    all they were computed, at which commits, how many were imported)."""
+    if len(entries) <= list_up_to:
+        return " · ".join(e.provenance_line() for e in entries)
+    records = [e.record for e in entries]
+    loaded = [e for e in entries if not e.computed_now]
+    folders = sorted({e.path.parent.name for e in loaded})
+    keys = ", ".join(e.path.stem.rsplit("-", 1)[-1][:8] for e in entries)
+    commits = list(dict.fromkeys(r["commit"][:8] + (" + changes" if r["commit"].endswith("+ changes") else "")
+                                 for r in records))
+    shown = ", ".join(commits[:6]) + (f" and {len(commits) - 6} more" if len(commits) > 6 else "")
+    devices = ", ".join(sorted({r["device"] for r in records}))
+    imported = sum(1 for r in records if r.get("origin"))
+    times = sorted(r["computed_at"] for r in records)
+    return (f"{len(entries)} entries, {len(loaded)} loaded from {'/'.join(folders) or '-'} and "
+            f"{len(entries) - len(loaded)} computed now (keys {keys}; computed {times[0]} … {times[-1]} on {devices} "
+            f"in {sum(r['seconds'] for r in records):,.0f} s in all, at commit(s) {shown}"
+            + (f"; {imported} imported from an earlier run, see its JSON" if imported else "") + ")")
+
+
 def provenance_line(prov: Provenance, note: str | None = None, cached: Any = None) -> str:
     """One short markdown line naming the run behind a number, table or figure. ``cached``: the
     :class:`sbgc.book.cache.CachedResult` (or a sequence of them) the numbers come from, which says
@@ -193,8 +216,11 @@ def provenance_line(prov: Provenance, note: str | None = None, cached: Any = Non
     parts.append(f"{device['device_kind']} ({device['platform']}), jax {device['jax_version']}")
     parts.append(f"commit `{commit}`")
     parts.append(prov.timestamp.replace("T", " ").replace("+00:00", " UTC"))
-    for entry in [] if cached is None else [cached] if hasattr(cached, "provenance_line") else list(cached):
-        parts.append(f"{entry.record['inputs']['name']}: {entry.provenance_line()}")
+    entries = [] if cached is None else [cached] if hasattr(cached, "provenance_line") else list(cached)
+    by_name: dict[str, list] = {}
+    for entry in entries:  # several entries of one computation (a loop's blocks) are summarised together
+        by_name.setdefault(entry.record["inputs"]["name"], []).append(entry)
+    parts.extend(f"{name}: {entries_provenance(group)}" for name, group in by_name.items())
     head = f"**{note}.** " if note else ""
     return f"{head}*Provenance:* " + " · ".join(parts)
 
