@@ -133,7 +133,9 @@ sys.path.insert(0, str(ROOT))
 from sbgc.book.profiles import PROFILES as BOOK_PROFILES  # noqa: E402
 from sbgc.method import numerics  # noqa: E402
 from sbgc.method.classify import class_log_likelihoods  # noqa: E402
-from sbgc.method.likelihood import SolverSettings, bits_per_dim, prepare_batch, to_unit_interval  # noqa: E402
+from sbgc.method.likelihood import (  # noqa: E402
+    SolverSettings, bits_per_dim, device_memory_bytes, prepare_batch, to_unit_interval,
+)
 from sbgc.train.checkpoint import write_json_atomic  # noqa: E402
 
 SECTIONS = ("environment", "train_throughput", "likelihood", "precision", "attack_gradient", "train")
@@ -387,7 +389,8 @@ def section_likelihood(plan: Plan, args, ctx: dict, entry: dict) -> None:
     entry["model"] = _model_entry(ctx)
     entry["settings"] = {"images": b, "n_classes": plan.n_classes, "n_probes": n, "solver": plan.ode.solver,
                          "rtol": plan.ode.rtol, "atol": plan.ode.atol, "eps": plan.ode.eps,
-                         "ref_solves": plan.ref_solves}
+                         "ref_solves": plan.ref_solves,
+                         "chunk_size": "None: sized from device memory", "device_memory_bytes": device_memory_bytes()}
     res, first, steady = bl.timed(lambda: _classify(plan, ctx, n))
     ctx["highest"] = res
     entry["ours"] = dict(bl.summarize(res, first, steady, labels, n), s_per_image=steady / b)
