@@ -1,5 +1,6 @@
 """sbgc.experiments.evaluate: the image selection is nested, results carry provenance, long runs resume."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -112,3 +113,54 @@ def test_shards_of_an_evaluation_merge_into_the_unsharded_result(tmp_path, monke
         E.parse_shard("2/2")
     with pytest.raises(ValueError, match="a shard is I/N"):
         E.parse_shard("half")
+
+
+_SHARDED_TABLE = r"""
+import json, sys
+from pathlib import Path
+import numpy as np
+from sbgc.book.cache import ResultCache
+from sbgc.data.datasets import evaluation_split
+from sbgc.experiments import evaluate as E
+from sbgc.train.pretrained import load_model
+s = E.EvalSettings(method="bound", data="exact_head", n_images=5, n_times=2, batch=1)
+entry = E.cached_score_table(ResultCache(sys.argv[1]), load_model("ci"), evaluation_split("exact_head"), s)
+mine = sorted(Path(sys.argv[1], "partial").glob("*.shard-*-of-2.partial.npz"))
+own = {p.name.split(".shard-")[1][:1]: (~np.isnan(np.load(p)["log_p"]).any(axis=1)).tolist() for p in mine}
+print(json.dumps({"log_p": entry.arrays["log_p"].tolist(), "computed_now": bool(entry.computed_now), "rows": own}))
+"""
+
+
+def test_a_sharded_cache_splits_the_score_table_between_the_shards(tmp_path):
+    """Two shards of one cache share Table 1's score table: each computes its batches (b mod 2),
+    the entry's owner joins them, and both end with the table of one unsharded process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from sbgc.book.cache import ResultCache
+    from sbgc.data.datasets import evaluation_split
+
+    s = E.EvalSettings(method="bound", data="exact_head", n_images=5, n_times=2, batch=1)
+    whole = E.cached_score_table(ResultCache(tmp_path / "alone"), load_model("ci"), evaluation_split("exact_head"), s)
+    env = lambda i: dict(os.environ, SBGC_SHARD=f"{i}/2", SBGC_SHARD_WAIT="300")  # noqa: E731
+    procs = [subprocess.Popen([sys.executable, "-c", _SHARDED_TABLE, str(tmp_path / "shared")], env=env(i),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]  # fmt: skip
+    outs = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=600)
+        assert p.returncode == 0, stderr[-3000:]
+        outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    for out in outs:
+        np.testing.assert_allclose(out["log_p"], whole.arrays["log_p"], rtol=1e-6)
+    assert sorted(o["computed_now"] for o in outs) == [False, True]  # one shard wrote the entry, one loaded it
+    assert outs[0]["rows"] == {"0": [True, False, True, False, True], "1": [False, True, False, True, False]}
+    import shutil
+
+    shard0 = next((tmp_path / "shared" / "partial").glob("*.shard-0-of-2.partial.npz"))
+    shutil.copy(shard0, E.shard_partial(tmp_path / "solo", (0, 2)))  # shard 1's file never comes
+    with pytest.raises(TimeoutError, match=r"shard\(s\) 1/2 did not finish their batches"):
+        E.wait_for_shards(load_model("ci"), s, tmp_path / "solo", 2, timeout_s=0)
+    with pytest.raises(ValueError, match="another computation"):
+        E.wait_for_shards(load_model("ci"), dataclasses.replace(s, n_times=3), tmp_path / "solo", 2, timeout_s=0)

@@ -45,7 +45,7 @@ import numpy as np
 
 from sbgc.data.datasets import EVALUATION_SPLITS, evaluation_split
 from sbgc.data.files import atomic_savez
-from sbgc.shard import parse_shard as shard_of
+from sbgc.shard import parse_shard as shard_of, wait_seconds
 from sbgc.stats import binomial_interval, mean_estimate
 from sbgc.train.checkpoint import write_json_atomic
 from sbgc.train.loop import device_name
@@ -220,8 +220,60 @@ def cache_key(model, split, settings: EvalSettings):
 
 
 def cached_score_table(cache, model, split, settings: EvalSettings, *, progress: bool = False):
-    """:func:`score_table` through ``cache`` (a :class:`sbgc.book.cache.ResultCache`): a CachedResult."""
-    return cache.get(cache_key(model, split, settings), lambda: score_table(model, split, settings, progress=progress))
+    """:func:`score_table` through ``cache`` (a :class:`sbgc.book.cache.ResultCache`): a CachedResult.
+
+    Under a sharded cache (``--shard I/N``, :mod:`sbgc.shard`) the N processes split the table: each
+    computes its batches (b mod N = I, :func:`score_table`'s ``shard``) into its own partial file in
+    ``<cache>/partial/`` (resumable), then the entry's owner waits for every shard's batches
+    (:func:`wait_for_shards`), joins them (:func:`merge_shards`) and writes the entry, which the
+    others wait for and load. The table equals the unsharded one: batch b's key is fold_in(seed, b)."""
+    key = cache_key(model, split, settings)
+    shard = getattr(cache, "shard", None)
+    data, meta = cache.paths(key)
+    if shard is None or shard.alone or cache.read_only or meta.exists():
+        return cache.get(key, lambda: score_table(model, split, settings, progress=progress))
+    out = cache.directory / "partial" / data.stem
+    out.parent.mkdir(parents=True, exist_ok=True)
+    mine = (shard.index, shard.count)
+    score_table(model, split, settings, partial=shard_partial(out, mine), progress=progress, shard=mine)
+
+    def joined() -> dict[str, np.ndarray]:
+        wait_for_shards(model, settings, out, shard.count)
+        return score_table(model, split, settings, partial=merge_shards(model, settings, out, shard.count),
+                           progress=False)  # every batch is in the merged file: nothing is computed
+
+    return cache.get(key, joined)
+
+
+def wait_for_shards(model, settings: EvalSettings, out: str | Path, shards: int, *, poll_s: float = 5.0,
+                    timeout_s: float | None = None) -> None:
+    """Wait until each of the ``shards`` partial files of ``out`` (:func:`shard_partial`) holds all
+    of its shard's batches (b mod N = I) of this computation, polling every ``poll_s`` up to
+    ``timeout_s`` (default ``$SBGC_SHARD_WAIT``). Raises ValueError for a file of another
+    computation, TimeoutError naming the unfinished shards."""
+    ident = _partial_ident(model, settings)
+    starts = list(range(0, settings.n_images, settings.batch))
+    timeout_s = wait_seconds() if timeout_s is None else timeout_s
+    start = time.monotonic()
+    while True:
+        unfinished = []
+        for i in range(shards):
+            path = shard_partial(out, (i, shards))
+            if not path.exists():
+                unfinished.append(i)
+                continue
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["ident"]) != ident:
+                    raise ValueError(f"{path} holds another computation (settings or model) than this table")
+                log_p = z["log_p"]
+            if any(np.isnan(log_p[s : s + settings.batch]).any() for b, s in enumerate(starts) if b % shards == i):
+                unfinished.append(i)
+        if not unfinished:
+            return
+        if time.monotonic() - start >= timeout_s:
+            raise TimeoutError(f"shard(s) {', '.join(f'{i}/{shards}' for i in unfinished)} did not finish their "
+                               f"batches of {out} within {timeout_s:.0f} s ($SBGC_SHARD_WAIT)")
+        time.sleep(max(0.0, min(poll_s, timeout_s - (time.monotonic() - start))))
 
 
 def import_evaluation(cache, model, summary_path: str | Path, *, data_dir: str | None = None, check_batches: int = 1,
