@@ -379,3 +379,21 @@ def test_attack_results_round_trip_through_the_results_cache(linear, tmp_path):
     assert attacks.PGDResult.from_arrays(results[0].to_arrays()).robust_accuracy == results[0].robust_accuracy
     with pytest.raises(KeyError, match="lack the field"):
         attacks.PGDResult.from_arrays({k: v for k, v in results[0].to_arrays().items() if k != "adv_logits"})
+
+
+def test_running_out_of_device_memory_in_a_batch_attack_names_the_knobs():
+    """The batch classifier Foolbox attacks (LogitsFn): an out-of-memory error in its forward pass or
+    gradient names the knobs that size them; other errors pass through."""
+    from sbgc.method.likelihood import DeviceMemoryError
+
+    def oom(x):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 8.0GiB.")
+
+    fn = attacks.LogitsFn(oom, "sbgc", "a stand-in")
+    x = jnp.zeros((3, 4, 4, 1))
+    with pytest.raises(DeviceMemoryError, match=r"attack's forward pass of 3 image\(s\) \(a stand-in\).*fewer images"):
+        fn.checked(x)
+    with pytest.raises(DeviceMemoryError, match=r"attack's gradient of 3 image\(s\).*checkpoints.*8\.0GiB"):
+        fn.value_and_grad(attacks.pgd_surrogate)(x, (jnp.zeros(3, jnp.int32), jnp.zeros((3, 2))))
+    with pytest.raises(ZeroDivisionError):
+        attacks.LogitsFn(lambda x: 1 / 0, "sbgc").checked(x)

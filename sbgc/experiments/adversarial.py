@@ -117,6 +117,7 @@ from sbgc.method.likelihood import (
     SolverSettings,
     bits_per_dim,
     image_probes,
+    names_the_memory_knobs,
 )
 from sbgc.method.numerics import highest_precision
 from sbgc.method.sde import SDE
@@ -233,9 +234,17 @@ class LogitsFn:
     def _forward(self) -> Callable[[Array], tuple[Array, Array]]:
         return jax.jit(self.logits_and_ok)
 
+    def _memory_advice(self, what: str, x_unit):
+        """Name the knobs to lower when ``what`` on the batch ``x_unit`` runs out of device memory."""
+        return names_the_memory_knobs(
+            f"in the attack's {what} of {len(x_unit)} image(s) ({self.description or self.kind})",
+            "attack fewer images at a time, or lower ode.n_probes (every class's solve carries them) or, for the "
+            "gradient, the solver's checkpoints (SolverSettings.checkpoints)")
+
     def checked(self, x_unit: Array | np.ndarray, what: str = "forward pass") -> np.ndarray:
         """Logits [B, K] (float64 numpy) under jit; raises LikelihoodSolveError on a failed solve."""
-        logits, ok = self._forward(jnp.asarray(x_unit, jnp.float32))
+        with self._memory_advice(what, x_unit):
+            logits, ok = self._forward(jnp.asarray(x_unit, jnp.float32))
         raise_if_failed(ok, what, self.description)
         return np.asarray(logits, np.float64)
 
@@ -255,7 +264,14 @@ class LogitsFn:
                 return objective(logits, target), ok
 
             grad_fn = jax.value_and_grad(value, has_aux=True)
-            self._grad_fns[objective] = jax.jit(lambda x, t: (lambda vo, g: (vo[0], g, vo[1]))(*grad_fn(x, t)))
+            jitted = jax.jit(lambda x, t: (lambda vo, g: (vo[0], g, vo[1]))(*grad_fn(x, t)))
+
+            def named(x, target, jitted=jitted):
+                with self._memory_advice("gradient", x):
+                    return jitted(x, target)
+
+            named.lower = jitted.lower  # ahead-of-time compilation, as the benchmarks time it
+            self._grad_fns[objective] = named
         return self._grad_fns[objective]
 
 
