@@ -24,6 +24,7 @@ import contextlib
 import contextvars
 import dataclasses
 import os
+import time
 from typing import Callable, Iterator, Sequence, TypeVar
 
 SHARD_ENV = "SBGC_SHARD"  # "I/N": this process is shard I of N
@@ -90,6 +91,24 @@ def wait_seconds() -> float:
     if not value >= 0:
         raise ValueError(f"${WAIT_ENV} must be >= 0 seconds, got {text!r}")
     return value
+
+
+def poll(ready: Callable[[], T | None], timeout_s: float, *, poll_s: float = 5.0,
+         on_wait: Callable[[], None] | None = None) -> T | None:
+    """``ready()`` until it returns something other than None (returned), at intervals doubling from
+    0.1 s to ``poll_s``, for at most ``timeout_s`` (then None). ``on_wait()`` runs once, at the first
+    miss (e.g. to say what is being waited for)."""
+    start, interval = time.monotonic(), 0.1
+    while True:
+        got = ready()
+        if got is not None:
+            return got
+        if on_wait is not None and interval == 0.1:
+            on_wait()
+        if time.monotonic() - start >= timeout_s:
+            return None
+        time.sleep(max(0.0, min(interval, timeout_s - (time.monotonic() - start))))
+        interval = min(2 * interval, poll_s)
 
 
 # Inside a block loop: the shard that owns the block being obtained (None: not in a block loop).

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from sbgc.data.files import atomic_savez, file_digest
-from sbgc.shard import WAIT_ENV, Shard, current_shard, owner_of_entry, wait_seconds
+from sbgc.shard import WAIT_ENV, Shard, current_shard, owner_of_entry, poll, wait_seconds
 from sbgc.train.checkpoint import write_json_atomic
 
 FORMAT = "sbgc-result-cache/1"
@@ -183,22 +183,16 @@ class ResultCache:
         (default ``$SBGC_SHARD_WAIT``), then a CacheError naming the entry, its owner and the directory."""
         timeout_s = wait_seconds() if timeout_s is None else timeout_s
         _, meta = self.paths(key)
-        start, interval = time.monotonic(), 0.1
-        while True:
-            if meta.exists():  # the .json is written after the .npz: its presence means the entry is whole
-                found = self.load(key)
-                if found is not None:
-                    return found
-            if interval == 0.1:
-                print(f"[sbgc.cache] shard {self.shard}: waiting for {meta.stem}, shard {owner}/{self.shard.count}'s "
-                      "entry", flush=True)
-            if time.monotonic() - start >= timeout_s:
-                raise CacheError(f"shard {self.shard}: {key.name} (key {key.digest()[:16]}) is computed by shard "
-                                 f"{owner}/{self.shard.count}, and it did not appear in {self.directory} within "
-                                 f"{timeout_s:.0f} s (${WAIT_ENV}); are all {self.shard.count} shards running the "
-                                 "same chapters with this cache directory?")
-            time.sleep(max(0.0, min(interval, timeout_s - (time.monotonic() - start))))
-            interval = min(2 * interval, poll_s)
+        # the .json is written after the .npz: its presence means the entry is whole
+        found = poll(lambda: self.load(key) if meta.exists() else None, timeout_s, poll_s=poll_s,
+                     on_wait=lambda: print(f"[sbgc.cache] shard {self.shard}: waiting for {meta.stem}, shard "
+                                           f"{owner}/{self.shard.count}'s entry", flush=True))
+        if found is None:
+            raise CacheError(f"shard {self.shard}: {key.name} (key {key.digest()[:16]}) is computed by shard "
+                             f"{owner}/{self.shard.count}, and it did not appear in {self.directory} within "
+                             f"{timeout_s:.0f} s (${WAIT_ENV}); are all {self.shard.count} shards running the "
+                             "same chapters with this cache directory?")
+        return found
 
     def put(self, key: CacheKey, arrays: Mapping[str, np.ndarray], *, seconds: float, device: str | None = None,
             commit: str | None = None, computed_at: str | None = None, origin: str | None = None) -> CachedResult:

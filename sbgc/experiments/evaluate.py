@@ -45,7 +45,7 @@ import numpy as np
 
 from sbgc.data.datasets import EVALUATION_SPLITS, evaluation_split
 from sbgc.data.files import atomic_savez
-from sbgc.shard import parse_shard as shard_of, wait_seconds
+from sbgc.shard import parse_shard as shard_of, poll, wait_seconds
 from sbgc.stats import binomial_interval, mean_estimate
 from sbgc.train.checkpoint import write_json_atomic
 from sbgc.train.loop import device_name
@@ -248,32 +248,31 @@ def cached_score_table(cache, model, split, settings: EvalSettings, *, progress:
 def wait_for_shards(model, settings: EvalSettings, out: str | Path, shards: int, *, poll_s: float = 5.0,
                     timeout_s: float | None = None) -> None:
     """Wait until each of the ``shards`` partial files of ``out`` (:func:`shard_partial`) holds all
-    of its shard's batches (b mod N = I) of this computation, polling every ``poll_s`` up to
+    of its shard's batches (b mod N = I) of this computation, polling (:func:`sbgc.shard.poll`) up to
     ``timeout_s`` (default ``$SBGC_SHARD_WAIT``). Raises ValueError for a file of another
     computation, TimeoutError naming the unfinished shards."""
     ident = _partial_ident(model, settings)
     starts = list(range(0, settings.n_images, settings.batch))
     timeout_s = wait_seconds() if timeout_s is None else timeout_s
-    start = time.monotonic()
-    while True:
-        unfinished = []
+
+    def unfinished() -> list[int]:
+        left = []
         for i in range(shards):
             path = shard_partial(out, (i, shards))
             if not path.exists():
-                unfinished.append(i)
+                left.append(i)
                 continue
             with np.load(path, allow_pickle=False) as z:
                 if str(z["ident"]) != ident:
                     raise ValueError(f"{path} holds another computation (settings or model) than this table")
                 log_p = z["log_p"]
             if any(np.isnan(log_p[s : s + settings.batch]).any() for b, s in enumerate(starts) if b % shards == i):
-                unfinished.append(i)
-        if not unfinished:
-            return
-        if time.monotonic() - start >= timeout_s:
-            raise TimeoutError(f"shard(s) {', '.join(f'{i}/{shards}' for i in unfinished)} did not finish their "
-                               f"batches of {out} within {timeout_s:.0f} s ($SBGC_SHARD_WAIT)")
-        time.sleep(max(0.0, min(poll_s, timeout_s - (time.monotonic() - start))))
+                left.append(i)
+        return left
+
+    if poll(lambda: True if not unfinished() else None, timeout_s, poll_s=poll_s) is None:
+        raise TimeoutError(f"shard(s) {', '.join(f'{i}/{shards}' for i in unfinished())} did not finish their "
+                           f"batches of {out} within {timeout_s:.0f} s ($SBGC_SHARD_WAIT)")
 
 
 def import_evaluation(cache, model, summary_path: str | Path, *, data_dir: str | None = None, check_batches: int = 1,
