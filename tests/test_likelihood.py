@@ -380,6 +380,8 @@ def test_chunks_are_sized_from_the_device_memory():
     assert L.chunk_for_memory(None, 20, compile_at, limit=limit)[0] == 20  # never more rows than there are
     with pytest.raises(L.DeviceMemoryError, match="even a chunk of 1 row.*lower n_probes"):
         L.chunk_for_memory(None, 5000, compile_at, limit=1000)
+    with pytest.raises(L.DeviceMemoryError, match="even a chunk of 1 row.*: use a bigger device$"):
+        L.chunk_for_memory(None, 5000, compile_at, limit=1000, remedy="use a bigger device")
 
 
 def test_a_table_sized_from_device_memory_equals_the_unsized_one(monkeypatch):

@@ -268,7 +268,9 @@ def _evaluate_rows(
         return _chunk_terms.lower(score_fn, sde, *args[:3], key, *args[3:]).compile()
 
     chunk, compiled = chunk_for_memory(chunk_size, 1 << (n_rows - 1).bit_length(), compile_at,  # powers of two: few shapes
-                                       multiple=sharded_chunk(1, sharding), limit=device_memory_bytes(), fallback=256)
+                                       multiple=sharded_chunk(1, sharding), limit=device_memory_bytes(), fallback=256,
+                                       remedy="one row is one network pass of one image, so no knob of the bound "
+                                              "helps: use a device with more memory")
     terms_of = _chunk_terms if compiled is None else compiled
     out = np.empty((3, n_rows), np.float64)
     passes = np.zeros(n_slots, np.int64)

@@ -542,7 +542,8 @@ def compiled_bytes(compiled: Any) -> int:
 
 
 def chunk_for_memory(requested: int | None, n_rows: int, compile_at: Callable[[int], Any], *, multiple: int = 1,
-                     limit: int | None = None, fallback: int = 128) -> tuple[int, Any]:  # fmt: skip
+                     limit: int | None = None, fallback: int = 128,
+                     remedy: str = "lower n_probes (one row is one solve with every probe)") -> tuple[int, Any]:  # fmt: skip
     """Rows per jitted call, and the program compiled for it (None where nothing was compiled).
 
     ``requested``: a number of rows (a ceiling: lowered where it would not fit), or None: as many as
@@ -553,7 +554,8 @@ def chunk_for_memory(requested: int | None, n_rows: int, compile_at: Callable[[i
     ``fallback`` for None, unmeasured. Otherwise ``compile_at(rows)`` compiles the chunk's program and
     XLA's memory analysis (:func:`compiled_bytes`) must stay within :data:`MEMORY_HEADROOM` of
     ``limit``; memory is taken as affine in the rows to find the largest chunk that fits, which is
-    then compiled and checked. Raises DeviceMemoryError if not even ``multiple`` rows fit.
+    then compiled and checked. Raises DeviceMemoryError, ending in ``remedy`` (what the caller's user
+    can lower), if not even ``multiple`` rows fit.
     """
     round_up = lambda c: -(-max(1, int(c)) // multiple) * multiple  # noqa: E731
     cap = int(fallback if requested is None and limit is None else AUTO_CHUNK_MAX if requested is None else requested)
@@ -570,7 +572,7 @@ def chunk_for_memory(requested: int | None, n_rows: int, compile_at: Callable[[i
     if need_small > budget:
         raise DeviceMemoryError(
             f"even a chunk of {multiple} row(s) plans {need_small / 2**30:.2f} GiB per device, over "
-            f"{MEMORY_HEADROOM:.0%} of the device's {limit / 2**30:.1f} GiB: lower n_probes or the batch")
+            f"{MEMORY_HEADROOM:.0%} of the device's {limit / 2**30:.1f} GiB: {remedy}")
     per_row = max((need - need_small) / (chunk - smallest), 1.0)
     fit = smallest + int((budget - need_small) / per_row)
     fit = max(smallest, fit - fit % multiple)
