@@ -246,8 +246,9 @@ if all_sbgc is not None and all_sbgc.bootstrap is not None:  # how far the sampl
     per_image = sum(e.record["seconds"] for e in entries) / len(sbgc_set)
     precision_text = (f"**Precision.** The SBGC's all-corruptions accuracy has a 95 % interval (images resampled) of "
                       f"±{100 * half:.1f} points on {len(sbgc_set)} images; ±2 points would take about {need:,} images "
-                      f"at this spread (n·(half-width/2)²), ≈ {need * per_image / 3600:.1f} CPU-hours at the "
-                      f"{per_image:.0f} s per image (all {len(grid)} settings) the cached blocks took.\n\n")
+                      f"at this spread (n·(half-width/2)²), ≈ {need * per_image / 3600:.1f} hours at the "
+                      f"{per_image:.0f} s per image (all {len(grid)} settings) the cached blocks took (each block's "
+                      f"wall time, summed: blocks computed side by side under `--shard` overlap in time).\n\n")
 lines = []
 for g, d in paired.items():
     if d is not None:
