@@ -244,11 +244,15 @@ if all_sbgc is not None and all_sbgc.bootstrap is not None:  # how far the sampl
     half = (all_sbgc.bootstrap.hi - all_sbgc.bootstrap.lo) / 2
     need = rb.images_for_half_width(half, len(sbgc_set), 0.02)
     per_image = sum(e.record["seconds"] for e in entries) / len(sbgc_set)
+    if half <= 0.02:
+        target_text = f"within the ±2-point target (at this spread, {need:,} images would just reach it)"
+    else:
+        target_text = (f"±2 points would take about {need:,} images at this spread (n·(half-width/2)²), "
+                       f"≈ {need * per_image / 3600:.1f} hours")
     precision_text = (f"**Precision.** The SBGC's all-corruptions accuracy has a 95 % interval (images resampled) of "
-                      f"±{100 * half:.1f} points on {len(sbgc_set)} images; ±2 points would take about {need:,} images "
-                      f"at this spread (n·(half-width/2)²), ≈ {need * per_image / 3600:.1f} hours at the "
-                      f"{per_image:.0f} s per image (all {len(grid)} settings) the cached blocks took (each block's "
-                      f"wall time, summed: blocks computed side by side under `--shard` overlap in time).\n\n")
+                      f"±{100 * half:.2f} points on {len(sbgc_set)} images: {target_text}. The cached blocks took "
+                      f"{per_image:.0f} s per image (all {len(grid)} settings; each block's wall time, summed: blocks "
+                      f"computed side by side under `--shard` overlap in time).\n\n")
 lines = []
 for g, d in paired.items():
     if d is not None:
