@@ -46,7 +46,9 @@ def cpu_trained_note(*metas: Mapping[str, Any]) -> str | None:
     cpu = [m for m in metas if "cpu" in str(m.get("device", "")).lower()]
     if not cpu:
         return None
-    dataset = lambda m: "MNIST" if str(m.get("data_source", "")).startswith("mnist") else "CIFAR-10"
-    return "; ".join(f"{m.get('n_params', 0) / 1e6:.2f}M-parameter {dataset(m)} network trained on a CPU "
-                     f"({m.get('step', '?'):,} steps)" if isinstance(m.get("step"), int) else
-                     f"{m.get('n_params', 0) / 1e6:.2f}M-parameter {dataset(m)} network trained on a CPU" for m in cpu)
+    def one(m: Mapping[str, Any]) -> str:
+        dataset = "MNIST" if str(m.get("data_source", "")).startswith("mnist") else "CIFAR-10"
+        what = f"{m['architecture']} baseline" if m.get("architecture") else "network"  # a classifier names its architecture
+        steps = f" ({m['step']:,} steps)" if isinstance(m.get("step"), int) else ""
+        return f"{m.get('n_params', 0) / 1e6:.2f}M-parameter {dataset} {what} trained on a CPU{steps}"
+    return "; ".join(one(m) for m in cpu)

@@ -37,3 +37,7 @@ def test_cpu_trained_note_names_cpu_models_only():
     assert cpu_trained_note({"device": "8x NVIDIA H100"}, {"device": "1x cpu", "n_params": 781_251}) == \
         "0.78M-parameter CIFAR-10 network trained on a CPU"
     assert cpu_trained_note({"device": "1x NVIDIA H200"}) is None and cpu_trained_note({}) is None
+    wrn = {"device": "1x cpu (2 cores)", "n_params": 303_418, "data_source": "mnist-official", "step": 2_000,
+           "architecture": "WRN-10-2"}
+    assert cpu_trained_note(mnist, wrn) == ("0.35M-parameter MNIST network trained on a CPU (15,000 steps); "
+                                            "0.30M-parameter MNIST WRN-10-2 baseline trained on a CPU (2,000 steps)")
