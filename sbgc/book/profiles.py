@@ -349,7 +349,7 @@ PROFILES: dict[str, Profile] = {
             "01_method": _CI_METHOD,
             "02_table1": Table1Knobs(seed=0, data="mnist", n_images=1_000, exact_data=None, n_exact_images=0,
                                      n_baseline_images=10_000, ode=_MNIST_ODE),
-            "03_corruptions": CorruptionKnobs(seed=0, data="mnist", n_images=384, n_baseline_images=2_000,
+            "03_corruptions": CorruptionKnobs(seed=0, data="mnist", n_images=432, n_baseline_images=2_000,
                                               severities=(1,), corruptions=MNIST_C_CORRUPTIONS, ode=_MNIST_ODE),
             "04_adversarial": AdversarialKnobs(seed=0, data="mnist", n_images=100, n_baseline_images=1_000, eps_linf=0.3,
                                                eps_l2=1.5, ode=Ode(n_probes=1, rtol=1e-3, atol=1e-3), pgd_steps=20,
