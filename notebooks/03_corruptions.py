@@ -291,30 +291,15 @@ change, strongest = [], {}  # strongest: corruption -> (Δ mean log p(x) [nats],
 for name in dict.fromkeys(c for c, _ in grid[1:]):
     rows = [i for i, (c, _) in enumerate(grid) if c == name]
     i = rows[-1]
-    strongest[name] = (ps["mean_log_p_nats"][i] - clean_lp, ps["accuracy"][i])
-    change.append((name, grid[i][1], f"{ps['mean_log_p_nats'][i] - clean_lp:+.0f}",
-                   f"{ps['mean_bpd'][i] - ps['mean_bpd'][0]:+.3f}", f"{100 * ps['accuracy'][i]:.0f}"))
-shown = lambda names: ", ".join(f"{n.replace('_', ' ')} ({strongest[n][0]:+.0f} nats, accuracy "
-                                f"{100 * strongest[n][1]:.0f} %)" for n in names)
-blurs = [n for n in strongest if "blur" in n]
-rises = [n for n in strongest if strongest[n][0] > 0]
-if not blurs:
-    blur_text = "No blur corruption was evaluated."
-elif all(strongest[n][0] > 0 for n in blurs):
-    blur_text = f"Blurring raises the likelihood, as the paper found on CIFAR-10-C: {shown(blurs)}."
-elif all(strongest[n][0] < 0 for n in blurs):
-    blur_text = f"Blurring lowers the likelihood here, unlike the paper's CIFAR-10-C finding: {shown(blurs)}."
-else:
-    blur_text = f"Blurring moves the likelihood both ways: {shown(blurs)}."
+    delta, acc = ps["mean_log_p_nats"][i] - clean_lp, ps["accuracy"][i]
+    strongest[name] = (delta, acc)
+    change.append((name, grid[i][1], f"{delta:+.0f}", f"{ps['mean_bpd'][i] - ps['mean_bpd'][0]:+.3f}", f"{100 * acc:.0f}"))
 display(Markdown(
     markdown_table(("corruption", "severity", "Δ mean log p(x) vs clean [nats]", "Δ bits/dim", "SBGC accuracy [%]"),
                    change, align=["left"] + ["right"] * 4)
     + f"\n\nClean: mean log p(x) = {clean_lp:.0f} nats ({ps['mean_bpd'][0]:.3f} bits/dim), accuracy "
     f"{100 * ps['accuracy'][0]:.0f} %, over {len(sbgc_set)} image(s).\n\n"
-    f"**Fig. 4 on {family.name} (this run).** {blur_text} "
-    + (f"The corruptions that raise the mean likelihood: {shown(rises)}." if rises
-       else "No corruption raises the mean likelihood.")
-    + "\n\n" + prov.line(note, entries)
+    f"**Fig. 4 on {family.name} (this run).** {rb.likelihood_change_text(strongest)}\n\n" + prov.line(note, entries)
 ))
 
 # %% [markdown]

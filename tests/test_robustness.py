@@ -517,6 +517,20 @@ def test_likelihood_auroc_per_corruption():
     assert out["all"]["auroc"] == pytest.approx(brute_force_auroc(lm[0], lm[1:]))
 
 
+def test_likelihood_change_text_compares_blurs_with_the_paper():
+    lowered = rb.likelihood_change_text({"glass_blur": (-1526.0, 0.19), "scale": (103.0, 0.58), "fog": (-3.0, 0.1)})
+    assert lowered == ("Blurring lowers the likelihood here, unlike the paper's CIFAR-10-C finding: glass blur "
+                       "(-1526 nats, accuracy 19 %). The corruptions that raise the mean likelihood: scale (+103 nats, "
+                       "accuracy 58 %).")
+    raised = rb.likelihood_change_text({"defocus_blur": (40.0, 0.5), "zoom_blur": (2.0, 0.4)})
+    assert raised.startswith("Blurring raises the likelihood, as the paper found on CIFAR-10-C: defocus blur (+40")
+    assert "raise the mean likelihood: defocus blur (+40 nats, accuracy 50 %), zoom blur" in raised
+    mixed = rb.likelihood_change_text({"motion_blur": (5.0, 0.5), "glass_blur": (-5.0, 0.5)})
+    assert mixed.startswith("Blurring moves the likelihood both ways")
+    assert rb.likelihood_change_text({"fog": (-1.0, 0.3)}) == ("No blur corruption was evaluated. No corruption raises "
+                                                               "the mean likelihood.")
+
+
 # --- the verdict ------------------------------------------------------------------------------------
 def test_robustness_verdict_reads_the_intervals():
     def d(diff, lo, hi):

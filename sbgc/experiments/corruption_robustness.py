@@ -961,6 +961,26 @@ def _direction(d: Mapping[str, Any] | None) -> str | None:
     return "unresolved"
 
 
+def likelihood_change_text(strongest: Mapping[str, tuple[float, float]]) -> str:
+    """Fig. 4 in words: whether blurring raises log p(x), as the paper found on CIFAR-10-C, and which
+    corruptions raise it. ``strongest``: corruption -> (Δ mean log p(x) vs clean [nats], accuracy) at
+    its strongest evaluated severity, in the benchmark's order."""
+    shown = lambda names: ", ".join(f"{n.replace('_', ' ')} ({strongest[n][0]:+.0f} nats, accuracy "
+                                    f"{100 * strongest[n][1]:.0f} %)" for n in names)
+    blurs = [n for n in strongest if "blur" in n]
+    rises = [n for n in strongest if strongest[n][0] > 0]
+    if not blurs:
+        text = "No blur corruption was evaluated."
+    elif all(strongest[n][0] > 0 for n in blurs):
+        text = f"Blurring raises the likelihood, as the paper found on CIFAR-10-C: {shown(blurs)}."
+    elif all(strongest[n][0] < 0 for n in blurs):
+        text = f"Blurring lowers the likelihood here, unlike the paper's CIFAR-10-C finding: {shown(blurs)}."
+    else:
+        text = f"Blurring moves the likelihood both ways: {shown(blurs)}."
+    return text + (f" The corruptions that raise the mean likelihood: {shown(rises)}." if rises
+                   else " No corruption raises the mean likelihood.")
+
+
 def _difference_text(d: Mapping[str, Any] | None) -> str:
     if d is None:
         return "not evaluated"
