@@ -14,7 +14,10 @@ VENV := .venv
 PROFILE ?= mnist
 CACHE ?= use
 PYTEST_WORKERS ?= 2
+PYTEST_ARGS ?= --durations=25
 BIN := $(VENV)/bin
+# each step of `make test` prints its wall time ("[time] NAME: S s"; .ci/run prints the table of all)
+TIMED := bash .ci/timed
 STAMP := $(VENV)/.installed
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 export PYTHONUNBUFFERED := 1
@@ -29,7 +32,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 pytest: install
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
+	$(TIMED) pytest $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 models: install
 	$(BIN)/python -m sbgc.book models --profile $(PROFILE) $(if $(DRY_RUN),--dry-run $(DRY_RUN))
@@ -41,10 +44,10 @@ book-build: install
 	$(BIN)/python -m sbgc.book build
 
 test: install
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
-	$(BIN)/python -m sbgc.book run --profile ci --out build/ci --cache recompute
-	$(BIN)/python -m sbgc.book run --profile mnist --cache read-only
-	$(BIN)/python -m sbgc.book build
+	$(TIMED) pytest $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(TIMED) "ci chapters" $(BIN)/python -m sbgc.book run --profile ci --out build/ci --cache recompute
+	$(TIMED) "mnist read-only render" $(BIN)/python -m sbgc.book run --profile mnist --cache read-only
+	$(TIMED) "book build" $(BIN)/python -m sbgc.book build
 
 book: models notebooks book-build
 
