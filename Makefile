@@ -15,6 +15,8 @@ PROFILE ?= mnist
 CACHE ?= use
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?= --durations=25
+# notebooks executed side by side by `make test` and the dry run (CPU; `make book` on a GPU runs one at a time)
+CI_JOBS ?= 2
 BIN := $(VENV)/bin
 # each step of `make test` prints its wall time ("[time] NAME: S s"; .ci/run prints the table of all)
 TIMED := bash .ci/timed
@@ -35,7 +37,7 @@ pytest: install
 	$(TIMED) pytest $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 models: install
-	$(BIN)/python -m sbgc.book models --profile $(PROFILE) $(if $(DRY_RUN),--dry-run $(DRY_RUN))
+	$(BIN)/python -m sbgc.book models --profile $(PROFILE) $(if $(DRY_RUN),--dry-run $(DRY_RUN) --jobs $(CI_JOBS))
 
 notebooks: install
 	$(BIN)/python -m sbgc.book run --profile $(PROFILE) --cache $(CACHE)
@@ -45,8 +47,8 @@ book-build: install
 
 test: install
 	$(TIMED) pytest $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
-	$(TIMED) "ci chapters" $(BIN)/python -m sbgc.book run --profile ci --out build/ci --cache recompute
-	$(TIMED) "mnist read-only render" $(BIN)/python -m sbgc.book run --profile mnist --cache read-only
+	$(TIMED) "ci chapters" $(BIN)/python -m sbgc.book run --profile ci --out build/ci --cache recompute --jobs $(CI_JOBS)
+	$(TIMED) "mnist read-only render" $(BIN)/python -m sbgc.book run --profile mnist --cache read-only --jobs $(CI_JOBS)
 	$(TIMED) "book build" $(BIN)/python -m sbgc.book build
 
 book: models notebooks book-build

@@ -131,6 +131,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sbgc.book.profiles import PROFILES as BOOK_PROFILES  # noqa: E402
+from sbgc.method import networks as _networks  # noqa: E402
 from sbgc.method import numerics  # noqa: E402
 from sbgc.method.classify import class_log_likelihoods  # noqa: E402
 from sbgc.method.likelihood import (  # noqa: E402
@@ -141,10 +142,11 @@ from sbgc.train.checkpoint import write_json_atomic  # noqa: E402
 SECTIONS = ("environment", "train_throughput", "likelihood", "precision", "attack_gradient", "train")
 GPU_MODEL = BOOK_PROFILES["workstation"].sbgc  # the CIFAR-10 GPU model the workstation profile loads
 EXPORT_RESERVE_S = 45.0  # the training stops this long before the budget ends, for the export
-# --tiny's network: the ci profile cut to one resolution level with no residual blocks but the
-# middle's and the one up block (9,403 parameters). The ci network costs ~20 CPU-seconds per XLA
-# compilation on 2 cores and --tiny compiles seven programs; this one about a third of that.
-TINY_NETWORK = {"nf": 8, "ch_mult": (1,), "num_res_blocks": 0, "attn_resolutions": (), "dropout": 0.0}
+# --tiny's network: the ci profile cut to the "tiny" model profile's shape (one resolution level with no
+# residual blocks but the middle's and the one up block, 9,403 parameters). The ci network costs ~20
+# CPU-seconds per XLA compilation on 2 cores and --tiny compiles seven programs; this one about a third of that.
+TINY_NETWORK = {f: getattr(_networks.PROFILES["tiny"], f) for f in ("nf", "ch_mult", "num_res_blocks", "attn_resolutions",
+                                                                     "dropout")}
 
 
 @functools.cache

@@ -51,6 +51,7 @@ from sbgc.book.provenance import setup_jax
 setup_jax()  # persistent compilation cache shared by the chapters
 
 import dataclasses
+import itertools
 import json
 
 import jax
@@ -131,12 +132,16 @@ display(Markdown(
 # %% [markdown]
 # ## Is the gradient through the ODE right?
 #
-# The paper checked its adjoint gradients against finite differences; so do we, here on the
-# function PGD actually differentiates. SBGC logits are ~10⁴ nats apart by tens to thousands of
+# The paper checked its adjoint gradients against finite differences; so do we, on the gradient
+# PGD actually computes: the attack's own compiled function (`sbgc.experiments.pgd.finite_difference_check`)
+# of its first loss, the margin, which every attacked image goes through (the cross-entropy's, its second,
+# is checked the same way in `tests/test_pgd.py`). SBGC logits are ~10⁴ nats apart by tens to thousands of
 # nats, where the float32 softmax saturates and the cross-entropy's own gradient vanishes, so PGD
 # ascends it along its exact direction: $L(x) = \langle c, \ell(x)\rangle$ with the cotangent
 # $c = \mathrm{softmax}_{k \neq y}(\ell_k - \ell_y) - e_y$ held fixed at the clean image
-# (`sbgc.experiments.adversarial.cross_entropy_direction`; the true gradient divided by $1 - p_y > 0$). The check
+# (`sbgc.experiments.adversarial.cross_entropy_direction`; the true gradient divided by $1 - p_y > 0$); the
+# margin's is $L(x) = \ell_{k^*}(x) - \ell_y(x)$ with the runner-up $k^*$ of the clean image, through the two
+# classes' solves only. The check
 # compares the exact directional derivative $\langle \nabla_x L, d\rangle$ along random unit
 # directions $d$ with the central difference $\big(L(x + h d) - L(x - h d)\big)/2h$.
 #
@@ -160,41 +165,39 @@ attack_knobs = {k: v for k, v in dataclasses.asdict(P.knobs).items()
                 if k not in ("n_images", "n_baseline_images", "n_show", "judge_rtol", "bound_times")}  # fmt: skip
 
 
-def _finite_difference_check(solver_cfg) -> dict:
-    f_fd = attacks.sbgc_logits_fn(model, probes[:1], solver_cfg)  # the first image
-    return attacks.cross_entropy_fd_check(f_fd, x[:1], labels[:1], jax.random.fold_in(key, 2), P.n_fd_directions,
-                                          P.fd_h).to_arrays()
-
-
+attack_sbgc = apgd.sbgc_attack_model(model, probes, cfg)  # the attacked function: PGD below calls this very object
 fd_cfgs = {"attacked function": cfg}
 if cfg.solver.n_steps is None:  # adaptive: check the network's gradient on a smooth fixed-step solve as well
     fd_cfgs["fixed steps, same network"] = dataclasses.replace(cfg, solver=FIXED_FD_SOLVER)
-fd_entries = {"attacked function": C.get(CacheKey("adversarial_fd_check", 1, {"knobs": attack_knobs}, model.sha256, source,
-                                                  idx[:1]), lambda: _finite_difference_check(cfg))}  # fmt: skip
-if "fixed steps, same network" in fd_cfgs:
-    fd_entries["fixed steps, same network"] = C.get(
-        CacheKey("adversarial_fd_check_fixed", 1, {"knobs": attack_knobs, "solver": repr(FIXED_FD_SOLVER)}, model.sha256,
-                 source, idx[:1]), lambda: _finite_difference_check(fd_cfgs["fixed steps, same network"]))
-fds = {name: attacks.FiniteDifferenceCheck.from_arrays(e.arrays) for name, e in fd_entries.items()}
-fd = fds["attacked function"]
-rows = [(name, fd_cfgs[name].describe(), j, f"{e:.6g}", f"{d:.6g}", f"{r:.2e}") for name, c in fds.items()
+fd_models = {name: attack_sbgc if c is cfg else apgd.sbgc_attack_model(model, probes, c) for name, c in fd_cfgs.items()}
+fds, fd_entries = {}, []  # the margin's gradient as PGD computes it (its first loss), on the first image
+for (name, am), loss in itertools.product(fd_models.items(), ["margin"]):
+    fd_key = CacheKey("adversarial_fd_check", 2, {"knobs": attack_knobs, "solver": repr(fd_cfgs[name].solver), "loss": loss},
+                      model.sha256, source, idx[:1])  # fmt: skip
+    fd_entries.append(C.get(fd_key, lambda: apgd.finite_difference_check(
+        am, x[0], 0, int(labels[0]), loss, jax.random.fold_in(key, 2), P.n_fd_directions, P.fd_h).to_arrays()))
+    fds[name, loss] = attacks.FiniteDifferenceCheck.from_arrays(fd_entries[-1].arrays)
+worst = {name: max(c.max_error_vs_gradient_norm for (n, _), c in fds.items() if n == name) for name in fd_cfgs}
+rows = [(name, fd_cfgs[name].describe(), loss, j, f"{e:.6g}", f"{d:.6g}", f"{r:.2e}") for (name, loss), c in fds.items()
         for j, (e, d, r) in enumerate(zip(c.exact, c.finite_difference, c.relative_error))]  # fmt: skip
-summary = "; ".join(f"{name}: ‖∇L‖₂ = {c.gradient_norm:.4g}, max |exact − difference| / ‖∇L‖₂ = "
-                    f"**{c.max_error_vs_gradient_norm:.2e}**" for name, c in fds.items())
-fixed_ok = min(c.max_error_vs_gradient_norm for c in fds.values()) < 1e-2  # the fixed-step one, or the attacked one
+summary = "; ".join(f"{name}, {loss}: ‖∇L‖₂ = {c.gradient_norm:.4g}, max |exact − difference| / ‖∇L‖₂ = "
+                    f"**{c.max_error_vs_gradient_norm:.2e}**" for (name, loss), c in fds.items())
+fixed_ok = min(worst.values()) < 1e-2  # the fixed-step one, or the attacked one
+h_fd = next(iter(fds.values())).h
 display(Markdown(
-    markdown_table(("function", "solver", "direction", "exact (reverse mode)", "central difference", "relative error"), rows)
-    + f"\n\nh = {fd.h:g}. {summary} (the relative error compares two small numbers where a direction is nearly "
+    markdown_table(("function", "solver", "loss", "direction", "exact (reverse mode)", "central difference",
+                    "relative error"), rows)
+    + f"\n\nh = {h_fd:g}. {summary} (the relative error compares two small numbers where a direction is nearly "
     "orthogonal to ∇L).\n\n"
     + ("With fixed steps the reverse-mode gradient agrees with the finite differences: the second-order backward "
        "pass through this network is right. " if fixed_ok else
        "**With fixed steps the reverse-mode gradient disagrees with the finite differences:** before trusting any "
        "attack below, find out why (a central difference errs by ~h² × the third derivative: try a smaller `fd_h`). ")
-    + ("The attacked function agrees as well." if fd.max_error_vs_gradient_norm < 1e-2 else
+    + ("The attacked function agrees as well." if worst["attacked function"] < 1e-2 else
        "The attacked function's finite differences disagree with its gradient, as expected of an adaptive solve "
        "whose steps change with x (above): the attacks' success, not this table, is the evidence that its gradient "
        "points somewhere useful.") + "\n\n"
-    + prov.line(note, list(fd_entries.values()))
+    + prov.line(note, fd_entries)
 ))
 
 # %% [markdown]
@@ -230,7 +233,6 @@ display(Markdown(
 # %%
 settings = {norm: apgd.AttackSettings(norm, eps, steps=P.pgd_steps, rel_stepsize=P.rel_stepsize, restarts=P.restarts,
                                       seed=P.seed) for norm, eps in budgets.items()}  # fmt: skip
-attack_sbgc = apgd.sbgc_attack_model(model, probes, cfg)
 attack_base = apgd.baseline_attack_model(clf, len(idx))
 model_names = {"sbgc": "SBGC", "bound": "SBGC, variational bound", "base": clf.config.name}
 attacked = {"sbgc": (attack_sbgc, "adversarial_pgd_sbgc_block", model.sha256),
@@ -311,11 +313,13 @@ if P.bound_times is not None:
     bound_attack = apgd.bound_attack_model(model, bound_key, len(idx), bound_settings)
     bound_knobs = {"knobs": attack_knobs, "bound": bound_settings}
 
-    f_fd_bound = attacks.bound_logits_fn(model, bound_key, [0], bound_settings)  # the first image
-    bound_entries.append(C.get(CacheKey("adversarial_fd_check_bound", 1, bound_knobs, model.sha256, source, idx[:1]),
-                               lambda: attacks.cross_entropy_fd_check(f_fd_bound, x[:1], labels[:1], jax.random.fold_in(key, 2),
-                                                                      P.n_fd_directions, P.fd_h).to_arrays()))  # fmt: skip
-    fd_bound = attacks.FiniteDifferenceCheck.from_arrays(bound_entries[0].arrays)
+    fd_bound = {}  # the margin's gradient as the attack computes it, on the first image
+    for loss in ["margin"]:
+        bound_entries.append(C.get(CacheKey("adversarial_fd_check_bound", 2, {**bound_knobs, "loss": loss}, model.sha256,
+                                            source, idx[:1]), lambda: apgd.finite_difference_check(
+            bound_attack, x[0], 0, int(labels[0]), loss, jax.random.fold_in(key, 2), P.n_fd_directions, P.fd_h).to_arrays()))
+        fd_bound[loss] = attacks.FiniteDifferenceCheck.from_arrays(bound_entries[-1].arrays)
+    fd_bound_worst = max(c.max_error_vs_gradient_norm for c in fd_bound.values())
     for norm in budgets:
         get = cached_blocks("adversarial_pgd_bound_block", model.sha256, {**bound_knobs, "norm": norm}, bound_entries)
         outcomes["bound", norm] = apgd.attack_in_blocks(bound_attack, x, labels, settings[norm],
@@ -332,9 +336,10 @@ if P.bound_times is not None:
                                f"{s['gradients']}", f"{s['seconds']:.0f}"))  # fmt: skip
     display(Markdown(
         f"Bound classifier: {describe_bound(bound_settings)}; {bound_settings.n_times + 1} network passes per "
-        f"class. Gradient check on the first image: ‖∇L‖₂ = {fd_bound.gradient_norm:.4g}, max |exact − central "
-        f"difference| / ‖∇L‖₂ = **{fd_bound.max_error_vs_gradient_norm:.2e}** over {len(fd_bound.exact)} "
-        f"directions (h = {fd_bound.h:g}).\n\n"
+        f"class. Gradient check on the first image, the margin's gradient as the attack computes it: "
+        + "; ".join(f"{loss}: ‖∇L‖₂ = {c.gradient_norm:.4g}, max |exact − central difference| / ‖∇L‖₂ = "
+                    f"**{c.max_error_vs_gradient_norm:.2e}**" for loss, c in fd_bound.items())
+        + f" over {P.n_fd_directions} directions (h = {P.fd_h:g}).\n\n"
         + markdown_table(("classifier", "norm", "clean correct", "robust accuracy [%] (95 % interval)", "broken",
                           "median shortest adversarial ε", "median steps to break", "gradients", "seconds"),
                          bound_rows)
@@ -489,9 +494,10 @@ display(Markdown(prov.line(note, sbgc_entries)))
 numbers = {
     "dataset": P.spec.dataset, "budgets": budgets,
     "images": idx, "baseline_images": idx_base, "sbgc_logits": cfg.describe(),
-    "finite_difference": {name: {"solver": fd_cfgs[name].describe(), "exact": c.exact, "finite_difference": c.finite_difference,
-                                 "relative_error": c.relative_error, "h": c.h,
-                                 "max_error_vs_gradient_norm": c.max_error_vs_gradient_norm} for name, c in fds.items()},
+    "finite_difference": {f"{name}, {loss}": {"solver": fd_cfgs[name].describe(), "loss": loss, "exact": c.exact,
+                                              "finite_difference": c.finite_difference, "relative_error": c.relative_error,
+                                              "h": c.h, "max_error_vs_gradient_norm": c.max_error_vs_gradient_norm}
+                          for (name, loss), c in fds.items()},
     "attacks": {f"{k}_{n}": r.record() for (k, n), r in res.items()},
     "attacks_by_loss": {f"{k}_{n}_{l}": r for (k, n, l), r in by_loss.items()},
     "likelihood_shift_bpd": {n: s.delta_bpd for n, s in shift.items()},
@@ -507,13 +513,13 @@ numbers = {
                          for (who, n), o in outcomes.items()},
     "transfer_from_baseline_sbgc_accuracy": transfer,
     "tight_judge": judge_tight,
-    "cache": {**{f"fd_check_{i}": e.record for i, e in enumerate(fd_entries.values())}, **{f"pgd_sbgc_{i}": e.record for i, e in enumerate(sbgc_entries)},
+    "cache": {**{f"fd_check_{i}": e.record for i, e in enumerate(fd_entries)}, **{f"pgd_sbgc_{i}": e.record for i, e in enumerate(sbgc_entries)},
               **{f"baseline_{i}": e.record for i, e in enumerate(base_entries)},
               **{f"judge_{i}": e.record for i, e in enumerate(judge_entries)},
               **{f"bound_{i}": e.record for i, e in enumerate(bound_entries)}},
     "bound_classifier": None if bound_attack is None else {
         "settings": describe_bound(bound_settings), "n_times": P.bound_times,
-        "finite_difference_max_error_vs_gradient_norm": fd_bound.max_error_vs_gradient_norm},
+        "finite_difference_max_error_vs_gradient_norm": fd_bound_worst},
 }  # fmt: skip
 path = write_results(numbers, prov)
 

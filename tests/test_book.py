@@ -358,3 +358,34 @@ def test_runs_table_sums_the_cached_compute_time_of_a_page():
     numbers = {"a": {"cache": rec}, "b": [rec, other], "c": {"format": "something else", "key": "k3", "seconds": 1}}
     assert sorted(e["key"] for e in book.cache_entries(numbers)) == ["k1", "k2"]  # each entry once
     assert book.cache_entries({"x": [1, 2]}) == []
+
+
+def test_run_each_runs_tasks_side_by_side_in_order_and_stops_after_a_failure():
+    import threading
+    import time
+
+    started, both = [], threading.Barrier(2, timeout=10)
+
+    def task(name, seconds, fail=False, meet=False):
+        def run():
+            started.append(name)
+            if meet:
+                both.wait()  # returns only when two tasks run at once
+            time.sleep(seconds)
+            if fail:
+                raise book.NotebookError(f"{name} failed")
+            return seconds
+        return run
+
+    out = book.run_each({"a": task("a", 0.2, meet=True), "b": task("b", 0.01, meet=True), "c": task("c", 0.0)}, jobs=2)
+    assert list(out) == ["a", "b", "c"] and out["a"] == 0.2  # the order of the tasks, not of their ends
+    started.clear()
+    with pytest.raises(book.NotebookError, match="a failed"):
+        book.run_each({"a": task("a", 0.05, fail=True), "b": task("b", 0.5), "c": task("c", 0.5), "d": task("d", 0.0)},
+                      jobs=2)
+    assert "a" in started and "b" in started and "d" not in started  # the running ones end, the rest never start
+    with pytest.raises(book.NotebookError, match=r"(?s)a failed.*c failed"):
+        book.run_each({"a": task("a", 0.0, fail=True), "b": task("b", 0.0), "c": task("c", 0.0, fail=True)},
+                      jobs=1, keep_going=True)
+    with pytest.raises(ValueError, match="jobs must be a positive int"):
+        book.run_each({}, jobs=0)

@@ -104,6 +104,29 @@ def test_the_margin_gradient_through_two_classes_equals_the_full_one():
     with pytest.raises(ValueError, match="loss must be one of"):
         am.gradient(x[0], 0, 0, logits, "hinge")
 
+    # the finite-difference check of chapter 04 tests these very gradients, both losses (fixed steps: smooth in x)
+    label = int(np.argmin(am.logits(x[0], 0)))
+    for loss in attacks.LOSSES:
+        chk = pgd.finite_difference_check(am, x[0], 0, label, loss, jax.random.key(3), n_directions=3, h=1e-2)
+        assert chk.exact.shape == (3,) and chk.gradient_norm > 0
+        assert chk.max_error_vs_gradient_norm < 1e-2, (loss, chk)
+        flipped = types.SimpleNamespace(logits=am.logits, gradient=lambda *a: -am.gradient(*a))  # a wrong gradient
+        bad = pgd.finite_difference_check(flipped, x[0], 0, label, loss, jax.random.key(3), n_directions=3, h=1e-2)
+        assert bad.max_error_vs_gradient_norm > 0.03, (loss, bad)
+
+
+def test_the_finite_difference_check_of_a_linear_classifier_is_exact(linear):
+    clf, x, labels = linear
+    am = pgd.baseline_attack_model(clf, len(x))
+    w = np.asarray(clf.w)
+    logits = am.logits(x[0], 0)
+    runner_up = int(np.argsort(logits)[-2])
+    chk = pgd.finite_difference_check(am, x[0], 0, int(labels[0]), "margin", jax.random.key(0), n_directions=2, h=1e-2)
+    assert chk.gradient_norm == pytest.approx(np.linalg.norm(w[:, runner_up] - w[:, labels[0]]), rel=1e-5)
+    np.testing.assert_allclose(chk.exact, chk.finite_difference, rtol=1e-3)
+    with pytest.raises(ValueError, match="n_directions"):
+        pgd.finite_difference_check(am, x[0], 0, int(labels[0]), "margin", jax.random.key(0), n_directions=0)
+
 
 def test_line_search_curve_and_cache_round_trip(linear, tmp_path):
     from sbgc.book.cache import CacheKey, ResultCache

@@ -34,8 +34,12 @@ DRY_RUN_TRAINING = ("--steps", "2", "--batch-size", "2", "--log-every", "1", "--
 DRY_RUN_KNOBS_LIKE = {"cifar10": "ci_cifar10", "mnist": "ci"}  # a CPU profile of each dataset
 # ... whose baseline samples were sized for a tiny CPU baseline, not a GPU profile's (WRN-28-10: ~0.1 s per
 # CIFAR-10 image on 2 CPU cores)
-DRY_RUN_CAPS = {"n_baseline_images": 20, "n_images": 2, "n_exact_images": 2}
-DRY_RUN_FIRST = {"corruptions": 2}  # list knobs cut to their first entries
+# CI runs the dry run on 2 CPU cores, where every chapter's compute goes through the workstation's 2.7M-parameter
+# U-Net (~1 s per forward pass of 10 classes, ~40 s per attack gradient): one image, pair or probe count of each
+# kind is enough to run each code path (the samples' statistics are the ci profile's business).
+DRY_RUN_CAPS = {"n_baseline_images": 20, "n_images": 1, "n_exact_images": 1, "n_t": 3, "ode.n_probes": 2,
+                "n_subsamples": 5}
+DRY_RUN_FIRST = {"corruptions": 2, "ode_probes": 1, "bound_times": 1}  # list knobs cut to their first entries
 # ... except knobs that choose a code path, raised towards the profile's own value (at most to the cap): with the CPU
 # profile's single probe the dry run never ran the attack's gradient with several probes, which crashed on XLA:CPU
 DRY_RUN_FROM_PROFILE = {"ode.n_probes": 2}
@@ -170,13 +174,32 @@ def dry_run_overrides(profile: str, steps: Sequence[ModelStep], notebook: str) -
     like = profiles.get_profile(DRY_RUN_KNOBS_LIKE[prof.dataset])
     overrides: dict[str, Any] = {k: "none" if v is None else v for k, v in profiles.flat_fields(like.chapters[notebook]).items()}
     overrides.update({k: min(overrides[k], cap) for k, cap in DRY_RUN_CAPS.items() if k in overrides})
-    overrides.update({k: tuple(overrides[k][:n]) for k, n in DRY_RUN_FIRST.items() if k in overrides})
+    overrides.update({k: tuple(overrides[k][:n]) for k, n in DRY_RUN_FIRST.items() if isinstance(overrides.get(k), tuple)})
     own = profiles.flat_fields(prof.chapters[notebook])
     overrides.update({k: max(overrides[k], min(own[k], cap)) for k, cap in DRY_RUN_FROM_PROFILE.items() if k in own})
     overrides.update({k: "none" if own[k] is None else own[k] for k in DRY_RUN_KEEP if k in own})
     models = {"checkpoint": steps[0].path, "baseline": steps[1].path}
     overrides.update({k: str(models[k]) for k in profiles.MODELS_USED[notebook]})
     return overrides
+
+
+# Chapters run side by side (--jobs) start in reading order, except these first: 04_adversarial compiles the
+# attack's second-order gradients through the U-Net (measured: ~40 % of the dry run's chapter time).
+DRY_RUN_STARTS_FIRST = ("04_adversarial",)
+
+
+def dry_run_chapters(profile: str) -> list[str]:
+    """The chapters a dry run of ``profile`` executes, in the order they start (:data:`DRY_RUN_STARTS_FIRST`
+    first): every chapter that loads one of the profile's models.
+
+    A chapter that loads none (``01_method``: a 2-D toy model trained on the spot) runs, in a dry run, with
+    exactly the knobs of the CPU profile of the same dataset (:data:`DRY_RUN_KNOBS_LIKE`), so its dry run
+    would repeat that profile's own run (``make test`` runs the ``ci`` one) and is left out."""
+    prof = profiles.get_profile(profile)
+    like = profiles.get_profile(DRY_RUN_KNOBS_LIKE[prof.dataset])
+    names = [name for name in profiles.NOTEBOOKS
+             if profiles.MODELS_USED[name] or like.chapters[name] != profiles.get_profile("ci").chapters[name]]
+    return sorted(names, key=lambda name: name not in DRY_RUN_STARTS_FIRST)
 
 
 def require_accelerator(steps: Sequence[ModelStep], profile: str) -> None:

@@ -544,15 +544,6 @@ class FiniteDifferenceCheck:
         return float(np.max(np.abs(self.exact - self.finite_difference)) / max(self.gradient_norm, 1e-30))
 
 
-def cross_entropy_fd_check(fn: LogitsFn, x_unit: Array | np.ndarray, labels: np.ndarray, key: Array,
-                           n_directions: int = 4, h: float = 1e-2) -> FiniteDifferenceCheck:  # fmt: skip
-    """:func:`finite_difference_check` of what PGD ascends on the cross-entropy: ⟨c, logits⟩ with
-    c = :func:`cross_entropy_direction` at the clean images x_unit [B, *shape] (labels int [B])."""
-    cotangent = cross_entropy_direction(jnp.asarray(fn.checked(x_unit), jnp.float32), jnp.asarray(labels))
-    return finite_difference_check(fn, x_unit, key, n_directions=n_directions, h=h, objective=projected_logits,
-                                   target=cotangent)
-
-
 def finite_difference_check(
     fn: LogitsFn,
     x_unit: Array | np.ndarray,

@@ -43,6 +43,7 @@ import numpy as np
 from sbgc.experiments.adversarial import (
     LOSSES,
     NORMS,
+    FiniteDifferenceCheck,
     Norm,
     PGDResult,
     SBGCLogitsConfig,
@@ -348,6 +349,43 @@ class AttackOutcome:
             clean_pred=np.argmax(self.clean_logits, axis=1), adversarial=self.adversarial, adv_logits=self.adv_logits,
             adv_pred=np.argmax(self.adv_logits, axis=1), success=self.success, linf=self.linf, l2=self.l2,
             seconds=float(self.seconds.sum()), step_seconds=())  # fmt: skip
+
+
+def finite_difference_check(model: AttackModel, x0: np.ndarray, i: int, label: int, loss: str, key: Array,
+                            n_directions: int = 4, h: float = 1e-2) -> FiniteDifferenceCheck:
+    """The gradient PGD steps along, checked against central finite differences of the same scalar.
+
+    ``exact`` = ⟨:meth:`AttackModel.gradient` of ``loss`` at image i's x0 [*shape], d_j⟩ along random unit
+    directions d_j [J = n_directions] (standard normal scaled to unit L2 norm, from ``key``): the very
+    compiled functions the attack calls (for "margin" through the two classes' solves only). The scalar is
+    the one that gradient differentiates: for "cross_entropy" ⟨c, ℓ(x)⟩ with the cotangent c of
+    :func:`~sbgc.experiments.adversarial.cross_entropy_direction` held at x0, for "margin" ℓ_k*(x) − ℓ_y(x)
+    with the runner-up k* held at x0. Its central differences use the attacked forward pass (all classes;
+    a class's solve does not depend on which other classes are solved, tested), in float64 less the clean
+    maximum logit, which changes neither scalar's differences.
+    """
+    if not (isinstance(n_directions, (int, np.integer)) and n_directions >= 1):
+        raise ValueError(f"n_directions must be a positive int, got {n_directions!r}")
+    if not h > 0:
+        raise ValueError(f"h must be positive, got {h}")
+    x0 = np.asarray(x0, np.float32)
+    clean = model.logits(x0, i, "finite-difference check")
+    grad = model.gradient(x0, i, label, clean, loss)
+    weights = np.zeros_like(clean)
+    if loss == "margin":
+        weights[int(np.argmax(np.where(np.arange(len(clean)) == label, -np.inf, clean)))] = 1.0
+        weights[label] = -1.0
+    else:
+        weights = np.asarray(cross_entropy_direction(jnp.asarray(clean[None], jnp.float32),
+                                                     jnp.asarray([label], jnp.int32))[0], np.float64)  # fmt: skip
+    shift = clean.max()
+    score = lambda x: float(np.dot(weights, model.logits(np.asarray(x, np.float32), i, "finite difference") - shift))
+    dirs = np.asarray(jax.random.normal(key, (n_directions, *x0.shape), jnp.float32), np.float64)
+    dirs /= np.sqrt(np.sum(dirs**2, axis=tuple(range(1, dirs.ndim)), keepdims=True))
+    exact = np.array([float(np.vdot(grad, d)) for d in dirs])
+    fd = np.array([(score(x0 + h * d) - score(x0 - h * d)) / (2 * h) for d in dirs])
+    rel = np.abs(exact - fd) / np.maximum(np.maximum(np.abs(exact), np.abs(fd)), 1e-30)
+    return FiniteDifferenceCheck(exact, fd, rel, float(h), float(np.linalg.norm(grad)), float(np.dot(weights, clean - shift)))
 
 
 def attack_image(model: AttackModel, x0: np.ndarray, label: int, i: int, settings: AttackSettings,

@@ -57,6 +57,10 @@ class ModelConfig:
 
 
 PROFILES: dict[str, ModelConfig] = {
+    # 9,403 parameters: one resolution level, no residual block but the middle's and the up block's, no
+    # attention. For the plumbing of training, checkpoints and the GPU check's CPU run, where the ci
+    # network's ~20 CPU-seconds per XLA compilation would be most of a test.
+    "tiny": ModelConfig(nf=8, ch_mult=(1,), num_res_blocks=0, attn_resolutions=(), dropout=0.0),
     # 0.78M parameters: trains on 2 CPU cores, proves the plumbing (not the paper).
     "ci": ModelConfig(nf=24, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.0),
     # Worth an hour of one H100 (2.70M parameters); its full f32 training state (params, EMA and

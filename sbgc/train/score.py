@@ -113,6 +113,9 @@ TRAIN_PROFILES: dict[str, TrainConfig] = {
     # ci: a CPU budget of minutes to an hour, so a larger step size and a short EMA.
     "ci": TrainConfig(profile="ci", batch_size=32, lr=1e-3, warmup_steps=100, ema_decay=0.999, log_every=10,
                       ckpt_every=200),
+    # tiny: the plumbing of the loop, checkpoints, resume and export in seconds (tests; toy data, 32x32x3)
+    "tiny": TrainConfig(profile="tiny", batch_size=8, lr=1e-3, warmup_steps=2, ema_decay=0.999, data="toy",
+                        log_every=1, ckpt_every=1, keep=2),
     "small": TrainConfig(profile="small", batch_size=128, warmup_steps=5000, ema_decay=0.9999),
     "paper": TrainConfig(profile="paper", batch_size=128, warmup_steps=5000, ema_decay=0.9999),
 }
