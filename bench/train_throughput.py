@@ -116,7 +116,7 @@ def bench_baseline(profile: str, batch: int, steps: int) -> dict:
     from sbgc.train import baseline as B
 
     cfg = B.get_baseline_train_config(profile, batch_size=batch)
-    model_cfg = B.WRN_PROFILES[cfg.profile]
+    model_cfg = B.NETWORK_PROFILES[cfg.profile]
     mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     repl = NamedSharding(mesh, P())
     rng = np.random.default_rng(0)

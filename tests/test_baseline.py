@@ -106,7 +106,7 @@ def test_shipped_ci_baseline_classifies_exact_test_images():
 
 
 def test_mnist_profile_builds_for_one_channel_28_by_28():
-    cfg = bl.WRN_PROFILES["mnist"]
+    cfg = bl.NETWORK_PROFILES["mnist"]
     shapes = jax.eval_shape(lambda: bl.init_variables(cfg, jax.random.PRNGKey(0)))
     assert shapes["params"]["Conv_0"]["kernel"].shape == (3, 3, 1, 16)
     variables = bl.init_variables(cfg, jax.random.PRNGKey(0))
@@ -128,3 +128,40 @@ def test_shipped_mnist_baseline_reproduces_its_recorded_accuracy():
     # the recorded accuracy is on all 10,000 images; the first 2,000 agree within 1 point
     acc = float(np.mean(pred == test.labels[:2000]))
     assert acc > 0.98 and abs(acc - clf.meta["test_accuracy"]) < 0.01, (acc, clf.meta["test_accuracy"])
+
+
+def test_plain_cnn_is_mnist_cs_network_without_batch_norm():
+    cfg = bl.NETWORK_PROFILES["mnist_cnn"]
+    shapes = jax.eval_shape(lambda: bl.init_variables(cfg, jax.random.PRNGKey(0)))
+    # the PyTorch MNIST example: 320 + 18,496 + 1,179,776 + 1,290 parameters, no batch statistics
+    assert count_params(shapes["params"]) == 1_199_882 and shapes["batch_stats"] == {}
+    assert cfg.name == "CNN conv32-conv64-pool-dense128"
+    variables = bl.init_variables(cfg, jax.random.PRNGKey(0))
+    x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
+    # MNIST-C's input normalisation: the network sees (x - 0.1307) / 0.3081, so a network built for raw [0, 1]
+    # inputs (mean 0, std 1) gives the same logits on the normalised images
+    raw = bl.CNNConfig(input_mean=0.0, input_std=1.0)
+    np.testing.assert_allclose(bl.network(cfg).apply(variables, x),
+                               bl.network(raw).apply(variables, (x - 0.1307) / 0.3081), rtol=1e-5, atol=1e-5)
+    a = bl.network(cfg).apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)})
+    b = bl.network(cfg).apply(variables, x, train=False)
+    assert a.shape == b.shape == (4, 10) and not np.allclose(a, b)  # dropout acts in training only
+    meta = {"config": {"model": json.loads(json.dumps(dict(vars(cfg))))}}  # tuples come back from JSON as lists
+    assert bl._config_from_meta(meta) == cfg
+    with pytest.raises(ValueError, match="family"):
+        bl.CNNConfig(family="wrn")
+
+
+def test_plain_cnn_learns_mnist_and_ships_without_statistics(tmp_path):
+    from sbgc.data.mnist import load_mnist
+
+    cfg = bl.get_baseline_train_config("mnist_cnn", batch_size=32, total_steps=60, warmup_steps=5, log_every=20,
+                                       ckpt_every=60, ema_decay=0.9)  # fmt: skip
+    meta = bl.train(cfg, 60, tmp_path / "run", progress=False)
+    assert meta["architecture"] == "CNN conv32-conv64-pool-dense128" and meta["step"] == 60
+    bl.export_ema(tmp_path / "run", tmp_path / "cnn.msgpack", evaluate=False)
+    clf = bl.load_classifier(tmp_path / "cnn.msgpack")
+    assert isinstance(clf.config, bl.CNNConfig) and clf.variables["batch_stats"] == {}
+    test = load_mnist("test")
+    acc = float(np.mean(clf.predict(test.images[:500]) == test.labels[:500]))
+    assert acc > 0.7, f"60 steps of 32 MNIST images should reach far above chance (0.1), got {acc:.2f}"

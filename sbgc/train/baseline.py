@@ -1,4 +1,5 @@
-"""The discriminative baseline: a Wide-ResNet trained on the same data as the score model.
+"""The discriminative baselines: a Wide-ResNet, and on MNIST also the plain CNN of MNIST-C's evaluation,
+trained on the same data as the score model.
 
     python -m sbgc.train.baseline --profile ci --steps N --workdir DIR [--data cifar10|toy] [...]
     python -m sbgc.train.baseline export --workdir DIR --out checkpoints/NAME.msgpack [--data-dir D]
@@ -15,6 +16,10 @@ with a linear warm-up; augmentation by random crops (4-pixel reflection padding)
 and uniform dequantization x = (pixel + u)/256, u ~ U[0, 1) -- the same dequantization as the score
 model's data. At test time the input is the bin centre (pixel + ½)/256, the mean of that noise.
 Inputs are [0, 1] images; the network sees 2x − 1, as the score model does.
+
+The plain CNN (:class:`CNNConfig`, profile ``mnist_cnn``) is the network MNIST-C's corruptions were first
+measured with: two convolutions, max-pooling, a dense layer, no batch normalisation, its inputs normalised
+as MNIST-C's code feeds them. It trains with the same loop, recipe and conventions, without crops.
 
 The batch of step s is a pure function of (seed, s) and the loop, checkpoints (atomic, sha256
 verified, resumed after a kill), log and divergence check are those of :mod:`sbgc.train.score`. The
@@ -114,20 +119,79 @@ class WideResNet(nn.Module):
         return nn.Dense(cfg.n_classes)(jnp.mean(h, axis=(1, 2)))
 
 
-WRN_PROFILES: dict[str, WRNConfig] = {
+@dataclasses.dataclass(frozen=True)
+class CNNConfig:
+    """The plain CNN of MNIST-C's evaluation (Mu & Gilmer 2019): the PyTorch MNIST example network, whose
+    input normalisation MNIST-C's code applies (``transforms.ToTensor()``, then mean 0.1307, std 0.3081).
+    Two 3×3 convolutions (valid padding) with ReLU, 2×2 max-pooling, dropout, a dense layer with ReLU,
+    dropout, the logits; no batch normalisation. 1.20M parameters on 28×28×1."""
+
+    family: str = "plain_cnn"  # tells a shipped file's metadata from a WRN's (which has no such field)
+    conv_features: tuple[int, ...] = (32, 64)
+    dense_features: int = 128
+    dropout_conv: float = 0.25
+    dropout_dense: float = 0.5
+    n_classes: int = 10
+    image_size: int = 28
+    channels: int = 1
+    input_mean: float = 0.1307  # MNIST-C's normalize(): (x − mean) / std on [0, 1] pixels
+    input_std: float = 0.3081
+
+    def __post_init__(self):
+        if self.family != "plain_cnn":
+            raise ValueError(f"CNNConfig.family must be 'plain_cnn', got {self.family!r}")
+        if not self.conv_features or self.input_std <= 0:
+            raise ValueError(f"a plain CNN needs convolutions and input_std > 0, got {self}")
+
+    @property
+    def name(self) -> str:
+        return "CNN " + "-".join([f"conv{f}" for f in self.conv_features] + ["pool", f"dense{self.dense_features}"])
+
+
+class PlainCNN(nn.Module):
+    """Logits [B, n_classes] of [0, 1] images [B, H, W, C]: conv → ReLU (each of ``conv_features``), 2×2
+    max-pool, dropout, dense → ReLU, dropout, dense."""
+
+    config: CNNConfig
+
+    @nn.compact
+    def __call__(self, x_unit: Array, train: bool = False) -> Array:
+        cfg = self.config
+        h = (x_unit - cfg.input_mean) / cfg.input_std
+        for features in cfg.conv_features:
+            h = nn.relu(nn.Conv(features, (3, 3), padding="VALID")(h))
+        h = nn.max_pool(h, (2, 2), strides=(2, 2))
+        h = nn.Dropout(cfg.dropout_conv, deterministic=not train)(h)
+        h = nn.relu(nn.Dense(cfg.dense_features)(h.reshape(h.shape[0], -1)))
+        h = nn.Dropout(cfg.dropout_dense, deterministic=not train)(h)
+        return nn.Dense(cfg.n_classes)(h)
+
+
+NetworkConfig = WRNConfig | CNNConfig
+
+
+def network(config: NetworkConfig) -> nn.Module:
+    """The flax module of a baseline's config: ``module.apply(variables, x_unit, train)`` → logits."""
+    return PlainCNN(config) if isinstance(config, CNNConfig) else WideResNet(config)
+
+
+NETWORK_PROFILES: dict[str, NetworkConfig] = {
     # trains to a useful accuracy in well under an hour on 2 CPU cores
     "ci": WRNConfig(depth=10, widen=2),
     "wrn16_4": WRNConfig(depth=16, widen=4),
     "wrn28_10": WRNConfig(depth=28, widen=10),  # the issue's baseline (the paper used WRN-28-12)
     # MNIST: the same WRN-10-2 on 28×28×1 (28 → 14 → 7), minutes on 2 CPU cores
     "mnist": WRNConfig(depth=10, widen=2, image_size=28, channels=1),
+    # MNIST: the plain CNN MNIST-C was measured with (no batch normalisation)
+    "mnist_cnn": CNNConfig(),
 }
 
 
-def init_variables(config: WRNConfig, key: Array) -> dict:
-    """{"params": …, "batch_stats": …} of a fresh network."""
+def init_variables(config: NetworkConfig, key: Array) -> dict:
+    """{"params": …, "batch_stats": …} of a fresh network (no statistics for the plain CNN: {})."""
     x = jnp.zeros((1, config.image_size, config.image_size, config.channels))
-    return jax.jit(WideResNet(config).init, static_argnames="train")(key, x, train=False)
+    variables = jax.jit(network(config).init, static_argnames="train")(key, x, train=False)
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
 # --- training -----------------------------------------------------------------------------------------
@@ -174,6 +238,11 @@ BASELINE_TRAIN_PROFILES: dict[str, BaselineTrainConfig] = {
     "mnist": BaselineTrainConfig(profile="mnist", total_steps=2_000, batch_size=64, lr=0.05, warmup_steps=100,
                                  ema_decay=0.995, crop_padding=2, random_flip=False, data="mnist",
                                  log_every=25, ckpt_every=250),
+    # the plain CNN, 5 epochs of batch 64 on clean MNIST as MNIST-C trained its models (no crops, no flips;
+    # the dequantization noise of every model here, ±1/512 around each pixel's bin centre)
+    "mnist_cnn": BaselineTrainConfig(profile="mnist_cnn", total_steps=4_700, batch_size=64, lr=0.05, warmup_steps=100,
+                                     ema_decay=0.998, crop_padding=0, random_flip=False, data="mnist",
+                                     log_every=50, ckpt_every=500),
 }
 
 
@@ -214,7 +283,7 @@ def make_optimizer(cfg: BaselineTrainConfig) -> optax.GradientTransformation:
     )
 
 
-def init_state(key: Array, model_cfg: WRNConfig, optimizer: optax.GradientTransformation) -> dict:
+def init_state(key: Array, model_cfg: NetworkConfig, optimizer: optax.GradientTransformation) -> dict:
     init_key, run_key = jax.random.split(key)
     variables = init_variables(model_cfg, init_key)
     return {
@@ -227,7 +296,7 @@ def init_state(key: Array, model_cfg: WRNConfig, optimizer: optax.GradientTransf
     }
 
 
-def train_step(state: dict, images: Array, labels: Array, *, cfg: BaselineTrainConfig, model_cfg: WRNConfig,
+def train_step(state: dict, images: Array, labels: Array, *, cfg: BaselineTrainConfig, model_cfg: NetworkConfig,
                optimizer: optax.GradientTransformation, batch_sharding) -> tuple[dict, dict]:
     """One SGD step on the batch of ``state["step"]``.  images: uint8 [N, 32, 32, 3] on device."""
     step = state["step"]
@@ -239,13 +308,13 @@ def train_step(state: dict, images: Array, labels: Array, *, cfg: BaselineTrainC
     x = dequantize(k_deq, x) if cfg.dequantize else bin_centres(x)
     x = jax.lax.with_sharding_constraint(x, batch_sharding)
     y = jax.lax.with_sharding_constraint(labels[idx], batch_sharding)
-    net = WideResNet(model_cfg)
+    net = network(model_cfg)
 
     def loss_fn(params):
         logits, updates = net.apply({"params": params, "batch_stats": state["batch_stats"]}, x, train=True,
                                     mutable=["batch_stats"], rngs={"dropout": k_drop})
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        return loss, (updates["batch_stats"], jnp.mean(jnp.argmax(logits, -1) == y))
+        return loss, (updates.get("batch_stats", {}), jnp.mean(jnp.argmax(logits, -1) == y))
 
     (loss, (batch_stats, acc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
@@ -268,7 +337,7 @@ def train(cfg: BaselineTrainConfig, steps: int, workdir: str | Path, *, data: st
         raise ValueError(f"--steps {steps} exceeds the planned total_steps {cfg.total_steps} of the cosine "
                          "schedule; raise --total-steps for a new run")
     workdir = Path(workdir)
-    model_cfg = WRN_PROFILES[cfg.profile]
+    model_cfg = NETWORK_PROFILES[cfg.profile]
     images_np, labels_np, source = training_set(cfg.data, data_dir, toy_size)
     if images_np.shape[1:] != (model_cfg.image_size, model_cfg.image_size, model_cfg.channels):
         raise ValueError(f"data {cfg.data} has images {images_np.shape[1:]}, profile {cfg.profile!r} expects "
@@ -309,7 +378,7 @@ class LoadedClassifier:
     """A trained baseline: ``logits(x_unit [B, H, W, C] in [0, 1]) -> [B, 10]`` (jit-able, differentiable)."""
 
     variables: Any  # {"params", "batch_stats"}
-    config: WRNConfig
+    config: NetworkConfig
     meta: dict
     path: Path
 
@@ -345,12 +414,15 @@ class LoadedClassifier:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _logits(config: WRNConfig, variables: Any, x_unit: Array) -> Array:
-    return WideResNet(config).apply(variables, x_unit, train=False)
+def _logits(config: NetworkConfig, variables: Any, x_unit: Array) -> Array:
+    return network(config).apply(variables, x_unit, train=False)
 
 
-def _config_from_meta(meta: dict) -> WRNConfig:
-    return WRNConfig(**meta["config"]["model"])
+def _config_from_meta(meta: dict) -> NetworkConfig:
+    model = meta["config"]["model"]
+    if model.get("family") == "plain_cnn":
+        return CNNConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in model.items()})
+    return WRNConfig(**model)
 
 
 def _abstract_state(meta: dict) -> Any:
@@ -386,6 +458,8 @@ SHIPPED: dict[str, str] = {
     "ci": "checkpoints/wrn_ci_cpu.msgpack",
     # WRN-10-2 on MNIST, 2,000 steps on 2 CPU cores: 99.16 % on the 10,000 test images
     "mnist": "checkpoints/wrn_mnist_cpu.msgpack",
+    # the plain CNN MNIST-C was measured with, on MNIST (checkpoints/README.md)
+    "mnist_cnn": "checkpoints/cnn_mnist_cpu.msgpack",
 }
 
 
