@@ -23,11 +23,12 @@
 # log-likelihood and accuracy per corruption and severity and finds that blurring *raises* the
 # likelihood while it lowers the accuracy.
 #
-# This chapter measures the same table for the score model and the discriminative baseline of
-# this project, on the same corrupted images of the profile's benchmark (CIFAR-10-C on CIFAR-10
-# profiles, MNIST-C on MNIST profiles), with confidence intervals, draws Fig. 4, says from the
-# numbers whether the SBGC is the more robust classifier, and asks whether $\log p(x)$ itself
-# detects the corruptions. The box under the models says what the page's networks and sample are.
+# This chapter measures the same table for the score model and the discriminative baselines of
+# this project (a Wide-ResNet and, on MNIST, also the plain CNN MNIST-C was first measured with), on
+# the same corrupted images of the profile's benchmark (CIFAR-10-C on CIFAR-10 profiles, MNIST-C on
+# MNIST profiles), with confidence intervals, draws Fig. 4, says from the numbers whether the SBGC is
+# the more robust classifier against each baseline, explains why the Wide-ResNet collapses on some
+# corruptions, and asks whether $\log p(x)$ itself detects the corruptions. The box under the models says what the page's networks and sample are.
 
 # %% tags=["parameters"]
 profile = "ci"
@@ -51,6 +52,7 @@ from sbgc.book.provenance import collect_provenance, write_results
 from sbgc.data.datasets import class_names
 from sbgc.data.datasets import describe as describe_split
 from sbgc.data.datasets import evaluation_split
+from sbgc.experiments import corruption_baselines as bs
 from sbgc.experiments import corruption_robustness as rb
 from sbgc.report import cpu_trained_note, markdown_table
 from sbgc.train.baseline import load_classifier
@@ -121,6 +123,7 @@ display(Markdown(P.to_markdown() + "\n\n" + rb.family_description(family)))
 t_start = time.perf_counter()
 model = load_model(P.checkpoint)
 clf = load_classifier(P.baseline)
+cnn = None if P.plain_cnn == "none" else load_classifier(P.plain_cnn)  # the second baseline, without BatchNorm
 split = evaluation_split(P.data)
 data_text = describe_split(split)
 if P.n_baseline_images < P.n_images:
@@ -136,12 +139,15 @@ sample_sizes = {"SBGC images": len(sbgc_set), "settings": len(grid), "SBGC cases
                 "baseline images": len(baseline_set), "baseline cases": len(baseline_set) * len(grid),
                 "probes": P.ode.n_probes}  # fmt: skip
 prov = collect_provenance(P, data_source=data_source, checkpoint=model.path, sample_sizes=sample_sizes)
-tiny = cpu_trained_note(model.meta, clf.meta)
-note = (f"{tiny}; " if tiny else "") + f"baseline {clf.path.name} sha256 `{clf.sha256[:12]}`"
+metas = [model.meta, clf.meta] + ([cnn.meta] if cnn else [])
+tiny = cpu_trained_note(*metas)
+note = (f"{tiny}; " if tiny else "") + f"baseline {clf.path.name} sha256 `{clf.sha256[:12]}`" + (
+    f", plain CNN {cnn.path.name} sha256 `{cnn.sha256[:12]}`" if cnn else "")
 display(Markdown(
-    P.notice(model.meta, clf.meta) + "\n\n"
+    P.notice(*metas) + "\n\n"
     f"Score model: {model.describe()}, {model.meta.get('n_params', 0):,} parameters.\n\n"
     f"Baseline: {clf.describe()}, {clf.meta.get('n_params', 0):,} parameters.\n\n"
+    + (f"Plain CNN: {cnn.describe()}, {cnn.meta.get('n_params', 0):,} parameters.\n\n" if cnn else "") +
     f"Settings: clean + {n_corrupted} of the {family.n_settings} (corruption, severity) pairs of {family.name} "
     f"(severities {P.severities}, corruptions {', '.join(P.corruptions)}).\n\n" + prov.line(note)
 ))
@@ -187,18 +193,37 @@ sbgc = rb.evaluate_blocks(
     lambda rows: rb.sbgc_classifier(model.score_fn, model.sde, likelihood_key, first_image=rows.start, **solver),
     "SBGC", sbgc_set, grid, seed=P.seed, get=cached_block)
 assert sbgc.settings == grid and np.array_equal(sbgc.image_indices, sbgc_set.indices)
-base_same = rb.evaluate_blocks(lambda rows: clf.predict, "baseline", sbgc_set, grid, seed=P.seed)
-if base_same.images_sha256 != sbgc.images_sha256:  # the same corrupted images, byte for byte
-    raise AssertionError(f"the baseline saw other images ({base_same.images_sha256[:16]}) than the cached SBGC "
-                         f"grid ({sbgc.images_sha256[:16]}): the corruption code changed; recompute the cache entries")
-base_all = rb.evaluate_grid({"baseline": clf.predict}, baseline_set, grid, seed=P.seed)["baseline"]
+def on_the_sbgcs_images(c, name):  # a baseline on the SBGC's corrupted images, checked byte for byte
+    same = rb.evaluate_blocks(lambda rows: c.predict, name, sbgc_set, grid, seed=P.seed)
+    if same.images_sha256 != sbgc.images_sha256:
+        raise AssertionError(f"the {name} saw other images ({same.images_sha256[:16]}) than the cached SBGC grid "
+                             f"({sbgc.images_sha256[:16]}): the corruption code changed; recompute the cache entries")
+    return same
+
+
+baseline_knobs = {"corruptions": P.corruptions, "severities": P.severities, "seed": P.seed, "family": family.name}
+
+
+def on_its_sample(c, name):  # a baseline on its whole sample (all 10,000 MNIST test images at the mnist profile), cached
+    entry = C.get(CacheKey("corruptions_baseline", 1, baseline_knobs, c.sha256, f"{P.data}: {split.source}",
+                           baseline_set.indices),
+                  lambda: rb.evaluate_grid({name: c.predict}, baseline_set, grid, seed=P.seed)[name].to_arrays())
+    base_entries.append(entry)
+    return rb.GridResult.from_arrays(entry.arrays)
+
+
+base_entries = []
+base_same, base_all = on_the_sbgcs_images(clf, "baseline"), on_its_sample(clf, "baseline")
+cnn_name = cnn.config.name if cnn else None
+cnn_same, cnn_all = (on_the_sbgcs_images(cnn, cnn_name), on_its_sample(cnn, cnn_name)) if cnn else (None, None)
 n_classes = sbgc.log_p.shape[2]
 display(Markdown(
     f"SBGC: {len(sbgc_set)} image(s) × {len(grid)} settings × {n_classes} classes, computed in "
     f"{sbgc.seconds.sum():.0f} s ({sbgc.nfe.mean():.0f} score evaluations per solve on average; "
-    f"{P.ode.describe()}). Baseline: the same {len(sbgc_set) * len(grid)} cases, then "
-    f"{len(baseline_set):,} images × {len(grid)} settings in {base_all.seconds.sum():.1f} s. Both saw the images "
-    f"with sha256 `{sbgc.images_sha256[:16]}…`.\n\n" + prov.line(note, entries)
+    f"{P.ode.describe()}). Baseline{'s' if cnn else ''}: the same {len(sbgc_set) * len(grid)} cases, then "
+    f"{len(baseline_set):,} images × {len(grid)} settings ({base_all.seconds.sum():.1f} s"
+    + (f"; the plain CNN {cnn_all.seconds.sum():.1f} s" if cnn else "") + "). All saw the images "
+    f"with sha256 `{sbgc.images_sha256[:16]}…`.\n\n" + prov.line(note, entries + base_entries)
 ))
 
 # %% [markdown]
@@ -216,14 +241,18 @@ rows_ours = {
     "SBGC": rb.table2_row(sbgc, n_boot=n_boot, seed=P.seed),
     "baseline, same images": rb.table2_row(base_same, n_boot=n_boot, seed=P.seed),
     "baseline, all its images": rb.table2_row(base_all, n_boot=n_boot, seed=P.seed),
-}
+} | ({"plain CNN, same images": rb.table2_row(cnn_same, n_boot=n_boot, seed=P.seed),
+      "plain CNN, all its images": rb.table2_row(cnn_all, n_boot=n_boot, seed=P.seed)} if cnn else {})
 checkpoint_name = f"SBGC, this project (`{P.checkpoint}`: {model.meta.get('n_params', 0) / 1e6:.2f}M parameters)"
 baseline_name = f"{clf.config.name}, this project (`{P.baseline}`)"
 table = rb.paper_rows(family) + [
     rb.TableRow(checkpoint_name, "ours", f"{len(sbgc_set):,} × {len(grid)} settings", rows_ours["SBGC"]),
     rb.TableRow(baseline_name, "ours", f"the same {len(sbgc_set):,} × {len(grid)}", rows_ours["baseline, same images"]),
     rb.TableRow(baseline_name, "ours", f"{len(baseline_set):,} × {len(grid)} settings", rows_ours["baseline, all its images"]),
-]  # fmt: skip
+] + ([rb.TableRow(f"{cnn_name}, this project (`{P.plain_cnn}`)", "ours", f"the same {len(sbgc_set):,} × {len(grid)}",
+                  rows_ours["plain CNN, same images"]),
+      rb.TableRow(f"{cnn_name}, this project (`{P.plain_cnn}`)", "ours", f"{len(baseline_set):,} × {len(grid)} settings",
+                  rows_ours["plain CNN, all its images"])] if cnn else [])  # fmt: skip
 published = "" if family is rb.CIFAR10_C else rb.MNIST_C_PUBLISHED_NOTE + "\n\n"
 display(Markdown(rb.table2_markdown(table) + "\n\n" + published + prov.line(note, entries)))
 
@@ -236,8 +265,11 @@ display(Markdown(rb.table2_markdown(table) + "\n\n" + published + prov.line(note
 
 # %%
 display(Markdown(rb.table2_markdown(table[len(rb.PAPER_TABLE2):], bootstrap=True)))
-paired = {g: rb.paired_difference(sbgc, base_same, g, n_boot=n_boot, seed=P.seed) for g in (*rb.GROUPS, "noise")}
-verdict = rb.robustness_verdict(paired, a="SBGC", b=f"CNN baseline ({clf.config.name})")
+against = {clf.config.name: base_same} | ({cnn_name: cnn_same} if cnn else {})  # every baseline, the SBGC's images
+paired_all = {name: {g: rb.paired_difference(sbgc, same, g, n_boot=n_boot, seed=P.seed) for g in (*rb.GROUPS, "noise")}
+              for name, same in against.items()}
+verdicts = {name: rb.robustness_verdict(d, a="SBGC", b=f"CNN baseline ({name})") for name, d in paired_all.items()}
+paired, verdict = paired_all[clf.config.name], verdicts[clf.config.name]
 precision_text = ""
 all_sbgc = rows_ours["SBGC"]["all"]
 if all_sbgc is not None and all_sbgc.bootstrap is not None:  # how far the sample is from a ±2-point interval for the SBGC's mean over corruptions
@@ -254,14 +286,61 @@ if all_sbgc is not None and all_sbgc.bootstrap is not None:  # how far the sampl
                       f"{per_image:.0f} s per image (all {len(grid)} settings; each block's wall time, summed: blocks "
                       f"computed side by side under `--shard` overlap in time).\n\n")
 lines = []
-for g, d in paired.items():
-    if d is not None:
-        interval = "n/a" if d["lo"] is None else f"[{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
-        lines.append((rb.GROUP_TITLES[g], f"{100 * d['difference']:+.1f}", interval, d["only_a"], d["only_b"], d["cases"]))
-display(Markdown(markdown_table(("group", "SBGC − baseline (points)", "95 % interval (images resampled)", "only SBGC right",
-                                 "only baseline right", "cases"), lines, align=["left"] + ["right"] * 5)
-                 + f"\n\n**Verdict ({family.name}, this run).** {verdict['text']} (The paper, CIFAR-10-C: more "
-                 "robust only on the noise corruptions.)\n\n" + precision_text + prov.line(note, entries)))
+for name, diffs in paired_all.items():
+    for g, d in diffs.items():
+        if d is not None:
+            interval = "n/a" if d["lo"] is None else f"[{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
+            lines.append((name, rb.GROUP_TITLES[g], f"{100 * d['difference']:+.1f}", interval, d["only_a"], d["only_b"],
+                          d["cases"]))  # fmt: skip
+display(Markdown(markdown_table(("baseline", "group", "SBGC − baseline (points)", "95 % interval (images resampled)",
+                                 "only SBGC right", "only baseline right", "cases"), lines, align=["left"] * 2 + ["right"] * 5)
+                 + f"\n\n**Verdict ({family.name}, this run).** "
+                 + " ".join(f"Against the {name}: {v['text']}" for name, v in verdicts.items())
+                 + " (The paper, CIFAR-10-C: more robust only on the noise corruptions.)\n\n" + precision_text
+                 + prov.line(note, entries + base_entries)))
+
+# %% [markdown]
+# ## The baselines on every test image, per corruption
+#
+# One forward pass per image is cheap, so each CNN is also evaluated on its whole sample (at the `mnist`
+# profile all 10,000 MNIST test images, the sample every published MNIST number is on) under every setting:
+# accuracy with its exact 95 % interval. Beside WRN-10-2 stands the kind of network MNIST-C was first measured
+# with (Mu & Gilmer 2019): a **plain CNN**, two 3×3 convolutions, max-pooling, dropout, a dense layer, no batch
+# normalisation, its inputs normalised as MNIST-C's code feeds them (`sbgc.train.baseline.CNNConfig`, trained
+# here on clean MNIST with the project's trainer).
+
+# %%
+per_corruption = {clf.config.name: base_all} | ({cnn_name: cnn_all} if cnn else {})
+display(Markdown(bs.per_corruption_markdown(per_corruption) + "\n\n" + (rb.MNIST_C_PUBLISHED_NOTE + "\n\n" if family
+                 is rb.MNIST_C else "") + prov.line(note, base_entries)))  # fmt: skip
+
+# %% [markdown]
+# ## Why does WRN-10-2 collapse?
+#
+# A classifier that answers one class for every image has not lost a close call: something in the network
+# saturates. WRN-10-2 normalises every layer with BatchNorm, and at test time BatchNorm uses the mean and
+# variance it averaged over the *training* images. A corruption that changes the images' intensity statistics
+# (brightness lifts the black background, stripe and fog add bright areas) is then normalised with the wrong
+# statistics. The test: evaluate the same network with every BatchNorm normalising by the statistics of the
+# corrupted batch itself (batches of 500 images of one setting; nothing retrained,
+# `sbgc.experiments.corruption_baselines.batchnorm_diagnosis`). If the accuracy comes back, the statistics are the cause
+# and the digits are still there; if it does not, the corruption destroyed what the network needs. Beside it:
+# the share of predictions in the most frequent class, the mean pixel value, how far the input of the first
+# BatchNorm moves (in its running standard deviations), and the plain CNN, which has no BatchNorm.
+
+# %%
+diagnosis, diagnosis_entries = None, []
+if bs.has_batchnorm(clf):
+    diagnosis_entries.append(C.get(
+        CacheKey("corruptions_batchnorm_diagnosis", 1, baseline_knobs, clf.sha256, f"{P.data}: {split.source}",
+                 baseline_set.indices), lambda: bs.batchnorm_diagnosis(clf, baseline_set, grid, P.seed)))
+    diagnosis = {k: np.asarray(v) for k, v in diagnosis_entries[0].arrays.items()}
+    display(Markdown(bs.diagnosis_markdown(diagnosis, grid, clf.config.name, cnn_all) + "\n\n"
+                     f"**Why {clf.config.name} collapses ({family.name}, {len(baseline_set):,} images, this run).** "
+                     + bs.collapse_text(diagnosis, grid, clf.config.name, cnn_all) + "\n\n"
+                     + prov.line(note, diagnosis_entries + base_entries)))
+else:
+    display(Markdown(f"{clf.config.name} has no BatchNorm statistics: nothing to diagnose."))
 
 # %% [markdown]
 # ## Fig. 4: likelihood and accuracy per corruption and severity
@@ -274,8 +353,9 @@ display(Markdown(markdown_table(("group", "SBGC − baseline (points)", "95 % in
 # level dotted across), accuracy below, the baseline's as diamonds.
 
 # %%
-fig = rb.plot_fig4(sbgc, {f"baseline, the SBGC's {len(sbgc_set):,} image(s)": base_same,
-                          f"baseline, {len(baseline_set):,} images": base_all})  # fmt: skip
+fig = rb.plot_fig4(sbgc, {f"{clf.config.name}, the SBGC's {len(sbgc_set):,} image(s)": base_same,
+                          f"{clf.config.name}, {len(baseline_set):,} images": base_all}
+                   | ({f"{cnn_name}, {len(baseline_set):,} images": cnn_all} if cnn else {}))  # fmt: skip
 display(Markdown(prov.line(note, entries)))
 
 # %% [markdown]
@@ -345,11 +425,21 @@ numbers = {
                      for m, a, c, al, w in rb.PAPER_TABLE2],
     "paired_difference_sbgc_minus_baseline": paired,
     "robustness_verdict": verdict,
+    "paired_difference_sbgc_minus_each_baseline": paired_all,
+    "robustness_verdict_each_baseline": verdicts,
+    "baseline_cache": [e.record for e in base_entries + diagnosis_entries],
+    "batchnorm_diagnosis": None if diagnosis is None else {
+        "settings": [rb.setting_label(s) for s in grid], **{k: v.tolist() for k, v in diagnosis.items()},
+        "collapsed": bs.collapsed(diagnosis).tolist(), "text": bs.collapse_text(diagnosis, grid, clf.config.name, cnn_all)},
     "likelihood_auroc": aurocs,
     "sbgc_cache": [e.record for e in entries],
     "sbgc": rb.results_record(sbgc, n_boot=n_boot, seed=P.seed),
     "baseline_same_images": rb.results_record(base_same, n_boot=n_boot, seed=P.seed),
     "baseline_all_images": rb.results_record(base_all, n_boot=n_boot, seed=P.seed),
+    "plain_cnn_same_images": None if cnn is None else rb.results_record(cnn_same, n_boot=n_boot, seed=P.seed),
+    "plain_cnn_all_images": None if cnn is None else rb.results_record(cnn_all, n_boot=n_boot, seed=P.seed),
+    "plain_cnn": None if cnn is None else {"describe": cnn.describe(), "path": str(cnn.path), "sha256": cnn.sha256,
+                                           "architecture": cnn_name, "n_params": cnn.meta.get("n_params")},
     "same_images_sha256": sbgc.images_sha256,
     "settings": [rb.setting_label(s) for s in grid],
     "noise_corruptions": list(family.noise_corruptions),
@@ -375,9 +465,12 @@ path = write_results(numbers, prov)
 # * **The sample.** The SBGC's intervals are exact for its pooled cases; at the `ci` profiles they
 #   cover most of the range and the comparison says nothing. The image-resampling intervals are the
 #   honest ones for the corrupted groups, and the verdict above uses them.
-# * **The same cases.** The row "baseline, same images" is the fair comparison with the SBGC: it
-#   saw exactly the same corrupted images (checked by digest). The baseline's larger sample shows how
-#   far that small sample is from the baseline's accuracy on more images.
+# * **The same cases.** The rows "same images" are the fair comparison with the SBGC: each baseline
+#   saw exactly the same corrupted images (checked by digest). A baseline's larger sample shows how
+#   far that small sample is from its accuracy on more images.
+# * **Which CNN.** A verdict against one discriminative network is a verdict against that network:
+#   the Wide-ResNet's BatchNorm makes it collapse where the plain CNN does not, so the chapter states
+#   the verdict against both.
 # * **The data.** MNIST's test files are the official ones. On the JPEG-recompressed CIFAR-10 copy
 #   (`data = "cifar10"` on this machine) "clean" images are already mildly compressed, so the clean
 #   column and the JPEG rows are not those of the official test set, and the bits/dim are not

@@ -98,12 +98,14 @@ display(Markdown(P.to_markdown()))
 # %%
 model = load_model(P.checkpoint)
 clf = load_classifier(P.baseline)
+cnn = None if P.plain_cnn == "none" else load_classifier(P.plain_cnn)  # the second baseline, without BatchNorm
+baselines = {"base": clf} | ({"cnn": cnn} if cnn else {})  # attacked the same way, on the same images
 dataset = evaluation_split(P.data)
 names = class_names(P.data)
 shape = attacks.image_shape(model)  # (H, W, C): MNIST (28, 28, 1), CIFAR-10 (32, 32, 3)
-if tuple(dataset.images.shape[1:]) != shape or attacks.image_shape(clf) != shape:
+if tuple(dataset.images.shape[1:]) != shape or any(attacks.image_shape(c) != shape for c in baselines.values()):
     raise ValueError(f"{P.data} images are {dataset.images.shape[1:]}, the score model reads {shape}, "
-                     f"the baseline {attacks.image_shape(clf)}")
+                     f"the baselines {[attacks.image_shape(c) for c in baselines.values()]}")
 rng = np.random.default_rng(P.seed)
 order = rng.permutation(len(dataset))
 idx = order[: P.n_images]  # the SBGC's images: a prefix of one permutation, so a larger run extends it
@@ -113,20 +115,22 @@ x = to_unit_interval(dataset.images[idx], jax.random.fold_in(key, 0), dequantize
 x_base = to_unit_interval(dataset.images[idx_base], jax.random.fold_in(key, 0), dequantize=True)
 cfg = attacks.SBGCLogitsConfig(n_probes=P.ode.n_probes, solver=P.ode.solver_settings())
 probes = attacks.draw_attack_probes(jax.random.fold_in(key, 1), len(idx), P.ode.n_probes, shape)
-f_base = attacks.baseline_logits_fn(clf)
+f_bases = {who: attacks.baseline_logits_fn(c) for who, c in baselines.items()}
 budgets = {"linf": P.eps_linf, "l2": P.eps_l2}  # [0, 1] pixel scale
 source = f"{describe_split(dataset)}, random images, dequantized once"
 prov = collect_provenance(P, data_source=source, checkpoint=model.path,
                           sample_sizes={"images (SBGC)": len(idx), "probes": P.ode.n_probes, "PGD steps": P.pgd_steps,
                                         "restarts": P.restarts})  # fmt: skip
-prov_base = collect_provenance(P, data_source=source, checkpoint=clf.path,
-                               sample_sizes={"images (baseline)": len(idx_base), "PGD steps": P.pgd_steps})  # fmt: skip
-note = cpu_trained_note(model.meta, clf.meta)
+prov_bases = {who: collect_provenance(P, data_source=source, checkpoint=c.path,
+                                      sample_sizes={"images (baseline)": len(idx_base), "PGD steps": P.pgd_steps})
+              for who, c in baselines.items()}  # fmt: skip
+note = cpu_trained_note(model.meta, *(c.meta for c in baselines.values()))
 display(Markdown(
-    P.notice(model.meta, clf.meta) + "\n\n"
-    f"Score model: {model.describe()}.\n\nBaseline: {clf.describe()}.\n\nSBGC logits: {cfg.describe()}.\n\n"
+    P.notice(model.meta, *(c.meta for c in baselines.values())) + "\n\n"
+    f"Score model: {model.describe()}.\n\nBaseline: {clf.describe()}.\n\n"
+    + (f"Plain CNN: {cnn.describe()}.\n\n" if cnn else "") + f"SBGC logits: {cfg.describe()}.\n\n"
     f"Budgets ({P.spec.dataset}): ε∞ = {table3.format_epsilon(P.eps_linf)}, ε₂ = {table3.format_epsilon(P.eps_l2)}.\n\n"
-    + prov.line(note) + "\n\n" + prov_base.line(note)
+    + prov.line(note) + "\n\n" + "\n\n".join(pb.line(note) for pb in prov_bases.values())
 ))
 
 # %% [markdown]
@@ -227,16 +231,18 @@ display(Markdown(
 # on 40 % of decisions, its clean accuracy 42 % vs 95 %). The images are attacked in blocks of
 # `sbgc.experiments.pgd.ATTACK_BLOCK`, each cached: a larger `n_images` reuses the blocks computed.
 #
-# **The baseline** is attacked with Foolbox's PGD on both losses (worst case per image) on its
-# larger sample, and with the same per-image attack as the SBGC on the SBGC's images.
+# **The baselines** (the profile's Wide-ResNet and, on MNIST, the plain CNN of MNIST-C's evaluation: two
+# convolutions, max-pooling, a dense layer, no batch normalisation) are each attacked with Foolbox's PGD on
+# both losses (worst case per image) on the larger sample, and with the same per-image attack as the SBGC on
+# the SBGC's images.
 
 # %%
 settings = {norm: apgd.AttackSettings(norm, eps, steps=P.pgd_steps, rel_stepsize=P.rel_stepsize, restarts=P.restarts,
                                       seed=P.seed) for norm, eps in budgets.items()}  # fmt: skip
-attack_base = apgd.baseline_attack_model(clf, len(idx))
-model_names = {"sbgc": "SBGC", "bound": "SBGC, variational bound", "base": clf.config.name}
-attacked = {"sbgc": (attack_sbgc, "adversarial_pgd_sbgc_block", model.sha256),
-            "base": (attack_base, "adversarial_pgd_baseline_block", clf.sha256)}  # fmt: skip
+model_names = {"sbgc": "SBGC", "bound": "SBGC, variational bound"} | {who: c.config.name for who, c in baselines.items()}
+attacked = {"sbgc": (attack_sbgc, "adversarial_pgd_sbgc_block", model.sha256)} | {
+    who: (apgd.baseline_attack_model(c, len(idx)), "adversarial_pgd_baseline_block", c.sha256)
+    for who, c in baselines.items()}  # fmt: skip
 
 
 def cached_blocks(name, sha256, knobs, entries, save=apgd.AttackOutcome.to_arrays, load=apgd.AttackOutcome.from_arrays):
@@ -248,19 +254,19 @@ def cached_blocks(name, sha256, knobs, entries, save=apgd.AttackOutcome.to_array
     return get
 
 
-outcomes, sbgc_entries, base_entries = {}, [], []
+outcomes, sbgc_entries, entries_of = {}, [], {who: [] for who in baselines}  # each baseline's cache entries
 for norm in budgets:  # both models, block by block through the results cache
     for who, (attack_model, cache_name, sha256) in attacked.items():
         get = cached_blocks(cache_name, sha256, {"knobs": attack_knobs, "norm": norm},
-                            sbgc_entries if who == "sbgc" else base_entries)  # fmt: skip
+                            sbgc_entries if who == "sbgc" else entries_of[who])  # fmt: skip
         outcomes[who, norm] = apgd.attack_in_blocks(attack_model, x, labels, settings[norm], line_search=P.line_search,
                                                     get=get)  # fmt: skip
 pgd = dict(steps=P.pgd_steps, rel_stepsize=P.rel_stepsize, seed=P.seed)
 
 
-def _baseline_batch(norm: str, epsilon: float) -> dict:
+def _baseline_batch(f, norm: str, epsilon: float) -> dict:
     """Foolbox's batch PGD on the baseline's sample with each loss; the worst case per image, and each loss's record."""
-    runs = [attacks.run_pgd(f_base, x_base, labels_base, norm=norm, epsilon=epsilon, loss=loss, **pgd)
+    runs = [attacks.run_pgd(f, x_base, labels_base, norm=norm, epsilon=epsilon, loss=loss, **pgd)
             for loss in attacks.LOSSES]  # fmt: skip
     return {**attacks.worst_of(runs).to_arrays(), "by_loss": np.asarray(json.dumps({r.loss: r.record() for r in runs}))}
 
@@ -268,10 +274,13 @@ def _baseline_batch(norm: str, epsilon: float) -> dict:
 res, by_loss = {}, {}
 for norm, epsilon in budgets.items():
     res["sbgc", norm] = outcomes["sbgc", norm].as_pgd_result()
-    base_entries.append(C.get(CacheKey("adversarial_pgd_baseline_batch", 1, {"knobs": attack_knobs, "norm": norm},
-                                       clf.sha256, source, idx_base), lambda: _baseline_batch(norm, epsilon)))  # fmt: skip
-    res["base", norm] = attacks.PGDResult.from_arrays(base_entries[-1].arrays)
-    by_loss.update({("base", norm, loss): r for loss, r in json.loads(str(base_entries[-1].arrays["by_loss"])).items()})
+    for who, c in baselines.items():
+        entries_of[who].append(C.get(CacheKey("adversarial_pgd_baseline_batch", 1, {"knobs": attack_knobs, "norm": norm},
+                                              c.sha256, source, idx_base), lambda: _baseline_batch(f_bases[who], norm, epsilon)))
+        res[who, norm] = attacks.PGDResult.from_arrays(entries_of[who][-1].arrays)
+        by_loss.update({(who, norm, loss): r for loss, r in json.loads(str(entries_of[who][-1].arrays["by_loss"])).items()})
+base_entries = [e for entries in entries_of.values() for e in entries]
+base_lines = "\n\n".join(prov_bases[who].line(note, entries_of[who]) for who in baselines)  # each baseline's provenance
 rows_found = []
 for (who, norm), o in outcomes.items():
     s = o.summary()
@@ -285,8 +294,8 @@ display(Markdown(
     + f"\n\nPer-image attack on the SBGC's {len(idx)} images: {settings['linf'].describe()}; "
     f"{settings['l2'].describe()}. \"broken\": correctly classified clean, misclassified after the attack. "
     "seconds: for the SBGC those of the runs that computed the cache entries.\n\n"
-    + table3.settings_markdown([(clf.config.name, r) for (k, _), r in res.items() if k == "base"])
-    + "\n\n" + prov.line(note, sbgc_entries) + "\n\n" + prov_base.line(note, base_entries)))  # fmt: skip
+    + table3.settings_markdown([(model_names[k], r) for (k, _), r in res.items() if k in baselines])
+    + "\n\n" + prov.line(note, sbgc_entries) + "\n\n" + base_lines))  # fmt: skip
 
 # %% [markdown]
 # ## The variational-bound classifier, attacked the same way
@@ -368,11 +377,12 @@ def _restrict(r: attacks.PGDResult, mask: np.ndarray) -> attacks.PGDResult:
 ours = [("SBGC", res["sbgc", "linf"], res["sbgc", "l2"])]
 if bound_attack is not None:
     ours.append((f"SBGC, variational bound (K = {P.bound_times})", res["bound", "linf"], res["bound", "l2"]))
-ours += [(f"{clf.config.name} baseline, same images", _restrict(res["base", "linf"], in_sbgc),
-          _restrict(res["base", "l2"], in_sbgc)),
-         (f"{clf.config.name} baseline, {len(idx_base)} images", res["base", "linf"], res["base", "l2"])]  # fmt: skip
+for who in baselines:
+    ours += [(f"{model_names[who]} baseline, same images", _restrict(res[who, "linf"], in_sbgc),
+              _restrict(res[who, "l2"], in_sbgc)),
+             (f"{model_names[who]} baseline, {len(idx_base)} images", res[who, "linf"], res[who, "l2"])]  # fmt: skip
 display(Markdown(table3.table3_markdown(ours, dataset=P.spec.dataset) + "\n\n" + prov.line(note, sbgc_entries)
-                 + "\n\n" + prov_base.line(note, base_entries)))
+                 + "\n\n" + base_lines))
 
 # %% [markdown]
 # ## How large must a perturbation be?
@@ -553,8 +563,10 @@ for norm, eps in budgets.items():
         f"* **{norm}, ε = {eps:g}**: SBGC robust accuracy {k}/{n} = {100 * k / n:.0f} % (95 % interval "
         f"{100 * lo:.0f}–{100 * hi:.0f} %; clean {int(o.clean_correct.sum())}/{n}){med}; the {clf.config.name} on the "
         f"same images {int(b.robust.sum())}/{n}, on {len(idx_base):,} images "
-        f"{100 * res['base', norm].robust_accuracy:.1f} %. Transfer from the {clf.config.name}'s adversarials: "
-        f"SBGC accuracy {100 * transfer[norm]:.0f} %.")
+        f"{100 * res['base', norm].robust_accuracy:.1f} %"
+        + (f"; the {cnn.config.name} on the same images {int(outcomes['cnn', norm].robust.sum())}/{n}, on "
+           f"{len(idx_base):,} images {100 * res['cnn', norm].robust_accuracy:.1f} %" if cnn else "")
+        + f". Transfer from the {clf.config.name}'s adversarials: SBGC accuracy {100 * transfer[norm]:.0f} %.")
 
 
 def outcome_of(who: str) -> str:

@@ -120,6 +120,9 @@ def test_ci_and_reference_profiles_measure_mnist_with_the_shipped_models():
     for name in ("ci", "mnist"):
         prof = profiles.PROFILES[name]
         assert prof.dataset == "mnist" and prof.sbgc.name == "mnist" and prof.baseline.name == "mnist"
+        assert prof.plain_cnn.name == "mnist_cnn"  # MNIST-C's kind of CNN beside WRN-10-2 (chapters 03 and 04)
+        assert profiles.chapter_params("03_corruptions", name).plain_cnn == "mnist_cnn"
+    assert profiles.chapter_params("04_adversarial", "ci_cifar10").plain_cnn == "none"  # no CIFAR-10 plain CNN
     # the ci run's Table 1 images are the reference run's first ones, with the same keys (a subset check)
     ci, ref = (profiles.chapter_params("02_table1", p) for p in ("ci", "mnist"))
     assert ci.ode == ref.ode and ci.seed == ref.seed and ci.n_images < ref.n_images
@@ -130,7 +133,7 @@ def test_every_model_a_profile_uses_is_shipped_or_producible():
     from sbgc.train import baseline, pretrained, score
 
     for prof in profiles.PROFILES.values():
-        for spec in (prof.sbgc, prof.baseline):
+        for spec in prof.models():
             shipped = pretrained.SHIPPED if spec.kind == "sbgc" else baseline.SHIPPED
             path = spec.path()
             assert path.suffix == ".msgpack", f"{prof.name}: {spec.name} does not resolve to an exported file"

@@ -1,11 +1,11 @@
-"""sbgc.experiments.baselines: the baselines per corruption, and the BatchNorm collapse diagnosis."""
+"""sbgc.experiments.corruption_baselines: the baselines per corruption, and the BatchNorm collapse diagnosis."""
 
 import dataclasses
 
 import numpy as np
 import pytest
 
-from sbgc.experiments import baselines as bs
+from sbgc.experiments import corruption_baselines as bs
 from sbgc.experiments import corruption_robustness as rb
 
 GRID = (("clean", 0), ("brightness", 1), ("fog", 1))
@@ -42,8 +42,8 @@ def test_collapse_needs_low_accuracy_and_one_dominant_class():
     assert bs.collapsed(d).tolist() == [False, True, False]  # fog: low accuracy but predictions spread out
 
 
-def test_collapse_text_says_what_the_batch_statistics_restore():
-    other = _grid_result("plain CNN", np.ones((3, 10), bool))
+def test_collapse_text_says_what_the_batch_statistics_restore_and_what_the_plain_cnn_reads():
+    other = _grid_result("plain CNN", np.array([[True] * 10, [False] * 8 + [True] * 2, [True] * 10]))
     d = _diagnosis([0.99, 0.10, 0.11], [0.99, 0.98, 0.40], [0.11, 0.95, 0.90])
     text = bs.collapse_text(d, GRID, "WRN-10-2", other)
     assert text.startswith("WRN-10-2 collapses on 2 settings: brightness 1 (10 %, 95 % of its predictions one class)")
@@ -51,7 +51,9 @@ def test_collapse_text_says_what_the_batch_statistics_restore():
     assert "mean goes from 10.5 to 69.0 %" in text
     assert "On brightness 1 the collapse **is the BatchNorm statistics**" in text and "moves by 3.00" in text
     assert "On fog 1 batch statistics recover part of it only" in text
-    assert text.endswith("brightness 1 100 %, fog 1 100 % on the same images.")
+    assert "The plain CNN, which has no BatchNorm, reads fog 1 100 % on the same images" in text
+    assert "The plain CNN fails on brightness 1 20 % too" in text
+    assert "plain CNN" not in bs.collapse_text(d, GRID, "WRN-10-2")
     none = bs.collapse_text(_diagnosis([0.99, 0.9, 0.8], [0.99, 0.9, 0.8], [0.11, 0.12, 0.2]), GRID, "WRN-10-2")
     assert none.startswith("WRN-10-2 collapses on no setting")
 

@@ -52,7 +52,7 @@ DRY_RUN_KEEP = ("ode.chunk_size",)
 class ModelStep:
     """One model of a profile: where the chapters load it, whether it is there, and how to make it."""
 
-    role: str  # "score model" or "baseline"
+    role: str  # "score model", "baseline" or "plain CNN"
     spec: ModelSpec
     path: Path  # the exported file the chapters load
     present: bool
@@ -125,7 +125,7 @@ def _commands(spec: ModelSpec, path: Path, workdir: Path, dry_run: bool) -> tupl
 
 def plan(profile: str, *, dry_run: Path | None = None, device: str | None = None,
          throughput: dict[tuple[str, str], float] | None = None) -> list[ModelStep]:
-    """The profile's models in the order the book needs them (score model, then baseline).
+    """The profile's models in the order the book needs them (score model, baseline, then the plain CNN if any).
 
     ``dry_run``: every file under that folder instead (the same relative paths), trained with
     :data:`DRY_RUN_TRAINING`; nothing outside it is read as present or written.
@@ -135,7 +135,8 @@ def plan(profile: str, *, dry_run: Path | None = None, device: str | None = None
     device = device or current_device()
     throughput = measured_throughput() if throughput is None else throughput
     steps = []
-    for role, spec in (("score model", prof.sbgc), ("baseline", prof.baseline)):
+    roles = ("score model", "baseline", "plain CNN")
+    for role, spec in zip(roles, prof.models()):
         path = spec.path()
         if dry_run is not None:
             path = Path(dry_run) / (path.relative_to(REPO) if path.is_relative_to(REPO) else path.name)
@@ -178,8 +179,8 @@ def dry_run_overrides(profile: str, steps: Sequence[ModelStep], notebook: str) -
     own = profiles.flat_fields(prof.chapters[notebook])
     overrides.update({k: max(overrides[k], min(own[k], cap)) for k, cap in DRY_RUN_FROM_PROFILE.items() if k in own})
     overrides.update({k: "none" if own[k] is None else own[k] for k in DRY_RUN_KEEP if k in own})
-    models = {"checkpoint": steps[0].path, "baseline": steps[1].path}
-    overrides.update({k: str(models[k]) for k in profiles.MODELS_USED[notebook]})
+    models = dict(zip(("checkpoint", "baseline", "plain_cnn"), (str(s.path) for s in steps)))
+    overrides.update({k: models.get(k, "none") for k in profiles.MODELS_USED[notebook]})
     return overrides
 
 

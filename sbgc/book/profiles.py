@@ -100,7 +100,7 @@ class ModelSpec:
     ``steps`` say how :meth:`commands` produce it (``sbgc.train`` or ``sbgc.train.baseline``)."""
 
     name: str
-    kind: str  # "sbgc" (score model) or "baseline" (discriminative Wide-ResNet)
+    kind: str  # "sbgc" (score model) or "baseline" (a discriminative network: Wide-ResNet or plain CNN)
     dataset: str  # "cifar10" or "mnist"
     train_profile: str
     steps: int
@@ -147,6 +147,7 @@ PAPER_GPU = ModelSpec("checkpoints/sbgc_paper_gpu.msgpack", "sbgc", "cifar10", "
 # Trained on 2 CPU cores and shipped (sbgc.train.pretrained.SHIPPED, sbgc.train.baseline.SHIPPED).
 MNIST_SBGC = ModelSpec("mnist", "sbgc", "mnist", "mnist_s", 15_000)
 MNIST_BASELINE = ModelSpec("mnist", "baseline", "mnist", "mnist", 2_000)
+MNIST_CNN = ModelSpec("mnist_cnn", "baseline", "mnist", "mnist_cnn", 4_700)  # the plain CNN of MNIST-C's evaluation
 WRN28_10_GPU = ModelSpec("checkpoints/wrn28_10_gpu.msgpack", "baseline", "cifar10", "wrn28_10", 78_200)
 
 
@@ -271,11 +272,16 @@ class Profile:
     sbgc: ModelSpec
     baseline: ModelSpec
     chapters: Mapping[str, Any]  # notebook name -> its knobs dataclass
+    plain_cnn: ModelSpec | None = None  # a second baseline without batch normalisation (MNIST: MNIST-C's CNN)
+
+    def models(self) -> tuple[ModelSpec, ...]:
+        """Every model the profile's chapters load: the score model, the baseline, the plain CNN if any."""
+        return (self.sbgc, self.baseline) + ((self.plain_cnn,) if self.plain_cnn is not None else ())
 
     def __post_init__(self):
         if self.dataset not in DATASETS:
             raise ValueError(f"profile {self.name}: dataset must be one of {DATASETS}, got {self.dataset!r}")
-        for spec in (self.sbgc, self.baseline):
+        for spec in self.models():
             if spec.dataset != self.dataset:
                 raise ValueError(f"profile {self.name}: model {spec.name} is a {spec.dataset} model, "
                                  f"the profile's dataset is {self.dataset}")
@@ -296,10 +302,11 @@ class Profile:
                                  f"are not {self.dataset}'s (one of {', '.join(known)})")
 
 
-# Which of the profile's models each chapter loads (overridable as the knobs "checkpoint", "baseline").
+# Which of the profile's models each chapter loads (overridable as the knobs "checkpoint", "baseline", "plain_cnn";
+# "plain_cnn" is "none" in a profile without one).
 MODELS_USED: dict[str, tuple[str, ...]] = {
-    "01_method": (), "02_table1": ("checkpoint", "baseline"), "03_corruptions": ("checkpoint", "baseline"),
-    "04_adversarial": ("checkpoint", "baseline"), "05_interpolation": ("checkpoint",),
+    "01_method": (), "02_table1": ("checkpoint", "baseline"), "03_corruptions": ("checkpoint", "baseline", "plain_cnn"),
+    "04_adversarial": ("checkpoint", "baseline", "plain_cnn"), "05_interpolation": ("checkpoint",),
     "06_convergence": ("checkpoint",), "07_compute": ("checkpoint",),
 }
 
@@ -342,14 +349,14 @@ PROFILES: dict[str, Profile] = {
             "07_compute": ComputeKnobs(seed=0, data="mnist", n_images=3, ode_probes=(1, 3), ode_rtols=(1e-2,),
                                        ode_chunk=10, bound_times=(10, 30, 100), pruning=((10, 2, 50),),
                                        sampling="stratified", bound_chunk=256, eps=1e-5),
-        }),
+        }, plain_cnn=MNIST_CNN),
     "mnist": Profile(
         "mnist", "the reference run: the shipped MNIST models on 2 CPU cores, samples that make the intervals "
         "informative (hours; computed once, shipped in results-cache/)", "mnist", MNIST_SBGC, MNIST_BASELINE, {
             "01_method": _CI_METHOD,
             "02_table1": Table1Knobs(seed=0, data="mnist", n_images=1_000, exact_data=None, n_exact_images=0,
                                      n_baseline_images=10_000, ode=_MNIST_ODE),
-            "03_corruptions": CorruptionKnobs(seed=0, data="mnist", n_images=432, n_baseline_images=2_000,
+            "03_corruptions": CorruptionKnobs(seed=0, data="mnist", n_images=432, n_baseline_images=10_000,
                                               severities=(1,), corruptions=MNIST_C_CORRUPTIONS, ode=_MNIST_ODE),
             "04_adversarial": AdversarialKnobs(seed=0, data="mnist", n_images=100, n_baseline_images=1_000, eps_linf=0.3,
                                                eps_l2=1.5, ode=Ode(n_probes=1, rtol=1e-3, atol=1e-3), pgd_steps=20,
@@ -362,7 +369,7 @@ PROFILES: dict[str, Profile] = {
             "07_compute": ComputeKnobs(seed=0, data="mnist", n_images=60, ode_probes=(1, 3), ode_rtols=(1e-2, 1e-3),
                                        ode_chunk=50, bound_times=(10, 30, 100), pruning=((10, 2, 50), (10, 3, 100)),
                                        sampling="stratified", bound_chunk=2048, eps=1e-5),
-        }),
+        }, plain_cnn=MNIST_CNN),
     "ci_cifar10": Profile(
         "ci_cifar10", "minutes on 2 CPU cores with the tiny CPU-trained CIFAR-10 models: the CIFAR-10 code path, "
         "not the method's numbers", "cifar10", CI_SBGC, CI_BASELINE, {
@@ -544,10 +551,12 @@ class Params:
     knobs: Any
     checkpoint: str = ""  # the score model the chapter loads (a shipped name or a path)
     baseline: str = ""  # the discriminative baseline it loads
+    plain_cnn: str = ""  # the second baseline, the plain CNN ("none": the profile has none)
     overridden: tuple[str, ...] = ()
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name in ("notebook", "profile", "knobs", "checkpoint", "baseline", "overridden"):
+        if name.startswith("_") or name in ("notebook", "profile", "knobs", "checkpoint", "baseline", "plain_cnn",
+                                            "overridden"):
             raise AttributeError(name)
         try:
             return getattr(self.knobs, name)
@@ -612,12 +621,13 @@ def chapter_params(notebook: str, profile: str, overrides: Mapping[str, Any] | N
     _check_notebook(notebook)
     given = {k: v for k, v in dict(overrides or {}).items() if v is not None}
     overridden = tuple(given)
-    models = {"checkpoint": prof.sbgc.name, "baseline": prof.baseline.name}
+    models = {"checkpoint": prof.sbgc.name, "baseline": prof.baseline.name,
+              "plain_cnn": prof.plain_cnn.name if prof.plain_cnn is not None else "none"}
     for m in MODELS_USED[notebook]:
         if m in given:
             models[m] = coerce(m, given.pop(m), str)
     knobs = apply_overrides(notebook, prof.chapters[notebook], given)
-    return Params(notebook, profile, knobs, models["checkpoint"], models["baseline"], overridden)
+    return Params(notebook, profile, knobs, models["checkpoint"], models["baseline"], models["plain_cnn"], overridden)
 
 
 def knob_names(notebook: str) -> tuple[str, ...]:
@@ -629,7 +639,7 @@ def knob_names(notebook: str) -> tuple[str, ...]:
 def describe() -> Iterator[str]:
     """Lines listing every profile's dataset, models and every chapter's knobs (``python -m sbgc.book list``)."""
     for prof in PROFILES.values():
-        yield f"{prof.name}: {prof.description}; dataset {prof.dataset}; models {prof.sbgc.name}, {prof.baseline.name}"
+        yield f"{prof.name}: {prof.description}; dataset {prof.dataset}; models {', '.join(m.name for m in prof.models())}"
     for name in NOTEBOOKS:
         yield name
         columns = [flat_fields(p.chapters[name]) for p in PROFILES.values()]

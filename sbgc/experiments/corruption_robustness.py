@@ -1052,9 +1052,11 @@ def cache_settings(knobs: Any, family: CorruptionFamily, rows: slice) -> dict[st
 
 
 MNIST_C_PUBLISHED_NOTE = (
-    "The MNIST-C paper (Mu & Gilmer 2019, arXiv:1906.02337) reports the test error of its own CNN (and of "
-    "adversarially trained models) per corruption; those numbers are not quoted here, because they could not "
-    "be checked against the paper from this machine, and that CNN is not this project's baseline.")
+    "**Published** plain-CNN numbers on MNIST-C are not quoted: the MNIST-C paper (Mu & Gilmer 2019, "
+    "arXiv:1906.02337) reports its CNN's test error per corruption, and Rusak et al. (2020, arXiv:2001.06057) "
+    "a vanilla CNN's, but neither table could be read from this machine (the stored copies of both papers end "
+    "after the introduction; google-research/mnist-c and bethgelab/game-of-noise hold no MNIST-C results), and "
+    "no figure is quoted from memory. The plain CNN above is this project's own training of that kind of network.")
 
 
 def family_description(family: CorruptionFamily) -> str:

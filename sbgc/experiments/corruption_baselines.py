@@ -171,9 +171,17 @@ def collapse_text(diagnosis: Mapping[str, np.ndarray], grid: Sequence[Setting], 
                  "there. ")
     if partly:
         text += (f"On {', '.join(label(i) for i in partly)} batch statistics recover part of it only (below 90 % of the "
-                 "clean accuracy): the statistics explain part of the collapse, the rest is what the corruption covers "
-                 "or removes. ")
+                 "clean accuracy): the statistics explain part of the collapse, not all of it. ")
     if other is not None:
-        text += (f"The {other.name}, which has no BatchNorm, scores "
-                 + ", ".join(f"{label(i)} {100 * other.accuracy()[i]:.0f} %" for i in hit) + " on the same images.")
+        other_acc = other.accuracy()
+        readable = [i for i in hit if other_acc[i] >= target]
+        failing = [i for i in hit if other_acc[i] < target]
+        listed = lambda rows: ", ".join(f"{label(i)} {100 * other_acc[i]:.0f} %" for i in rows)  # noqa: E731
+        if readable:
+            text += (f"The {other.name}, which has no BatchNorm, reads {listed(readable)} on the same images: the digit "
+                     f"is still there, and what fails is {name}'s normalisation or what it learned, not the image. ")
+        if failing:
+            text += (f"The {other.name} fails on {listed(failing)} too: a network without BatchNorm is not immune to "
+                     "these corruptions (it normalises its inputs with the fixed mean and standard deviation of the "
+                     "training images, and saw clean digits only). ")
     return text.strip()
