@@ -1,4 +1,5 @@
 # sbgc: one command to install and test, one to install and build the book.
+#   make test-fast       install, the tests not marked slow (a test over ~10 s warm is marked): the edit loop
 #   make test            install (.venv from the pins in pyproject.toml), pytest (PYTEST_WORKERS=2), every notebook at
 #                        the ci profile computed from scratch (into build/ci), then the reference
 #                        profile (mnist) rendered from the shipped results cache (read-only: a stale
@@ -24,7 +25,7 @@ STAMP := $(VENV)/.installed
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test pytest models notebooks book-build book clean
+.PHONY: install test test-fast pytest models notebooks book-build book clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +36,9 @@ install: $(STAMP)
 
 pytest: install
 	$(TIMED) pytest $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+test-fast: install
+	$(TIMED) "pytest -m 'not slow'" $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 models: install
 	$(BIN)/python -m sbgc.book models --profile $(PROFILE) $(if $(DRY_RUN),--dry-run $(DRY_RUN) --jobs $(CI_JOBS))

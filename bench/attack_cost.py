@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sbgc.data.datasets import evaluation_split  # noqa: E402
-from sbgc.train.checkpoint import write_json_atomic  # noqa: E402
+from sbgc.storage import write_json_atomic  # noqa: E402
 from sbgc.experiments import pgd  # noqa: E402
 from sbgc.experiments.adversarial import SBGCLogitsConfig, draw_attack_probes, image_shape  # noqa: E402
 from sbgc.method.bound import BoundSettings  # noqa: E402

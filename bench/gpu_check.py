@@ -137,7 +137,7 @@ from sbgc.method.classify import class_log_likelihoods  # noqa: E402
 from sbgc.method.likelihood import (  # noqa: E402
     SolverSettings, bits_per_dim, device_memory_bytes, prepare_batch, to_unit_interval,
 )
-from sbgc.train.checkpoint import write_json_atomic  # noqa: E402
+from sbgc.storage import write_json_atomic  # noqa: E402
 
 SECTIONS = ("environment", "train_throughput", "likelihood", "precision", "attack_gradient", "train")
 GPU_MODEL = BOOK_PROFILES["workstation"].sbgc  # the CIFAR-10 GPU model the workstation profile loads

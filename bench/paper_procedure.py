@@ -39,7 +39,7 @@ from sbgc.checks import reference  # noqa: E402
 from sbgc.data.datasets import describe, evaluation_split  # noqa: E402
 from sbgc.method.classify import class_log_likelihoods  # noqa: E402
 from sbgc.method.likelihood import SolverSettings, bits_per_dim as bpd  # noqa: E402
-from sbgc.train.checkpoint import write_json_atomic  # noqa: E402
+from sbgc.storage import write_json_atomic  # noqa: E402
 from sbgc.train.pretrained import load_model  # noqa: E402
 
 

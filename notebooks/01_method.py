@@ -36,7 +36,7 @@
 # %% tags=["parameters"]
 profile = "ci"
 overrides = {}  # e.g. {"n_images": 20, "ode.rtol": 1e-3}; knobs: sbgc.book.profiles
-cache = "use"  # results-cache/: "use", "read-only" or "recompute" (sbgc.book.cache.MODES)
+cache = "use"  # results-cache/: "use", "read-only" or "recompute" (sbgc.cache.MODES)
 
 # %% tags=["hide-cell"]
 from sbgc.book.provenance import setup_jax

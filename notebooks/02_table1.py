@@ -22,7 +22,7 @@
 # %% tags=["parameters"]
 profile = "ci"
 overrides = {}  # e.g. {"n_images": 20, "ode.rtol": 1e-3}; knobs: sbgc.book.profiles
-cache = "use"  # results-cache/: "use", "read-only" or "recompute" (sbgc.book.cache.MODES)
+cache = "use"  # results-cache/: "use", "read-only" or "recompute" (sbgc.cache.MODES)
 
 # %% tags=["hide-cell"]
 from sbgc.book.provenance import setup_jax
@@ -36,7 +36,7 @@ from IPython.display import Markdown, display
 
 from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
-from sbgc.book.cache import chapter_cache
+from sbgc.cache import chapter_cache
 from sbgc.data.datasets import describe, evaluation_split
 from sbgc.experiments import evaluate, table1
 from sbgc.method.classify import log_marginal
@@ -96,7 +96,7 @@ display(Markdown(
 #   JPEG-recompressed copy, whose smoothed pixels a density model pays less for; there bits/dim is
 #   measured on the 846 test images available with exact pixels (`exact_data`), accuracy on both.
 # * **Computed once.** The class log-likelihood tables come from the results cache
-#   (`sbgc.book.cache`, keyed by the model's sha256, the images and the settings); the provenance
+#   (`sbgc.cache`, keyed by the model's sha256, the images and the settings); the provenance
 #   line says whether they were computed in this run or loaded, and when, where and in how long
 #   they were computed.
 
@@ -105,7 +105,7 @@ sets = [(P.data, P.n_images)] + ([(P.exact_data, P.n_exact_images)] if P.exact_d
 measured = {}  # split name -> (split, indices, summary, cache entry)
 for data, n in sets:
     split = evaluation_split(data)
-    entry = evaluate.cached_score_table(C, model, split, evaluate.ode_settings(data, n, P.seed, P.ode))
+    entry = evaluate.cached_score_table(C, model, split, evaluate.EvalSettings(P.ode.scorer(), data, n, P.seed, evaluate.BOOK_BATCH))
     idx, log_p = entry.arrays["indices"], entry.arrays["log_p"]
     dim = int(np.prod(split.images.shape[1:]))
     n_classes = log_p.shape[1]

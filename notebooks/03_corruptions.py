@@ -33,7 +33,7 @@
 # %% tags=["parameters"]
 profile = "ci"
 overrides = {}  # e.g. {"n_images": 20, "ode.rtol": 1e-3}; knobs: sbgc.book.profiles
-cache = "use"  # results-cache/: "use", "read-only" or "recompute" (sbgc.book.cache.MODES)
+cache = "use"  # results-cache/: "use", "read-only" or "recompute" (sbgc.cache.MODES)
 
 # %% tags=["hide-cell"]
 from sbgc.book.provenance import setup_jax
@@ -46,7 +46,7 @@ import jax
 import numpy as np
 from IPython.display import Markdown, display
 
-from sbgc.book.cache import CacheKey, chapter_cache
+from sbgc.cache import CacheKey, chapter_cache
 from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
 from sbgc.data.datasets import class_names
@@ -113,7 +113,7 @@ display(Markdown(P.to_markdown() + "\n\n" + rb.family_description(family)))
 # * **Computed once, block by block.** The SBGC's grid is computed in blocks of
 #   `rb.GRID_BLOCK` consecutive images of the sample (`sbgc.experiments.corruption_robustness.evaluate_blocks`),
 #   each image with the dequantization noise and probes of its position in the whole sample
-#   (`first_image`), and each block is kept in the results cache (`sbgc.book.cache`, keyed by the
+#   (`first_image`), and each block is kept in the results cache (`sbgc.cache`, keyed by the
 #   knobs that change it, the score model's sha256, the data, the block's positions and images). A
 #   larger sample of the same permutation therefore reuses every block already computed, and the
 #   reference run grows across sessions instead of starting over. The provenance lines say whether

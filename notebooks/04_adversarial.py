@@ -37,13 +37,13 @@
 # images). Sources and caveats: `sbgc.experiments.table3.PUBLISHED_MNIST`. Different attacks,
 # images and sample sizes: the rows say what was published, not a comparison under one attack.
 # The SBGC's attacks, the expensive part, go
-# through the results cache (`sbgc.book.cache`): the `mnist` reference run is computed once and
+# through the results cache (`sbgc.cache`): the `mnist` reference run is computed once and
 # rendered from `results-cache/` afterwards; the baseline's attacks are cached the same way.
 
 # %% tags=["parameters"]
 profile = "ci"
 overrides = {}  # e.g. {"n_images": 20, "ode.rtol": 1e-3}; knobs: sbgc.book.profiles
-cache = "use"  # results-cache/: "use", "read-only" or "recompute" (sbgc.book.cache.MODES)
+cache = "use"  # results-cache/: "use", "read-only" or "recompute" (sbgc.cache.MODES)
 
 # %% tags=["hide-cell"]
 from sbgc.book.provenance import setup_jax
@@ -58,10 +58,10 @@ import jax
 import numpy as np
 from IPython.display import Markdown, display
 
-from sbgc.book.cache import CacheKey, chapter_cache
+from sbgc.cache import CacheKey, chapter_cache
 from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
-from sbgc.data.datasets import class_names, evaluation_split
+from sbgc.data.datasets import class_names, evaluation_split, sample_indices
 from sbgc.data.datasets import describe as describe_split
 from sbgc.experiments import adversarial as attacks
 from sbgc.experiments import pgd as apgd
@@ -106,10 +106,8 @@ shape = attacks.image_shape(model)  # (H, W, C): MNIST (28, 28, 1), CIFAR-10 (32
 if tuple(dataset.images.shape[1:]) != shape or any(attacks.image_shape(c) != shape for c in baselines.values()):
     raise ValueError(f"{P.data} images are {dataset.images.shape[1:]}, the score model reads {shape}, "
                      f"the baselines {[attacks.image_shape(c) for c in baselines.values()]}")
-rng = np.random.default_rng(P.seed)
-order = rng.permutation(len(dataset))
-idx = order[: P.n_images]  # the SBGC's images: a prefix of one permutation, so a larger run extends it
-idx_base = order[: max(P.n_baseline_images, P.n_images)]  # the baseline's (the same first images, then more)
+idx_base = sample_indices(len(dataset), max(P.n_baseline_images, P.n_images), P.seed)  # the baselines' images
+idx = idx_base[: P.n_images]  # the SBGC's: their first ones (a prefix of one permutation; a larger run extends it)
 labels, labels_base = dataset.labels[idx].astype(np.int32), dataset.labels[idx_base].astype(np.int32)
 x = to_unit_interval(dataset.images[idx], jax.random.fold_in(key, 0), dequantize=True)  # [B, H, W, C]
 x_base = to_unit_interval(dataset.images[idx_base], jax.random.fold_in(key, 0), dequantize=True)
@@ -157,7 +155,7 @@ display(Markdown(
 # accepted steps held fixed. **The same network with fixed steps** (Heun, 32 steps equally spaced
 # in $\log t$; the same probes, image and cotangent), whose solution is a smooth function of $x$:
 # there reverse mode and finite differences must agree, which checks the second-order backward
-# pass through this score network that every attack step uses. (`tests/test_attacks.py` checks
+# pass through this score network that every attack step uses. (`tests/test_adversarial.py` checks
 # the same at tight settings on a small network; `bench/attack_gradient.py` times it.)
 
 # %%

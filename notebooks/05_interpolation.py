@@ -28,7 +28,7 @@
 # %% tags=["parameters"]
 profile = "ci"
 overrides = {}  # e.g. {"n_images": 20, "ode.rtol": 1e-3}; knobs: sbgc.book.profiles
-cache = "use"  # results-cache/: "use", "read-only" or "recompute" (sbgc.book.cache.MODES)
+cache = "use"  # results-cache/: "use", "read-only" or "recompute" (sbgc.cache.MODES)
 
 # %% tags=["hide-cell"]
 from sbgc.book.provenance import setup_jax
@@ -41,7 +41,7 @@ from IPython.display import Markdown, display
 
 from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
-from sbgc.book.cache import CacheKey, cached_tuple, chapter_cache
+from sbgc.cache import CacheKey, cached_tuple, chapter_cache
 from sbgc.data.datasets import class_names, describe, evaluation_split
 from sbgc.experiments import interpolation as interp
 from sbgc.report import cpu_trained_note

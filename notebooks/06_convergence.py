@@ -26,7 +26,7 @@
 # %% tags=["parameters"]
 profile = "ci"
 overrides = {}  # e.g. {"n_images": 20, "ode.rtol": 1e-3}; knobs: sbgc.book.profiles
-cache = "use"  # results-cache/: "use", "read-only" or "recompute" (sbgc.book.cache.MODES)
+cache = "use"  # results-cache/: "use", "read-only" or "recompute" (sbgc.cache.MODES)
 
 # %% tags=["hide-cell"]
 from sbgc.book.provenance import setup_jax
@@ -40,7 +40,7 @@ import jax
 import numpy as np
 from IPython.display import Markdown, display
 
-from sbgc.book.cache import CacheKey, cached_tuple, chapter_cache
+from sbgc.cache import CacheKey, cached_tuple, chapter_cache
 from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
 from sbgc.data.datasets import describe as describe_split

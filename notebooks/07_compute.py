@@ -27,7 +27,7 @@
 # %% tags=["parameters"]
 profile = "ci"
 overrides = {}  # e.g. {"n_images": 20, "ode.rtol": 1e-3}; knobs: sbgc.book.profiles
-cache = "use"  # results-cache/: "use", "read-only" or "recompute" (sbgc.book.cache.MODES)
+cache = "use"  # results-cache/: "use", "read-only" or "recompute" (sbgc.cache.MODES)
 
 # %% tags=["hide-cell"]
 from sbgc.book.provenance import setup_jax
@@ -38,7 +38,7 @@ import jax
 import numpy as np
 from IPython.display import Markdown, display
 
-from sbgc.book.cache import CacheKey, chapter_cache
+from sbgc.cache import CacheKey, chapter_cache
 from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
 from sbgc.data.datasets import describe, evaluation_split
@@ -89,7 +89,7 @@ display(Markdown(P.to_markdown()))
 #   (fresh draws) for those; the decision is the argmax over the kept classes.
 # * **A lower bound, of a different density.** The bound is on the density of the reverse SDE +
 #   decoder, not on the probability-flow ODE's density; the two coincide for the exact score.
-#   `tests/test_elbo.py` checks on closed-form Gaussian classes that the estimate converges to the
+#   `tests/test_bound.py` checks on closed-form Gaussian classes that the estimate converges to the
 #   closed-form bound, never exceeds its model's density beyond its error bar, and that the pruned
 #   classifier reaches the closed-form Bayes accuracy; and, on the `ci` network, that the bound lies
 #   below the ODE log-likelihood.
@@ -143,7 +143,7 @@ points = ode_points + bound_points + pruned_points
 reference = compute.reference_point(points)  # the ODE setting closest to the paper's: most probes, tightest rtol
 fig = compute.plot_frontier(points, reference, f"{len(chosen)} {describe(data).split(' (')[0]} images, {model.path.name}")
 display(Markdown(compute.frontier_table(points) + "\n\nWall times are those of the run that computed each point "
-                 "(sbgc.book.cache records them).\n\n" + prov.line(model_note, entries)))
+                 "(sbgc.cache records them).\n\n" + prov.line(model_note, entries)))
 
 # %% [markdown]
 # ## Bits/dim: the price of the bound

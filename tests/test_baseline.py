@@ -55,6 +55,7 @@ def test_weight_decay_applies_to_kernels_only():
     assert not any(v for k, v in flat.items() if k.endswith(("bias", "scale")))
 
 
+@pytest.mark.slow
 def test_training_learns_resumes_identically_and_ships(tmp_path):
     cfg = bl.get_baseline_train_config("ci", batch_size=16, total_steps=60, warmup_steps=5, lr=0.05, ema_decay=0.8,
                                        log_every=10, ckpt_every=20)  # fmt: skip
@@ -152,6 +153,7 @@ def test_plain_cnn_is_mnist_cs_network_without_batch_norm():
         bl.CNNConfig(family="wrn")
 
 
+@pytest.mark.slow
 def test_plain_cnn_learns_mnist_and_ships_without_statistics(tmp_path):
     from sbgc.data.mnist import load_mnist
 

@@ -202,7 +202,7 @@ def test_override_reaches_the_notebook_and_its_results(tmp_path):
 CACHED_CHAPTER = """\
 # %%
 import numpy as np
-from sbgc.book.cache import CacheKey, chapter_cache
+from sbgc.cache import CacheKey, chapter_cache
 from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
 P = chapter_params("01_method", profile, overrides)
@@ -213,6 +213,7 @@ write_results({"x": entry.arrays["x"], "computed_now": entry.computed_now},
 """
 
 
+@pytest.mark.slow
 def test_cache_modes_reach_the_notebooks(tmp_path):
     """use: compute once, then load; read-only: a missing entry fails the notebook; --out keeps the book alone."""
     write_source(tmp_path / "src" / "01_method.py", CACHED_CHAPTER)

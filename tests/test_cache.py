@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from sbgc.book.cache import CacheError, CacheKey, ResultCache
+from sbgc.cache import CacheError, CacheKey, ResultCache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +70,7 @@ def test_read_only_cache_never_computes(tmp_path):
 
 
 def test_modes_put_and_imported_entries(tmp_path):
-    from sbgc.book.cache import chapter_cache
+    from sbgc.cache import chapter_cache
 
     with pytest.raises(ValueError, match="cache mode"):
         chapter_cache("sometimes", tmp_path)
@@ -91,7 +91,7 @@ def test_modes_put_and_imported_entries(tmp_path):
 def test_cached_tuple_rebuilds_named_tuples(tmp_path):
     from typing import NamedTuple
 
-    from sbgc.book.cache import cached_tuple
+    from sbgc.cache import cached_tuple
 
     class Result(NamedTuple):
         log_p: np.ndarray
@@ -125,3 +125,33 @@ def test_many_entries_of_one_computation_are_summarised_in_the_provenance_line(t
     assert f"in {total:,.0f} s in all" in line and "aaaaaaaa" in line and "1 imported" in line
     assert line.count("computed ") == 2  # "computed now" and the one time span, not one clause per entry
     assert entries_provenance(entries[:2]) == " · ".join(e.provenance_line() for e in entries[:2])
+
+
+@dataclasses.dataclass(frozen=True)
+class KnobsWithWeighting(Knobs):
+    weighting: str = "likelihood"
+
+
+def test_rekey_moves_an_entry_to_its_new_settings_without_touching_its_arrays(tmp_path):
+    """A knob that enters the key with the default the entry was computed at: the entry is found under
+    the new key with the same bytes, the old key is gone, and the record says why; damaged ones refuse."""
+    cache = ResultCache(tmp_path)
+    arrays = {"log_p": np.arange(4.0)}
+    cache.get(key(), lambda: arrays, device="1x cpu", commit="c0ffee12")
+    old_npz = cache.paths(key())[0].read_bytes()
+    cache.get(key(name="other"), lambda: arrays, device="1x cpu", commit="c0ffee12")
+    add = lambda settings: {**settings, "weighting": "likelihood"}
+    moved = cache.rekey("table1_ode", add, reason="weighting knob added")
+    assert len(moved) == 1 and cache.load(key()) is None
+    found = ResultCache(tmp_path, read_only=True).load(key(settings=KnobsWithWeighting()))
+    np.testing.assert_array_equal(found.arrays["log_p"], arrays["log_p"])
+    assert cache.paths(key(settings=KnobsWithWeighting()))[0].read_bytes() == old_npz
+    assert found.record["rekeyed"][0]["reason"] == "weighting knob added"
+    assert cache.load(key(name="other")) is not None  # another computation is left alone
+    assert cache.rekey("table1_ode", add, reason="again") == []  # already migrated: nothing to do
+    path = cache.paths(key(name="other"))[0]
+    path.write_bytes(path.read_bytes()[:-8])
+    with pytest.raises(CacheError, match="damaged"):
+        cache.rekey("other", add, reason="x")
+    with pytest.raises(CacheError, match="read-only"):
+        ResultCache(tmp_path, read_only=True).rekey("other", add, reason="x")

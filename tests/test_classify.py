@@ -75,6 +75,7 @@ def test_mixture_classes_match_closed_form_with_hutchinson_probes():
     np.testing.assert_allclose(res.log_marginal(), log_marginal(closed), atol=4 * se.max() + 4e-3)
 
 
+@pytest.mark.slow
 def test_common_random_numbers_across_classes():
     """A score that ignores y gives IDENTICAL class log-likelihoods only if every class of an image
     sees the same dequantization noise and the same probes; another key gives other values."""
@@ -104,6 +105,7 @@ def test_common_random_numbers_across_classes():
         class_log_likelihoods(score_ignoring_label, mix.sde, px, jax.random.key(4), first_image=-1, **kw)
 
 
+@pytest.mark.slow
 def test_pure_version_matches_and_its_gradient_is_the_data_score():
     """∇ₓ log p₀(x | y) through the ODE solve equals the closed-form score at t = 0."""
     mix = GaussianMixtureClasses(np.array([[[1.0, -0.5], [-0.5, 0.5]], [[0.0, 1.0], [1.0, 1.0]]]), [[0.5, 0.6], [0.4, 0.7]])
@@ -139,6 +141,7 @@ def test_pure_version_uses_the_given_probes():
     np.testing.assert_allclose(log_p, res.log_p, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_pure_version_solves_only_the_given_classes():
     """``classes`` [B, k] solves those classes of each image: the matching columns of the full table
     (a margin's gradient needs two of them), in the given order; a malformed array is refused."""

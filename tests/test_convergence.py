@@ -155,6 +155,7 @@ def test_cost_model_and_equal_compute():
     assert np.all(extra.margin_se > 2.0) and extra.margin_se[-1] == pytest.approx(np.sqrt(curves[0].margin_se[-1] ** 2 + 4))
 
 
+@pytest.mark.slow
 def test_independent_random_numbers_per_class():
     """A score that ignores the label: CRN gives identical classes; independent draws do not, and each
     class equals a separate log_likelihood call with the key fold_in(key, k)."""

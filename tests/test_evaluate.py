@@ -21,7 +21,7 @@ def test_image_selection_is_nested_and_fixed():
 
 def test_bound_evaluation_reports_and_resumes(tmp_path, monkeypatch):
     model = load_model("ci")
-    s = E.EvalSettings(method="bound", data="exact_head", n_images=4, n_times=2, batch=2)
+    s = E.EvalSettings(E.cli_scorer("bound", times=2), data="exact_head", n_images=4, batch=2)
     out = tmp_path / "r.json"
     res = E.evaluate(model, s, out=out, progress=False)
     saved = json.loads(out.read_text())
@@ -35,13 +35,15 @@ def test_bound_evaluation_reports_and_resumes(tmp_path, monkeypatch):
     assert again["accuracy"] == res["accuracy"] and again["bpd_marginal"] == res["bpd_marginal"]
     # other settings do not reuse it
     with pytest.raises(pytest.fail.Exception):
-        E.evaluate(model, E.EvalSettings(method="bound", data="exact_head", n_images=4, n_times=3, batch=2),
+        E.evaluate(model, E.EvalSettings(E.cli_scorer("bound", times=3), data="exact_head", n_images=4, batch=2),
                    out=out, progress=False)
 
 
 def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="method must be one of"):
-        E.EvalSettings(method="sampling")
+        E.cli_scorer("sampling")
+    with pytest.raises(TypeError, match="scorer must be a ClassScorer"):
+        E.EvalSettings(scorer="ode")
     with pytest.raises(ValueError, match="data must be one of"):
         E.EvalSettings(data="svhn")
     with pytest.raises(ValueError, match=r"mnist images are \(28, 28, 1\), the model expects \(32, 32, 3\)"):
@@ -51,11 +53,11 @@ def test_bad_settings_are_named():
 def test_score_table_through_the_cache_and_an_imported_evaluation(tmp_path, monkeypatch):
     """The cached table equals the evaluation's; an imported finished evaluation becomes the same
     cache entry only if its first batch recomputes to the same numbers."""
-    from sbgc.book.cache import ResultCache
+    from sbgc.cache import ResultCache
     from sbgc.data.datasets import evaluation_split
 
     model = load_model("ci")
-    s = E.EvalSettings(method="bound", data="exact_head", n_images=4, n_times=2, batch=2)
+    s = E.EvalSettings(E.cli_scorer("bound", times=2), data="exact_head", n_images=4, batch=2)
     out = tmp_path / "eval.json"
     E.evaluate(model, s, out=out, progress=False)
     split = evaluation_split("exact_head")
@@ -78,21 +80,43 @@ def test_score_table_through_the_cache_and_an_imported_evaluation(tmp_path, monk
         E.import_evaluation(ResultCache(tmp_path / "other"), model, out)
 
 
-def test_ode_settings_accept_only_what_the_evaluation_solves():
+def test_a_profiles_ode_group_is_passed_to_the_scorer_unchanged():
     from sbgc.book.profiles import Ode
 
-    s = E.ode_settings("mnist", 20, 0, Ode(n_probes=1, rtol=1e-3, atol=1e-3))
-    assert (s.method, s.rtol, s.n_probes, s.batch) == ("ode", 1e-3, 1, E.BOOK_BATCH)
-    for bad in (Ode(rtol=1e-3, atol=1e-4), Ode(solver="heun", n_steps=4)):
-        with pytest.raises(ValueError, match="dopri5 at rtol = atol"):
-            E.ode_settings("mnist", 20, 0, bad)
+    knobs = Ode(n_probes=3, rtol=1e-3, atol=1e-4, eps=1e-4, solver="heun", n_steps=8, chunk_size=7)
+    scorer = knobs.scorer()
+    assert scorer.solver == knobs.solver_settings() and scorer.n_probes == 3 and scorer.chunk_size == 7
+    s = E.EvalSettings(scorer, "mnist", 20, 0, E.BOOK_BATCH)
+    assert s.method == "ode" and E.EvalSettings.from_plain(json.loads(json.dumps(E.plain(s)))) == \
+        dataclasses.replace(s, scorer=dataclasses.replace(scorer, chunk_size=None))  # chunk_size: not a setting
+    assert "heun, 8 fixed steps" in s.describe() and "3 rademacher" in s.describe()
 
 
+def test_the_command_line_scorers():
+    from sbgc.method.scorers import Bound, Ode, Pruned
+
+    assert isinstance(E.cli_scorer("ode", probes=4), Ode) and E.cli_scorer("ode", probes=4).n_probes == 4
+    uniform = E.cli_scorer("bound", times=16, weighting="uniform")
+    assert isinstance(uniform, Bound) and uniform.settings.weighting == "uniform" and uniform.settings.n_times == 16
+    pruned = E.cli_scorer("pruned", times=8, keep=3, second_times=40)
+    assert isinstance(pruned, Pruned) and pruned.keep == 3 and pruned.second.settings.n_times == 40
+    assert "combined" in pruned.describe()
+
+
+def test_a_uniform_weighted_evaluation_reports_no_bits_per_dim(tmp_path):
+    model = load_model("ci")
+    s = E.EvalSettings(E.cli_scorer("bound", times=2, weighting="uniform"), data="exact_head", n_images=2, batch=2)
+    res = E.evaluate(model, s, progress=False)
+    assert res["bpd_marginal"] is None and res["bpd_true_class"] is None and res["nfe_per_image"] == 10 * 2
+    assert "not a bound" in res["method"] and 0 <= res["accuracy"] <= 1
+
+
+@pytest.mark.slow
 def test_shards_of_an_evaluation_merge_into_the_unsharded_result(tmp_path, monkeypatch):
     """A job array: each shard computes its batches (b mod N = I) into its own file; merged, they are
     the unsharded evaluation's numbers (each batch's random numbers depend on b alone)."""
     model = load_model("ci")
-    s = E.EvalSettings(method="bound", data="exact_head", n_images=5, n_times=2, batch=2)  # batches 0, 1, 2
+    s = E.EvalSettings(E.cli_scorer("bound", times=2), data="exact_head", n_images=5, batch=2)  # batches 0, 1, 2
     whole = E.evaluate(model, s, out=tmp_path / "whole.json", progress=False)
     out = tmp_path / "sharded.json"
     for i in (1, 0):
@@ -106,7 +130,7 @@ def test_shards_of_an_evaluation_merge_into_the_unsharded_result(tmp_path, monke
     for k in ("accuracy", "bpd_marginal", "bpd_true_class", "nfe_per_image"):
         assert merged[k] == whole[k], k
     # a shard of another computation is refused, naming its file
-    other = E.EvalSettings(method="bound", data="exact_head", n_images=5, n_times=3, batch=2)
+    other = E.EvalSettings(E.cli_scorer("bound", times=3), data="exact_head", n_images=5, batch=2)
     with pytest.raises(ValueError, match="sharded.json.partial.npz holds another computation"):
         E.merge_shards(model, other, out, 2)
     with pytest.raises(ValueError, match="0 <= I < N"):
@@ -119,11 +143,11 @@ _SHARDED_TABLE = r"""
 import json, sys
 from pathlib import Path
 import numpy as np
-from sbgc.book.cache import ResultCache
+from sbgc.cache import ResultCache
 from sbgc.data.datasets import evaluation_split
 from sbgc.experiments import evaluate as E
 from sbgc.train.pretrained import load_model
-s = E.EvalSettings(method="bound", data="exact_head", n_images=5, n_times=2, batch=1)
+s = E.EvalSettings(E.cli_scorer("bound", times=2), data="exact_head", n_images=5, batch=1)
 entry = E.cached_score_table(ResultCache(sys.argv[1]), load_model("ci"), evaluation_split("exact_head"), s)
 mine = sorted(Path(sys.argv[1], "partial").glob("*.shard-*-of-2.partial.npz"))
 own = {p.name.split(".shard-")[1][:1]: (~np.isnan(np.load(p)["log_p"]).any(axis=1)).tolist() for p in mine}
@@ -131,6 +155,7 @@ print(json.dumps({"log_p": entry.arrays["log_p"].tolist(), "computed_now": bool(
 """
 
 
+@pytest.mark.slow
 def test_a_sharded_cache_splits_the_score_table_between_the_shards(tmp_path):
     """Two shards of one cache share Table 1's score table: each computes its batches (b mod 2),
     the entry's owner joins them, and both end with the table of one unsharded process."""
@@ -139,10 +164,10 @@ def test_a_sharded_cache_splits_the_score_table_between_the_shards(tmp_path):
     import subprocess
     import sys
 
-    from sbgc.book.cache import ResultCache
+    from sbgc.cache import ResultCache
     from sbgc.data.datasets import evaluation_split
 
-    s = E.EvalSettings(method="bound", data="exact_head", n_images=5, n_times=2, batch=1)
+    s = E.EvalSettings(E.cli_scorer("bound", times=2), data="exact_head", n_images=5, batch=1)
     whole = E.cached_score_table(ResultCache(tmp_path / "alone"), load_model("ci"), evaluation_split("exact_head"), s)
     env = lambda i: dict(os.environ, SBGC_SHARD=f"{i}/2", SBGC_SHARD_WAIT="300")  # noqa: E731
     procs = [subprocess.Popen([sys.executable, "-c", _SHARDED_TABLE, str(tmp_path / "shared")], env=env(i),
@@ -163,4 +188,4 @@ def test_a_sharded_cache_splits_the_score_table_between_the_shards(tmp_path):
     with pytest.raises(TimeoutError, match=r"shard\(s\) 1/2 did not finish their batches"):
         E.wait_for_shards(load_model("ci"), s, tmp_path / "solo", 2, timeout_s=0)
     with pytest.raises(ValueError, match="another computation"):
-        E.wait_for_shards(load_model("ci"), dataclasses.replace(s, n_times=3), tmp_path / "solo", 2, timeout_s=0)
+        E.wait_for_shards(load_model("ci"), dataclasses.replace(s, scorer=E.cli_scorer("bound", times=3)), tmp_path / "solo", 2, timeout_s=0)

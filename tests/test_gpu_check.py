@@ -40,6 +40,7 @@ def _check_export(train: dict, step: int) -> None:
     assert export["sha256"] == _sha256(path) == json.loads(Path(export["metadata"]).read_text())["sha256"]
 
 
+@pytest.mark.slow
 def test_tiny_run_records_every_section_resumes_training_and_survives_a_failing_section(tmp_path):
     report, table = _run(tmp_path, "first")
     s = report["sections"]

@@ -76,6 +76,7 @@ def test_exact_trace_matches_closed_form(mixture_data, kind):
     assert np.max(np.abs(res.log_p - expect)) / 4 < 1e-3  # nats per dimension
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("probe", ["rademacher", "gaussian"])
 def test_hutchinson_unbiased_and_shared_equals_independent(mixture_data, probe):
     """Per point: the probe mean is within 4 standard errors of the closed form. The shared and the
@@ -115,6 +116,7 @@ def test_integrates_forward_in_time_with_the_standard_prior():
     np.testing.assert_allclose(res.delta_logp, 2 * np.log(float(var_t[0, 0, 0]) / 0.25), atol=2e-3)
 
 
+@pytest.mark.slow
 def test_centered_uint8_images_full_path():
     """uint8 images, centred model space, dequantized: log p_[0,1] = log p_model(2x − 1) + D log 2."""
     mix = GaussianMixtureClasses.isotropic_gaussians(np.array([[0.2, -0.3, 0.0, 0.4], [-0.2, 0.1, 0.3, 0.0]]), 0.3)
@@ -138,6 +140,7 @@ def test_centered_uint8_images_full_path():
     assert res.log_det == pytest.approx(4 * math.log(2))
 
 
+@pytest.mark.slow
 def test_chunking_with_padding_gives_the_same_rows(mixture_data):
     mix, x, y, _ = mixture_data
     kw = dict(probe="rademacher", n_probes=2, prior_logp_fn=mix.terminal_log_prob, **UNIT)
@@ -282,7 +285,8 @@ import jax, numpy as np
 from sbgc.checks.analytic import GaussianMixtureClasses
 from sbgc.method.bound import BoundSettings, class_log_bounds
 from sbgc.method.classify import class_log_likelihoods
-from sbgc.method.likelihood import SolverSettings, row_sharding, sharded_chunk
+from sbgc.method.devices import row_sharding, sharded_chunk
+from sbgc.method.likelihood import SolverSettings
 mix = GaussianMixtureClasses(np.array([[[0.3, -0.2, 0.1, 0.0]], [[-0.3, 0.2, 0.0, 0.2]]]), [[0.3], [0.4]])
 score = lambda x, t, y: mix.score(x.reshape(x.shape[0], -1), t, y).reshape(x.shape)
 px = jax.random.randint(jax.random.key(3), (5, 2, 2, 1), 0, 256).astype(np.uint8)
@@ -297,6 +301,7 @@ print(json.dumps({"devices": jax.local_device_count(), "split": None if s is Non
 """
 
 
+@pytest.mark.slow
 def test_tables_are_identical_whatever_the_number_of_devices():
     """Rows are split over the local devices (here 2 forced CPU host devices); every row keeps its
     own random numbers, so the table equals the one-device table: the ODE likelihood and the bound."""
@@ -322,7 +327,7 @@ def test_tables_are_identical_whatever_the_number_of_devices():
 def test_running_out_of_device_memory_names_the_chunk_knob(monkeypatch):
     """An XLA out-of-memory error inside a chunk becomes an error that names chunk_size (both the
     ODE likelihood and the bound); other errors pass through unchanged."""
-    from sbgc.method import bound, likelihood
+    from sbgc.method import bound, devices, likelihood
 
     oom = RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9.1GiB.")
     mix = GaussianMixtureClasses(np.array([[[0.3, -0.2, 0.1, 0.0]], [[-0.3, 0.2, 0.0, 0.2]]]), [[0.3], [0.4]])
@@ -333,11 +338,11 @@ def test_running_out_of_device_memory_names_the_chunk_knob(monkeypatch):
         raise oom
 
     monkeypatch.setattr(likelihood, "_solve_rows_jit", boom)
-    with pytest.raises(likelihood.DeviceMemoryError, match=r"chunk of 4 rows .*lower chunk_size \(e\.g\. to 1\)"):
+    with pytest.raises(devices.DeviceMemoryError, match=r"chunk of 4 rows .*lower chunk_size \(e\.g\. to 1\)"):
         likelihood.log_likelihood_table(score, mix.sde, px, np.zeros((3, 2), np.int32), jax.random.key(0),
                                         chunk_size=4, progress=False)
     monkeypatch.setattr(bound, "_chunk_terms", boom)
-    with pytest.raises(likelihood.DeviceMemoryError, match="lower chunk_size"):
+    with pytest.raises(devices.DeviceMemoryError, match="lower chunk_size"):
         bound.class_log_bounds(score, mix.sde, px, jax.random.key(0), n_classes=2, settings=bound.BoundSettings(n_times=2),
                                progress=False)
     monkeypatch.setattr(bound, "_chunk_terms", lambda *a, **k: 1 / 0)
@@ -364,7 +369,7 @@ def test_chunks_are_sized_from_the_device_memory():
     within the headroom (a requested size is a ceiling); where it does not (CPU), the requested
     size or the fallback, nothing compiled. Not even the smallest chunk fitting is an error naming
     the knobs."""
-    from sbgc.method import likelihood as L
+    from sbgc.method import devices as L
 
     compiled = []
     compile_at = lambda rows: compiled.append(rows) or _FakeCompiled(rows)  # noqa: E731
@@ -384,10 +389,11 @@ def test_chunks_are_sized_from_the_device_memory():
         L.chunk_for_memory(None, 5000, compile_at, limit=1000, remedy="use a bigger device")
 
 
+@pytest.mark.slow
 def test_a_table_sized_from_device_memory_equals_the_unsized_one(monkeypatch):
     """The ODE table and the bound with a device memory limit that fits only some rows per chunk
     (XLA's real memory analysis of their programs): the same numbers in more, smaller chunks."""
-    from sbgc.method import bound, likelihood
+    from sbgc.method import bound, devices, likelihood
     from sbgc.method.classify import class_log_likelihoods
 
     mix = GaussianMixtureClasses(np.array([[[0.3, -0.2, 0.1, 0.0]], [[-0.3, 0.2, 0.0, 0.2]]]), [[0.3], [0.4]])
@@ -398,16 +404,16 @@ def test_a_table_sized_from_device_memory_equals_the_unsized_one(monkeypatch):
     whole = class_log_likelihoods(score, mix.sde, px, jax.random.key(4), **ode_kw)
     whole_bound = bound.class_log_bounds(score, mix.sde, px, jax.random.key(5), **bound_kw)
     chunks = []
-    real_chunks = likelihood.padded_chunks
+    real_chunks = devices.padded_chunks
     monkeypatch.setattr(likelihood, "padded_chunks", lambda n, chunk, **kw: chunks.append(chunk) or real_chunks(n, chunk, **kw))
     monkeypatch.setattr(bound, "padded_chunks", likelihood.padded_chunks)
     seen = {}
-    real_fit = likelihood.chunk_for_memory
+    real_fit = devices.chunk_for_memory
 
     def fit(requested, n_rows, compile_at, **kw):  # a limit between the programs' 2-row and full-size needs
-        small, full = (likelihood.compiled_bytes(compile_at(r)) for r in (2, n_rows))
+        small, full = (devices.compiled_bytes(compile_at(r)) for r in (2, n_rows))
         seen[n_rows] = (small, full)
-        return real_fit(requested, n_rows, compile_at, **{**kw, "limit": int((small + full) / 2 / likelihood.MEMORY_HEADROOM)})
+        return real_fit(requested, n_rows, compile_at, **{**kw, "limit": int((small + full) / 2 / devices.MEMORY_HEADROOM)})
 
     monkeypatch.setattr(likelihood, "chunk_for_memory", fit)
     monkeypatch.setattr(bound, "chunk_for_memory", fit)

@@ -34,6 +34,7 @@ def ci():
     return load_model("ci")
 
 
+@pytest.mark.slow
 def test_likelihood_bound_and_attack_lower_with_highest_precision(ci):
     x = jnp.full((2, 32, 32, 3), 0.1)
     y = jnp.array([0, 3], jnp.int32)
@@ -58,6 +59,7 @@ def test_likelihood_bound_and_attack_lower_with_highest_precision(ci):
     assert any("HIGHEST" not in line for line in _matmul_lines(plain))
 
 
+@pytest.mark.slow
 def test_a_bfloat16_trained_export_is_evaluated_in_float32(ci, tmp_path):
     meta = {k: v for k, v in ci.meta.items() if k not in ("sha256", "file", "bytes")}
     meta["config"] = dict(meta["config"], model=dict(meta["config"]["model"], dtype="bfloat16"))

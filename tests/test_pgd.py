@@ -2,7 +2,7 @@
 two-class margin gradient, the line search, the ε curve and the cache round trip.
 
 A linear classifier stands in for the baseline and a tiny class-conditional conv net for the
-SBGC's score model (as in tests/test_attacks.py)."""
+SBGC's score model (as in tests/test_adversarial.py)."""
 
 import dataclasses
 import functools
@@ -80,6 +80,7 @@ def test_early_stop_keeps_the_first_adversarial_and_more_steps_never_help(linear
     assert np.all(more.success >= r.success)
 
 
+@pytest.mark.slow
 def test_the_margin_gradient_through_two_classes_equals_the_full_one():
     """For the SBGC the margin's gradient is taken through the solves of the true and the
     runner-up class only: the same vector as through all K classes with cotangent e_k* − e_y."""
@@ -129,7 +130,7 @@ def test_the_finite_difference_check_of_a_linear_classifier_is_exact(linear):
 
 
 def test_line_search_curve_and_cache_round_trip(linear, tmp_path):
-    from sbgc.book.cache import CacheKey, ResultCache
+    from sbgc.cache import CacheKey, ResultCache
 
     clf, x, labels = linear
     model = pgd.baseline_attack_model(clf, len(x))
@@ -219,6 +220,7 @@ def test_blocks_join_into_the_attack_of_the_whole_sample(linear):
         pgd.concat_outcomes([whole, pgd.attack_images(model, x, labels, dataclasses.replace(settings, steps=2))])
 
 
+@pytest.mark.slow
 def test_the_bound_classifier_is_attacked_through_its_fixed_draws():
     """The bound attack model scores image i with the draws of id i (the batch LogitsFn's numbers),
     its two-class margin gradient equals the full one, and the attack runs with early stopping."""
@@ -253,7 +255,8 @@ sys.path.insert(0, sys.argv[1])
 import jax, jax.numpy as jnp, numpy as np
 from sbgc.experiments import adversarial as attacks, pgd
 from sbgc.method.bound import BoundSettings
-from sbgc.method.likelihood import SolverSettings, split_rows_in_trace
+from sbgc.method.devices import split_rows_in_trace
+from sbgc.method.likelihood import SolverSettings
 from sbgc.method.sde import SDE
 from tiny_nets import init_tiny, tiny_score
 shape, k = (8, 8, 3), 3
@@ -278,6 +281,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_the_attacked_functions_split_their_solves_over_the_devices():
     """The attack's logits and both losses' gradients (SBGC through the ODE and the bound) solve
     their rows across every local device (here 2 forced CPU host devices; 3 classes, so a padding
@@ -311,7 +315,7 @@ def test_the_attacked_functions_split_their_solves_over_the_devices():
 def test_running_out_of_device_memory_in_an_attack_names_the_knobs(linear):
     """An XLA out-of-memory error in the attack's forward pass or gradient becomes an error naming
     the knobs that size it (n_probes, the solver's checkpoints, the bound's times); others pass."""
-    from sbgc.method.likelihood import DeviceMemoryError
+    from sbgc.method.devices import DeviceMemoryError
 
     clf, x, labels = linear
     am = pgd.baseline_attack_model(clf, len(x))

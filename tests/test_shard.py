@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from sbgc.book.cache import CacheError, CacheKey, ResultCache
+from sbgc.cache import CacheError, CacheKey, ResultCache
 from sbgc.shard import Shard, current_shard, obtaining_block, own_blocks_first, owner_of_entry, parse_shard
 
 
@@ -73,7 +73,7 @@ def test_waiting_for_another_shards_entry_gives_up_naming_it(tmp_path, monkeypat
 _FILL_SCRIPT = textwrap.dedent(r"""
     import json, os, sys, time
     import numpy as np
-    from sbgc.book.cache import CacheKey, ResultCache
+    from sbgc.cache import CacheKey, ResultCache
     from sbgc.experiments.pgd import in_blocks
     me = os.environ["SBGC_SHARD"]
     cache = ResultCache(sys.argv[1])
@@ -122,7 +122,7 @@ cache = "use"
 # %%
 import os
 import numpy as np
-from sbgc.book.cache import CacheKey, chapter_cache
+from sbgc.cache import CacheKey, chapter_cache
 from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
 from sbgc.experiments.pgd import in_blocks
@@ -145,6 +145,7 @@ runner.run("ci", only=["01_method"], sources=root / "src", shard=shard, **dirs)
 """
 
 
+@pytest.mark.slow
 def test_the_runner_runs_a_chapter_as_two_shards_into_one_cache(tmp_path):
     """``run(shard=...)`` hands the shard to the kernels; two shards of one chapter share the cache
     (each block computed once, by its owner), shard 0 writes the book's notebook and results, shard 1

@@ -34,6 +34,7 @@ def test_score_net_shapes_conditioning_and_output_parametrisation():
         score_fn(jnp.zeros((5, 3)), t, jnp.zeros(5, jnp.int32))
 
 
+@pytest.mark.slow
 def test_training_learns_the_exact_score_of_the_mixture():
     mixture = toy.worked_example_mixture(SDE_)
     x, y = mixture.sample(jax.random.key(0), 500)
@@ -97,6 +98,7 @@ def test_grid_points_are_row_major_with_y_first():
     assert np.all(image[3, :, 1] == axis[3]) and np.all(image[:, 1, 0] == axis[1])
 
 
+@pytest.mark.slow
 def test_figures_have_labelled_axes():
     mixture = toy.worked_example_mixture(SDE_)
     axis, grid = toy.grid_points(3.0, 8)

@@ -43,6 +43,7 @@ def _assert_trees_equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 def test_training_loss_falls_on_toy_data(tmp_path):
     cfg = T.get_train_config(PROFILE, batch_size=16, lr=5e-3, warmup_steps=5, log_every=5, ckpt_every=40)
     meta = T.train(cfg, 40, tmp_path, data="toy", toy_size=256, progress=False)
@@ -74,6 +75,7 @@ def _cli(workdir, steps):
         a for k, v in FAST.items() for a in ("--" + k.replace("_", "-"), str(v))]
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_identical_parameters(tmp_path):
     k = 3
     straight, killed = tmp_path / "straight", tmp_path / "killed"
@@ -99,6 +101,7 @@ def test_kill_and_resume_gives_identical_parameters(tmp_path):
         assert [int(r["step"]) for r in csv.DictReader(f)] == list(range(1, 4 * k + 1))
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     cfg = T.get_train_config(PROFILE, **FAST)
     T.train(cfg, 2, tmp_path, data="toy", toy_size=64, progress=False)
@@ -172,6 +175,7 @@ def test_bad_training_settings_raise():
         T.get_train_config("gigantic")
 
 
+@pytest.mark.slow
 def test_packed_state_continues_exactly_in_another_workdir(tmp_path):
     cfg = T.get_train_config(PROFILE, **FAST)
     T.train(cfg, 4, tmp_path / "straight", data="toy", toy_size=64, progress=False)

@@ -22,7 +22,7 @@ Profiles (:data:`PROFILES`):
                  to read much into.
 ``mnist``        MNIST, the reference run the book ships: the same models, samples that make the
                  intervals informative; hours on 2 CPU cores, computed once into ``results-cache/``
-                 (``sbgc.book.cache``) and rendered from there by ``make book``.
+                 (``sbgc.cache``) and rendered from there by ``make book``.
 ``ci_cifar10``   CIFAR-10, minutes on 2 CPU cores with the tiny CPU-trained CIFAR-10 models: keeps
                  the CIFAR-10 code path running; its numbers are near chance.
 ``workstation``  CIFAR-10, an hour or so on one GPU: finer grids, more samples, models trained there.
@@ -45,6 +45,7 @@ from typing import Any
 from sbgc.data.corruptions import CORRUPTIONS
 from sbgc.data.datasets import SPLIT_DATASET
 from sbgc.data.mnist_c import MNIST_C_CORRUPTIONS
+from sbgc.method import scorers
 from sbgc.method.likelihood import SolverSettings
 from sbgc.report import markdown_table
 
@@ -58,7 +59,7 @@ class Ode:
     rtol = atol = 1e-5, ε = 1e-5). ``n_steps``: fixed equal steps instead of the adaptive
     controller (rtol/atol then unused). ``chunk_size``: rows (image, class) per jitted call, lowered
     on a GPU where it would not fit; None: as many as fit in the GPU's memory
-    (:func:`sbgc.method.likelihood.chunk_for_memory`; 128 on a CPU)."""
+    (:func:`sbgc.method.devices.chunk_for_memory`; 128 on a CPU)."""
 
     n_probes: int = 30
     rtol: float = 1e-5
@@ -79,6 +80,10 @@ class Ode:
     def solver_settings(self) -> SolverSettings:
         """The :class:`~sbgc.method.likelihood.SolverSettings` of every solve."""
         return SolverSettings(solver=self.solver, rtol=self.rtol, atol=self.atol, eps=self.eps, n_steps=self.n_steps)
+
+    def scorer(self) -> scorers.Ode:
+        """The :class:`sbgc.method.scorers.Ode` scorer of these knobs, every one passed on (chunk_size too)."""
+        return scorers.Ode(self.solver_settings(), n_probes=self.n_probes, chunk_size=self.chunk_size)
 
     def likelihood_kwargs(self, **extra: Any) -> dict[str, Any]:
         """Keyword arguments of :func:`sbgc.method.classify.class_log_likelihoods` and friends

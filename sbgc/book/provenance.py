@@ -20,8 +20,6 @@ import hashlib
 import json
 import math
 import os
-import platform as _platform
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,14 +27,10 @@ from typing import Any
 import numpy as np
 
 from sbgc.book.profiles import Params
+from sbgc.storage import device_info, git_state, repo_root
 
 JAX_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
 RESULTS_ENV = "SBGC_RESULTS_DIR"  # redirects results/*.json (used by tests)
-
-
-def repo_root() -> Path:
-    """The repository's top folder (the parent of the ``sbgc`` package)."""
-    return Path(__file__).resolve().parents[2]
 
 
 def results_dir() -> Path:
@@ -59,42 +53,6 @@ def setup_jax(cache_dir: str | os.PathLike | None = None) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))
     return path
-
-
-def git_state(root: Path | None = None) -> tuple[str, bool | None]:
-    """(HEAD commit or ``"unknown"``, whether tracked files outside results/ differ from it).
-
-    ``dirty`` is None when git itself is unavailable (e.g. a copy of the tree without ``.git``).
-    """
-    root = root or repo_root()
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip()
-
-    commit = git("rev-parse", "HEAD") or "unknown"
-    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")
-    return commit, (None if status is None else bool(status))
-
-
-def device_info() -> dict[str, Any]:
-    """The first JAX device's platform and kind, the device count and the host's CPU count."""
-    import jax
-
-    device = jax.devices()[0]
-    return {
-        "platform": device.platform,
-        "device_kind": device.device_kind,
-        "device_count": jax.device_count(),
-        "host_cpus": os.cpu_count(),
-        "jax_version": jax.__version__,
-        "python_version": _platform.python_version(),
-    }
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -176,7 +134,7 @@ def collect_provenance(
 
 def entries_provenance(entries: list, *, list_up_to: int = 3) -> str:
     """Provenance of several entries of one computation (e.g. the blocks of a per-image loop): each
-    entry's :meth:`sbgc.book.cache.CachedResult.provenance_line` for up to ``list_up_to`` of them, else one summary
+    entry's :meth:`sbgc.cache.CachedResult.provenance_line` for up to ``list_up_to`` of them, else one summary
     (how many loaded and computed now, their folder and keys, when, where and in how many seconds in
     all they were computed, at which commits, how many were imported)."""
     if len(entries) <= list_up_to:
@@ -199,7 +157,7 @@ def entries_provenance(entries: list, *, list_up_to: int = 3) -> str:
 
 def provenance_line(prov: Provenance, note: str | None = None, cached: Any = None) -> str:
     """One short markdown line naming the run behind a number, table or figure. ``cached``: the
-    :class:`sbgc.book.cache.CachedResult` (or a sequence of them) the numbers come from, which says
+    :class:`sbgc.cache.CachedResult` (or a sequence of them) the numbers come from, which says
     whether each was computed now or loaded, and when, where and in how long it was computed."""
     commit = prov.commit if prov.commit == "unknown" else prov.commit[:8]
     if prov.dirty:

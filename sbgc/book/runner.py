@@ -38,13 +38,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sbgc.book import profiles
-from sbgc.book.cache import CACHE_ENV, MODES
-from sbgc.book import provenance
+from sbgc.book import profiles, provenance
+from sbgc.cache import CACHE_ENV, FORMAT, MODES
 from sbgc.report import markdown_table
 from sbgc.shard import SHARD_ENV, Shard, current_shard, parse_shard
+from sbgc.storage import repo_root
 
-REPO = provenance.repo_root()
+REPO = repo_root()
 NOTEBOOK_SOURCES = REPO / "notebooks"
 BOOK = REPO / "book"
 EXECUTED = "notebooks"  # folder of executed notebooks, relative to the book
@@ -153,7 +153,7 @@ def select_notebooks(only: Sequence[str] | None) -> list[str]:
 
 def notebook_parameters(name: str, profile: str, overrides: Mapping[str, str], cache: str = "use") -> dict[str, Any]:
     """Papermill parameters for one notebook: the profile, typed, the overrides it has knobs for, and
-    the results-cache mode (:data:`sbgc.book.cache.MODES`)."""
+    the results-cache mode (:data:`sbgc.cache.MODES`)."""
     if cache not in MODES:
         raise ValueError(f"cache mode must be one of {', '.join(MODES)}, got {cache!r}")
     own = {k: v for k, v in overrides.items() if k in profiles.knob_names(name)}
@@ -303,9 +303,7 @@ def executed_notebooks(book: Path = BOOK) -> list[Path]:
 
 
 def cache_entries(record: Any) -> list[dict[str, Any]]:
-    """The results-cache records (:mod:`sbgc.book.cache`) found anywhere in a results record, each once."""
-    from sbgc.book.cache import FORMAT
-
+    """The results-cache records (:mod:`sbgc.cache`) found anywhere in a results record, each once."""
     found: dict[str, dict[str, Any]] = {}
 
     def walk(node: Any) -> None:

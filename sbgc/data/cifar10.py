@@ -47,9 +47,9 @@ from typing import Iterable, Literal
 import jax
 import numpy as np
 
-from sbgc.data.files import (REPO_ROOT, ImageSet, PathLike, atomic_savez, cache_path, decoded_digest,
-                             file_digest, read_cache, resolve_cache_dir, resolve_data_dir, verify_file,
-                             write_cache)
+from sbgc.data.files import (ImageSet, cache_path, decoded_digest, read_cache, resolve_cache_dir, resolve_data_dir,
+                             verify_file, write_cache)
+from sbgc.storage import REPO_ROOT, PathLike, atomic_savez, file_digest
 
 Array = jax.Array
 Split = Literal["train", "test"]

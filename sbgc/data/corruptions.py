@@ -873,7 +873,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from tqdm import tqdm
 
-    from sbgc.data.files import atomic_savez
+    from sbgc.storage import atomic_savez
 
     os.makedirs(args.out, exist_ok=True)
     total = len(args.corruptions) * len(args.severities) * len(images)

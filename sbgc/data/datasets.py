@@ -67,6 +67,17 @@ def describe(split: ImageSet) -> str:
     return f"CIFAR-10 {split.split} split ({fidelity}, {len(split):,} images)"
 
 
+def sample_indices(n_total: int, n: int, seed: int) -> np.ndarray:
+    """Positions of a random sample of ``n`` of ``n_total`` images: the first ``n`` of
+    ``default_rng(seed).permutation(n_total)``, so a larger sample contains every smaller one (the
+    rule of Table 1, the attacks and ``python -m sbgc.experiments.evaluate``)."""
+    if not (isinstance(n, (int, np.integer)) and 1 <= n):
+        raise ValueError(f"a sample needs a positive int n, got {n!r}")
+    if n > n_total:
+        raise ValueError(f"asked for {n} images, the split has {n_total}")
+    return np.random.default_rng(seed).permutation(int(n_total))[: int(n)]
+
+
 def sample_blocks(n: int, block: int) -> list[slice]:
     """Positions 0 … n−1 of a sample cut into consecutive blocks of ``block`` images (the last one
     shorter): the units in which expensive per-image results are computed and cached, so that a

@@ -14,16 +14,14 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-PathLike = str | os.PathLike
+from sbgc.storage import REPO_ROOT, PathLike, atomic_savez, file_digest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_FORMAT = 1
 
 # ------------------------------------------------------------------------------------------------
@@ -103,15 +101,6 @@ def resolve_cache_dir(cache_dir: PathLike | None = None) -> Path:
 # ------------------------------------------------------------------------------------------------
 # Checksums and atomic files
 # ------------------------------------------------------------------------------------------------
-def file_digest(path: PathLike, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
-    """Hex digest of a file, read in chunks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify_file(path: PathLike, expected: str, algorithm: str = "sha256") -> None:
     """Raise ``ValueError`` naming the file and both digests unless ``path`` hashes to ``expected``."""
     got = file_digest(path, algorithm)
@@ -119,21 +108,6 @@ def verify_file(path: PathLike, expected: str, algorithm: str = "sha256") -> Non
         raise ValueError(
             f"{path}: {algorithm} mismatch (expected {expected}, got {got}); the file is damaged "
             "or not the one this project expects. Delete it and get it again.")
-
-
-def atomic_savez(path: Path, **arrays) -> None:
-    """Write an uncompressed ``.npz`` to a temporary file beside ``path``, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def decoded_digest(images: np.ndarray, labels: np.ndarray) -> str:

@@ -34,8 +34,8 @@ from typing import Sequence
 
 import numpy as np
 
-from sbgc.data.files import (REPO_ROOT, ImageSet, PathLike, cache_path, file_digest, read_cache, resolve_cache_dir,
-                             resolve_data_dir, write_cache)
+from sbgc.data.files import ImageSet, cache_path, read_cache, resolve_cache_dir, resolve_data_dir, write_cache
+from sbgc.storage import REPO_ROOT, PathLike, file_digest
 
 IMAGE_SHAPE = (28, 28, 1)
 SPLIT_SIZES = {"train": 60_000, "test": 10_000}

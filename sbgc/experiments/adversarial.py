@@ -63,7 +63,7 @@ dopri5, rtol = atol = 1e-3  backsolve   10.5     (1.00)
   untrained one. The adjoint is then integrated along the wrong trajectory: 57 % error on the
   shipped network with 16 Heun steps, 14 % at rtol 1e-5, and gradients 300–1,000 × too small on
   the untrained network (18.8 vs 5,642; at rtol 1e-3 10.5 vs 12,154: the pattern of the earlier
-  8.5 vs 6,740). On a small smooth network (``tests/test_attacks.py``, rtol 1e-6) the two adjoints
+  8.5 vs 6,740). On a small smooth network (``tests/test_adversarial.py``, rtol 1e-6) the two adjoints
   agree to 1e-6.
 
 ``RecursiveCheckpointAdjoint`` is therefore the default (``SolverSettings.adjoint="recursive"``).
@@ -107,8 +107,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sbgc.method.bound import BoundSettings, bound_random_numbers, class_log_bounds_pure
+from sbgc.method.bound import BoundSettings
 from sbgc.method.classify import class_log_likelihoods_pure, log_marginal
+from sbgc.method.devices import names_the_memory_knobs
 from sbgc.method.likelihood import (
     DATA_SCALINGS,
     DataScaling,
@@ -117,9 +118,9 @@ from sbgc.method.likelihood import (
     SolverSettings,
     bits_per_dim,
     image_probes,
-    names_the_memory_knobs,
 )
 from sbgc.method.numerics import highest_precision
+from sbgc.method.scorers import Bound
 from sbgc.method.sde import SDE
 
 Array = jax.Array
@@ -339,17 +340,10 @@ def bound_logits(model: ScoreModel, key: Array, settings: BoundSettings, n_class
 
     Image i is scored with the times and noises :func:`sbgc.method.bound.bound_random_numbers`
     draws for id i with ``key``, held fixed: the classifier is deterministic and its gradient the
-    exact gradient of the computed bound (:func:`sbgc.method.bound.class_log_bounds_pure`).
+    exact gradient of the computed bound: :meth:`sbgc.method.scorers.Bound.pure`.
     """
 
-    @highest_precision
-    def logits_and_ok(x_unit: Array, image_ids: Array, classes: Array | None = None) -> tuple[Array, Array]:
-        times, noises = bound_random_numbers(model.sde, key, image_ids, settings, tuple(x_unit.shape[1:]))
-        return class_log_bounds_pure(model.score_fn, model.sde, x_unit.astype(jnp.float32), times, noises,
-                                     settings=settings, n_classes=n_classes, classes=classes,
-                                     data_scaling=data_scaling)  # fmt: skip
-
-    return logits_and_ok
+    return Bound(settings, data_scaling).pure(model.score_fn, model.sde, key, n_classes=n_classes)
 
 
 def bound_logits_fn(model: ScoreModel, key: Array, image_ids: Array | np.ndarray, settings: BoundSettings,
@@ -468,7 +462,7 @@ def input_gradient(
     return float(value), np.asarray(grad)
 
 
-# --- results as arrays (sbgc.book.cache stores numpy arrays, no pickle) -----------------------------
+# --- results as arrays (sbgc.cache stores numpy arrays, no pickle) -----------------------------
 def _to_arrays(result: Any) -> dict[str, np.ndarray]:
     """A frozen dataclass of numpy arrays, numbers, strings, None and tuples of floats as
     ``{field: array}``: strings as 0-d unicode arrays, None as a 0-d NaN with ``<field>__none`` = True,
@@ -530,7 +524,7 @@ class FiniteDifferenceCheck:
         return float(np.max(self.relative_error))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """``{field: array}`` for :mod:`sbgc.book.cache` (no object arrays); :meth:`from_arrays` inverts it."""
+        """``{field: array}`` for :mod:`sbgc.cache` (no object arrays); :meth:`from_arrays` inverts it."""
         return _to_arrays(self)
 
     @classmethod
@@ -683,7 +677,7 @@ class PGDResult:
     step_seconds: tuple[float, ...]
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """``{field: array}`` for :mod:`sbgc.book.cache`: strings as 0-d unicode arrays, ``rel_stepsize``
+        """``{field: array}`` for :mod:`sbgc.cache`: strings as 0-d unicode arrays, ``rel_stepsize``
         None as NaN with a flag, ``step_seconds`` as float64 [S]; :meth:`from_arrays` inverts it exactly."""
         return _to_arrays(self)
 

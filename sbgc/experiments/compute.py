@@ -14,8 +14,9 @@ import math
 
 import numpy as np
 
-from sbgc.method.bound import BoundSettings, class_log_bounds, pruned_class_bounds
+from sbgc.method.bound import BoundSettings
 from sbgc.method.likelihood import SolverSettings, bits_per_dim
+from sbgc.method.scorers import Bound, Ode, Pruned
 from sbgc.report import markdown_table
 
 # --- the accuracy–compute frontier (used by the book chapter "What a classification costs") --------
@@ -86,60 +87,40 @@ class FrontierPoint:
         }  # fmt: skip
 
 
-def ode_point(score_fn, sde, x, y, key, *, n_probes: int, rtol: float, chunk_size: int, eps: float = 1e-5) -> FrontierPoint:
-    """Exact-ODE classifier (:func:`sbgc.method.classify.class_log_likelihoods`, dopri5 at rtol = atol,
-    start time ``eps``) on images x [N, ...]."""
-    import time
-
-    from sbgc.method.classify import class_log_likelihoods
-
+def scorer_point(scorer, method: str, label: str, settings: dict, score_fn, sde, x, y, key, *,
+                 n_classes: int = 10) -> FrontierPoint:  # fmt: skip
+    """Any scorer (:mod:`sbgc.method.scorers`) as a frontier point on images x [N, ...] with labels y [N]:
+    its decisions, counted passes and evaluations, wall time and the true class's score."""
     y = np.asarray(y)
-    start = time.perf_counter()
-    solver = SolverSettings(rtol=rtol, atol=rtol, eps=eps)
-    res = class_log_likelihoods(score_fn, sde, x, key, solver=solver, n_probes=n_probes, chunk_size=chunk_size,
-                                progress=False)  # fmt: skip
-    seconds = time.perf_counter() - start
+    res = scorer.scores(score_fn, sde, x, key, n_classes=n_classes)
     rows = np.arange(y.size)
-    own = res.log_p_probes[rows, y]  # [N, n]
-    se = own.std(axis=1, ddof=1) / math.sqrt(n_probes) if n_probes > 1 else np.full(y.size, np.nan)
-    evals = res.nfe.sum(axis=1)
+    return FrontierPoint(method, label, settings, res.predict() == y, res.passes, res.nfe, res.seconds,
+                         res.log_p[rows, y], res.log_p_se[rows, y], res.dim)  # fmt: skip
+
+
+def ode_point(score_fn, sde, x, y, key, *, n_probes: int, rtol: float, chunk_size: int, eps: float = 1e-5) -> FrontierPoint:
+    """Exact-ODE classifier (:class:`sbgc.method.scorers.Ode`, dopri5 at rtol = atol, start time ``eps``)."""
+    scorer = Ode(SolverSettings(rtol=rtol, atol=rtol, eps=eps), n_probes=n_probes, chunk_size=chunk_size)
     settings = {"n_probes": n_probes, "rtol": rtol, "atol": rtol, "eps": eps}
-    passes = evals * (1 + n_probes)  # one linearised forward pass + n tangent passes per evaluation
-    return FrontierPoint("ODE", f"n = {n_probes}, rtol {rtol:g}", settings, res.predict() == y, passes, evals,
-                         seconds, res.log_p[rows, y], se, res.dim)  # fmt: skip
+    return scorer_point(scorer, "ODE", f"n = {n_probes}, rtol {rtol:g}", settings, score_fn, sde, x, y, key)
 
 
 def bound_point(score_fn, sde, x, y, key, *, n_times: int, chunk_size: int, **kwargs) -> FrontierPoint:
-    """Bound classifier (:func:`class_log_bounds`) with K = ``n_times`` on images x [N, ...]; ``kwargs``:
-    the other :class:`~sbgc.method.bound.BoundSettings` fields (flat, as the chapter's cache keys name them)."""
-    import time
-
-    y = np.asarray(y)
-    start = time.perf_counter()
-    res = class_log_bounds(score_fn, sde, x, key, settings=BoundSettings(n_times=n_times, **kwargs), chunk_size=chunk_size,
-                           progress=False)  # fmt: skip
-    seconds = time.perf_counter() - start
-    rows = np.arange(y.size)
-    passes = res.nfe.sum(axis=1)
-    return FrontierPoint("bound", f"K = {n_times}", {"n_times": n_times, **kwargs}, res.predict() == y, passes, passes,
-                         seconds, res.log_p[rows, y], res.log_p_se[rows, y], res.dim)  # fmt: skip
+    """Bound classifier (:class:`sbgc.method.scorers.Bound`) with K = ``n_times``; ``kwargs``: the other
+    :class:`~sbgc.method.bound.BoundSettings` fields (flat, as the chapter's cache keys name them)."""
+    scorer = Bound(BoundSettings(n_times=n_times, **kwargs), chunk_size=chunk_size)
+    return scorer_point(scorer, "bound", f"K = {n_times}", {"n_times": n_times, **kwargs}, score_fn, sde, x, y, key)
 
 
 def pruned_point(score_fn, sde, x, y, key, *, first_times: int, keep: int, second_times: int, chunk_size: int,
                  **kwargs) -> FrontierPoint:  # fmt: skip
-    """Pruned bound classifier (:func:`pruned_class_bounds`) on images x [N, ...]."""
-    import time
-
-    y = np.asarray(y)
-    start = time.perf_counter()
-    res = pruned_class_bounds(score_fn, sde, x, key, settings=BoundSettings(n_times=first_times, **kwargs), keep=keep,
-                              second_times=second_times, chunk_size=chunk_size, progress=False)  # fmt: skip
-    seconds = time.perf_counter() - start
-    rows = np.arange(y.size)
+    """Pruned bound classifier (:class:`sbgc.method.scorers.Pruned` over two bounds: the draws combine)."""
+    first = Bound(BoundSettings(n_times=first_times, **kwargs), chunk_size=chunk_size)
+    scorer = Pruned(first, dataclasses.replace(first, settings=dataclasses.replace(first.settings, n_times=second_times)),
+                    keep)  # fmt: skip
     settings = {"first_times": first_times, "keep": keep, "second_times": second_times, **kwargs}
-    return FrontierPoint("bound + pruning", f"K₁ = {first_times}, keep {keep}, K₂ = {second_times}", settings,
-                         res.predict() == y, res.nfe, res.nfe, seconds, res.log_p[rows, y], res.log_p_se[rows, y],
-                         res.first.dim)  # fmt: skip
+    return scorer_point(scorer, "bound + pruning", f"K₁ = {first_times}, keep {keep}, K₂ = {second_times}", settings,
+                        score_fn, sde, x, y, key)  # fmt: skip
 
 
 def reference_point(points: list[FrontierPoint]) -> FrontierPoint:

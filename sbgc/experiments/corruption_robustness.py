@@ -48,7 +48,7 @@ Conventions
   sum is larger by log 10 nats at every point, which moves no curve's shape. :func:`auroc` says how
   well log p(x) separates clean from corrupted images (higher log p = "clean").
 * **Results cache.** :meth:`GridResult.to_arrays` / :meth:`GridResult.from_arrays` turn a result into
-  plain numpy arrays (no object arrays) and back, for :mod:`sbgc.book.cache`.
+  plain numpy arrays (no object arrays) and back, for :mod:`sbgc.cache`.
 """
 
 from __future__ import annotations
@@ -347,7 +347,7 @@ class GridResult:
 
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """The result as plain numpy arrays for :mod:`sbgc.book.cache` (strings as unicode arrays, no
+        """The result as plain numpy arrays for :mod:`sbgc.cache` (strings as unicode arrays, no
         object arrays; log_p and nfe only where present); :meth:`from_arrays` rebuilds it."""
         out = {"name": np.asarray(self.name, dtype=np.str_), "family": np.asarray(self.family, dtype=np.str_),
                "settings": np.asarray([setting_label(s) for s in self.settings], dtype=np.str_),

@@ -1,15 +1,19 @@
 """A score model as a classifier on a test set: accuracy and bits/dim with intervals and provenance.
 
     python -m sbgc.experiments.evaluate --model mnist --data mnist --method bound --images 1000 --times 32 --out F.json
+    python -m sbgc.experiments.evaluate --model mnist --method bound --weighting uniform --times 32 --out F.json
     python -m sbgc.experiments.evaluate --model mnist --data mnist --method ode --images 1000 --probes 1 --rtol 1e-3 --out F.json
+    python -m sbgc.experiments.evaluate --model mnist --method pruned --times 8 --keep 2 --second-times 64 --out F.json
     python -m sbgc.experiments.evaluate curve --workdir runs/RUN --steps 2000 4000 8000 --data mnist --images 500 --out F.json
 
 Images: the first ``--images`` of a fixed random permutation of the test split (seed ``--seed``), so
-a larger evaluation contains every smaller one. Methods: ``ode`` — the exact log p(x | y) of every
-class by the probability-flow ODE (:func:`sbgc.method.classify.class_log_likelihoods`; ``--probes``
-Rademacher probes, dopri5 at ``--rtol`` = atol, ε = 1e-5); ``bound`` — the variational bound
-(:func:`sbgc.method.bound.class_log_bounds`, ``--times`` stratified times). Both use common random numbers
-across the classes of an image. Reported: accuracy with its Clopper–Pearson 95 % interval; bits/dim of
+a larger evaluation contains every smaller one. The class scores come from a scorer
+(:mod:`sbgc.method.scorers`, any of them from Python: ``EvalSettings(scorer=...)``); from the command line:
+``ode`` — the exact log p(x | y) of every class by the probability-flow ODE (``--probes`` Rademacher
+probes, dopri5 at ``--rtol`` = atol, ε = 1e-5); ``bound`` — the variational bound (``--times`` stratified
+times; ``--weighting uniform``: the uniform-in-t denoising score instead, not a bound); ``pruned`` — the
+bound with ``--times`` for every class, then ``--second-times`` more for the ``--keep`` best. All use
+common random numbers across the classes of an image. Reported: accuracy with its Clopper–Pearson 95 % interval; bits/dim of
 p(x) = (1/K) Σ_y p(x | y) and of p(x | y_true) with Student-t 95 % intervals (for the bound: bounds
 on bits/dim, upper in expectation); network passes per image; seconds; the model file's sha256, step
 and training time; the data source.
@@ -39,92 +43,89 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 
-from sbgc.data.datasets import EVALUATION_SPLITS, evaluation_split
-from sbgc.data.files import atomic_savez
+from sbgc.cache import CacheKey, plain
+from sbgc.data.datasets import EVALUATION_SPLITS, evaluation_split, sample_indices
 from sbgc.shard import parse_shard as shard_of, poll, wait_seconds
 from sbgc.stats import binomial_interval, mean_estimate
-from sbgc.train.checkpoint import write_json_atomic
+from sbgc.storage import atomic_savez, write_json_atomic
+from sbgc.method.bound import BoundSettings
+from sbgc.method.likelihood import SolverSettings
+from sbgc.method.scorers import Bound, ClassScorer, Ode, Pruned, scorer_from_plain
 from sbgc.train.loop import device_name
 
-METHODS = ("bound", "ode")
+METHODS = ("bound", "ode", "pruned")  # the command line's scorers (any ClassScorer from Python)
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalSettings:
-    """What an evaluation computes (the partial-results file is reused only when these agree)."""
+    """What an evaluation computes: the scorer and which images (the partial-results file is reused
+    only when these agree; written out, they are the cache key)."""
 
-    method: str = "bound"
+    scorer: Any = Bound(BoundSettings(n_times=32))
     data: str = "mnist"
     n_images: int = 1000
     seed: int = 0
-    n_times: int = 32  # bound
-    n_probes: int = 1  # ode
-    rtol: float = 1e-3  # ode (atol = rtol)
-    eps: float = 1e-5
     batch: int = 25
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if not isinstance(self.scorer, ClassScorer):
+            raise TypeError(f"scorer must be a ClassScorer (sbgc.method.scorers), got {self.scorer!r}")
         if self.data not in EVALUATION_SPLITS:
             raise ValueError(f"data must be one of {EVALUATION_SPLITS}, got {self.data!r}")
         if self.n_images < 1 or self.batch < 1:
             raise ValueError(f"n_images and batch must be positive, got {self.n_images}, {self.batch}")
 
+    @property
+    def method(self) -> str:
+        """``"ode"``, ``"bound"`` or ``"pruned"``: the scorer's kind (the cache entry's name)."""
+        return {Ode: "ode", Bound: "bound", Pruned: "pruned"}.get(type(self.scorer), type(self.scorer).__name__.lower())
+
     def describe(self) -> str:
-        if self.method == "bound":
-            return f"variational bound, K = {self.n_times} stratified times, eps = {self.eps:g}"
-        return (f"probability-flow ODE, dopri5 rtol = atol = {self.rtol:g}, {self.n_probes} Rademacher "
-                f"probe(s), eps = {self.eps:g}")
+        return self.scorer.describe()
+
+    @classmethod
+    def from_plain(cls, d: dict) -> "EvalSettings":
+        """The settings of a results file (:func:`sbgc.cache.plain` of them)."""
+        return cls(**{**d, "scorer": scorer_from_plain(d["scorer"])})
+
+
+def cli_scorer(method: str, *, times: int = 32, probes: int = 1, rtol: float = 1e-3, eps: float = 1e-5,
+               weighting: str = "likelihood", keep: int = 2, second_times: int = 64) -> ClassScorer:
+    """The scorer the command line names (module docstring)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "ode":
+        return Ode(SolverSettings(rtol=rtol, atol=rtol, eps=eps), n_probes=probes)
+    first = Bound(BoundSettings(n_times=times, eps=eps, weighting=weighting))
+    if method == "bound":
+        return first
+    return Pruned(first, Bound(dataclasses.replace(first.settings, n_times=second_times)), keep)
 
 
 def image_selection(n_total: int, n_images: int, seed: int) -> np.ndarray:
-    """Positions of the evaluated images: the first n_images of permutation(seed) (nested in n)."""
-    if n_images > n_total:
-        raise ValueError(f"asked for {n_images} images, the split has {n_total}")
-    return np.random.default_rng(seed).permutation(n_total)[:n_images]
+    """Positions of the evaluated images: :func:`sbgc.data.datasets.sample_indices` (nested in n)."""
+    return sample_indices(n_total, n_images, seed)
 
 
 def _class_scores(model, images: np.ndarray, key, s: EvalSettings) -> tuple[np.ndarray, np.ndarray]:
-    """log p (or its bound) [B, K] and network passes [B] of uint8 images [B, *shape]."""
-    k = model.config.n_classes
-    if s.method == "bound":
-        from sbgc.method.bound import BoundSettings, class_log_bounds
-
-        res = class_log_bounds(model.score_fn, model.sde, images, key, n_classes=k,
-                               settings=BoundSettings(n_times=s.n_times, eps=s.eps), chunk_size=512, progress=False)
-    else:
-        from sbgc.method.classify import class_log_likelihoods
-
-        from sbgc.method.likelihood import SolverSettings
-
-        res = class_log_likelihoods(model.score_fn, model.sde, images, key, n_classes=k, n_probes=s.n_probes,
-                                    solver=SolverSettings(rtol=s.rtol, atol=s.rtol, eps=s.eps),
-                                    chunk_size=k * len(images), progress=False)
-    return np.asarray(res.log_p, np.float64), np.asarray(res.nfe, np.float64).sum(axis=1)
+    """Class scores [B, K] (−inf for classes a pruned scorer dropped) and network passes [B] of uint8
+    images [B, *shape]."""
+    res = s.scorer.scores(model.score_fn, model.sde, images, key, n_classes=model.config.n_classes)
+    log_p = np.where(res.candidates, res.log_p, -np.inf)
+    return np.asarray(log_p, np.float64), np.asarray(res.nfe, np.float64)
 
 
 BOOK_BATCH = 10  # images per batch (and per key) of the book's evaluations: the shipped MNIST evaluation's
 
 
-def ode_settings(data: str, n_images: int, seed: int, ode, batch: int = BOOK_BATCH) -> EvalSettings:
-    """The :class:`EvalSettings` of an exact-ODE evaluation with the solver knobs ``ode`` (a book
-    profile's ``Ode`` group: dopri5 with rtol = atol is all this evaluation supports). ``batch``
-    decides which images share a key, so it is part of what determines the numbers."""
-    if ode.solver != "dopri5" or ode.n_steps is not None or ode.atol != ode.rtol:
-        raise ValueError(f"the evaluation solves with adaptive dopri5 at rtol = atol; got solver {ode.solver!r}, "
-                         f"n_steps {ode.n_steps}, rtol {ode.rtol:g}, atol {ode.atol:g}")
-    return EvalSettings(method="ode", data=data, n_images=n_images, seed=seed, n_probes=ode.n_probes, rtol=ode.rtol,
-                        eps=ode.eps, batch=batch)
-
-
 def _partial_ident(model, settings: EvalSettings) -> str:
     """What a partial-results file must hold to be reused: the settings and the model's sha256."""
-    return json.dumps({"settings": dataclasses.asdict(settings), "sha256": model.sha256}, sort_keys=True)
+    return json.dumps({"settings": plain(settings), "sha256": model.sha256}, sort_keys=True)
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -211,16 +212,14 @@ CODE_VERSION = 1  # of score_table's results: bump when a change alters what it 
 
 
 def cache_key(model, split, settings: EvalSettings):
-    """The :class:`sbgc.book.cache.CacheKey` of :func:`score_table` (model, images, settings)."""
-    from sbgc.book.cache import CacheKey
-
+    """The :class:`sbgc.cache.CacheKey` of :func:`score_table` (model, images, settings)."""
     idx = image_selection(len(split), settings.n_images, settings.seed)
     return CacheKey(f"scores_{settings.method}", CODE_VERSION, settings, model.sha256,
                     f"{settings.data}: {split.source} {split.split} split", idx)
 
 
 def cached_score_table(cache, model, split, settings: EvalSettings, *, progress: bool = False):
-    """:func:`score_table` through ``cache`` (a :class:`sbgc.book.cache.ResultCache`): a CachedResult.
+    """:func:`score_table` through ``cache`` (a :class:`sbgc.cache.ResultCache`): a CachedResult.
 
     Under a sharded cache (``--shard I/N``, :mod:`sbgc.shard`) the N processes split the table: each
     computes its batches (b mod N = I, :func:`score_table`'s ``shard``) into its own partial file in
@@ -288,7 +287,7 @@ def import_evaluation(cache, model, summary_path: str | Path, *, data_dir: str |
     """
     summary_path = Path(summary_path)
     summary = json.loads(summary_path.read_text())
-    settings = EvalSettings(**summary["settings"])
+    settings = EvalSettings.from_plain(summary["settings"])
     if summary["model"]["sha256"] != model.sha256:
         raise ValueError(f"{summary_path} evaluated model sha256 {summary['model']['sha256'][:12]}, not "
                          f"{model.path.name} ({model.sha256[:12]})")
@@ -347,16 +346,21 @@ def evaluate(model, settings: EvalSettings, *, out: str | Path | None = None, da
     pred = np.argmax(log_p, axis=1)
     correct = int(np.sum(pred == labels))
     lo, hi = binomial_interval(correct, len(idx))
-    marginal_bpd = bits_per_dim(log_marginal(log_p), dim)
-    true_bpd = bits_per_dim(log_p[np.arange(len(idx)), labels], dim)
+    scorer = settings.scorer
+    density = isinstance(scorer, Ode) or isinstance(scorer, Bound) and scorer.settings.is_bound  # else no bits/dim
 
-    def interval(values) -> dict:  # the mean's JSON record (None where a single image gives no interval)
+    def interval(values) -> dict | None:  # the mean's JSON record (None where a single image gives no interval)
+        if not density:
+            return None
         m = mean_estimate(values).as_dict()
         return {"mean": m["value"], "lo": m["lo"], "hi": m["hi"], "sem": m["se"]}
 
+    marginal_bpd = bits_per_dim(log_marginal(log_p), dim) if density else None
+    true_bpd = bits_per_dim(log_p[np.arange(len(idx)), labels], dim) if density else None
+
     summary = {
-        "what": f"{'bound' if settings.method == 'bound' else 'exact ODE'} classifier accuracy and bits/dim",
-        "method": settings.describe(), "settings": dataclasses.asdict(settings),
+        "what": f"classifier accuracy ({settings.method}) and bits/dim",
+        "method": settings.describe(), "settings": plain(settings),
         "model": {"file": model.path.name, "sha256": model.sha256, "step": model.meta.get("step"),
                   "train_seconds": model.meta.get("train_seconds"), "profile": model.meta.get("profile"),
                   "n_params": model.meta.get("n_params"), "trained_on": model.meta.get("data_source")},
@@ -395,7 +399,7 @@ def curve(workdir: str | Path, steps: list[int], settings: EvalSettings, *, out:
             if progress:
                 print(json.dumps(rows[-1]), flush=True)
     summary = {"what": "accuracy versus training steps", "workdir": str(workdir), "method": settings.describe(),
-               "settings": dataclasses.asdict(settings), "rows": rows, "device": device_name()}
+               "settings": plain(settings), "rows": rows, "device": device_name()}
     if out is not None:
         write_json_atomic(out, summary)
     return summary
@@ -427,7 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", default="bound", choices=METHODS)
     p.add_argument("--images", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--times", type=int, default=32, help="bound: K times per image and class")
+    p.add_argument("--times", type=int, default=32, help="bound, pruned: K times per image and class")
+    p.add_argument("--weighting", default="likelihood", choices=("likelihood", "uniform"),
+                   help="bound, pruned: the bound (likelihood) or the uniform-in-t denoising score")
+    p.add_argument("--keep", type=int, default=2, help="pruned: classes refined per image")
+    p.add_argument("--second-times", type=int, default=64, help="pruned: further times for the kept classes")
     p.add_argument("--probes", type=int, default=1, help="ode: Rademacher probes")
     p.add_argument("--rtol", type=float, default=1e-3, help="ode: rtol = atol of dopri5")
     p.add_argument("--batch", type=int, default=25, help="images per saved batch")
@@ -436,8 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (is_curve or is_merge):
         p.add_argument("--shard", default=None, metavar="I/N", help="compute only batches b with b mod N = I")
     a = p.parse_args(argv[1:] if is_curve or is_merge else argv)
-    s = EvalSettings(method=a.method, data=a.data, n_images=a.images, seed=a.seed, n_times=a.times,
-                     n_probes=a.probes, rtol=a.rtol, batch=a.batch)
+    scorer = cli_scorer(a.method, times=a.times, probes=a.probes, rtol=a.rtol, weighting=a.weighting, keep=a.keep,
+                        second_times=a.second_times)  # fmt: skip
+    s = EvalSettings(scorer=scorer, data=a.data, n_images=a.images, seed=a.seed, batch=a.batch)
     if is_curve:
         res = curve(a.workdir, a.steps, s, out=a.out, data_dir=a.data_dir, progress=not a.no_progress)
         print(json.dumps(res["rows"], indent=1))

@@ -48,7 +48,6 @@ from sbgc.experiments.adversarial import (
     PGDResult,
     SBGCLogitsConfig,
     _from_arrays,
-    bound_logits,
     describe_bound,
     _to_arrays,
     cross_entropy_direction,
@@ -57,8 +56,9 @@ from sbgc.experiments.adversarial import (
 from sbgc.data.datasets import sample_blocks
 from sbgc.method.bound import BoundSettings
 from sbgc.method.classify import class_log_likelihoods_pure
-from sbgc.method.likelihood import names_the_memory_knobs
+from sbgc.method.devices import names_the_memory_knobs
 from sbgc.method.numerics import highest_precision
+from sbgc.method.scorers import Bound
 from sbgc.shard import own_blocks_first
 
 Array = jax.Array
@@ -158,14 +158,23 @@ def sbgc_attack_model(model: Any, probes: Array, config: SBGCLogitsConfig) -> At
     return AttackModel(logits_and_ok, class_logits_and_ok, probes, "sbgc", config.describe())
 
 
+def scorer_attack_model(model: Any, scorer: Any, key: Array, n_images: int, n_classes: int = 10, *,
+                        kind: str | None = None, description: str | None = None) -> AttackModel:  # fmt: skip
+    """Any scorer of :mod:`sbgc.method.scorers` as the attacked classifier, through its differentiable
+    form ``scorer.pure``: image i's random numbers are those of id i under ``key``, fixed for the whole
+    attack (``aux`` holds the ids), so the attacked function is the one ``scorer.scores`` tabulates."""
+    f = scorer.pure(model.score_fn, model.sde, key, n_classes=n_classes)
+    return AttackModel(lambda x, ids: f(x, ids), lambda x, ids, classes: f(x, ids, classes),
+                       jnp.arange(int(n_images), dtype=jnp.int32), kind or type(scorer).__name__.lower(),
+                       description or scorer.describe())  # fmt: skip
+
+
 def bound_attack_model(model: Any, key: Array, n_images: int, settings: BoundSettings, n_classes: int = 10,
                        data_scaling: str = "centered") -> AttackModel:  # fmt: skip
-    """The variational-bound classifier of the same score model
-    (:func:`~sbgc.experiments.adversarial.bound_logits`); image i's times and noises are those of
-    id i, fixed for the whole attack (``aux`` holds the ids)."""
-    f = bound_logits(model, key, settings, n_classes, data_scaling)
-    return AttackModel(lambda x, ids: f(x, ids), lambda x, ids, classes: f(x, ids, classes),
-                       jnp.arange(int(n_images), dtype=jnp.int32), "bound", describe_bound(settings))  # fmt: skip
+    """The variational-bound classifier of the same score model (:class:`sbgc.method.scorers.Bound`,
+    :func:`scorer_attack_model`); image i's times and noises are those of id i, fixed for the attack."""
+    return scorer_attack_model(model, Bound(settings, data_scaling), key, n_images, n_classes, kind="bound",
+                               description=describe_bound(settings))  # fmt: skip
 
 
 def baseline_attack_model(classifier: Any, n_images: int) -> AttackModel:

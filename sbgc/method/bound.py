@@ -43,7 +43,7 @@ The bound is on the density of THIS model (reverse SDE + decoder). The ODE of
 :mod:`sbgc.method.likelihood` defines a different density from the same score; the two coincide when s_θ is
 the exact score (up to the decoder, whose gap vanishes as σ_ε → 0: σ_ε = 1e-6 for sub-VP at
 ε = 1e-5). For a learned score nothing forces L below the ODE value; Song et al. (2021) find it
-below on CIFAR-10, and ``tests/test_elbo.py`` checks it on the ``ci`` network.
+below on CIFAR-10, and ``tests/test_bound.py`` checks it on the ``ci`` network.
 
 Estimator
 ---------
@@ -54,6 +54,14 @@ times and noises serve every class of an image (common random numbers), so class
 no independent sampling noise. Each (image, class, time) is one forward pass of the network:
 ``nfe`` counts them (K + 1 per image and class). Both samplers are unbiased for L; ``log_p_se``
 combines the standard error of the diffusion term (:func:`mean_and_se`) with the decoder's (below).
+
+Weighting (``BoundSettings.weighting``). The bound weights the denoising error h(t) = E‖σ s_θ + z‖² by
+w(t) = g²/σ², which grows like 2/t as t → 0, and samples its times from w/Z: most of them fall at small t,
+where the noise is tiny and the class barely changes the error. ``"uniform"`` instead draws t uniformly
+on [ε, T] (stratified or i.i.d.) and scores a class by −½ (T − ε) E_t h(t), the ε-prediction MSE that DDPM
+trains with (λ = σ², :func:`sbgc.method.losses.dsm_loss` ``"sigma2"``) and that Li et al.'s Diffusion
+Classifier (2023) compares across classes. It is a weighted denoising objective, not a bound on
+log p(x | y): no prior or decoder term, no bits/dim. Both share the times and noises across the classes.
 
 Control variate. E‖z‖² = D, so ‖σ s + z‖² − γ(t)(‖z‖² − D) has the same expectation for any γ(t).
 With γ(t) = r(t)², r = m² s_d² / (m² s_d² + σ²), this removes the χ²_D noise of the part of z the
@@ -79,7 +87,7 @@ decision is the argmax over the kept classes of their combined (K₁ + K₂)-tim
 Shapes: rows (image, class, time) are evaluated in jitted chunks of at most ``chunk_size`` network
 inputs (padded to a power of two or to ``chunk_size``, so few shapes compile), with tqdm over chunks;
 on a device that reports its memory (GPU) a chunk that would not fit is lowered, and ``chunk_size=None``
-takes as many rows as fit (:func:`sbgc.method.likelihood.chunk_for_memory`; None on a CPU: 256).
+takes as many rows as fit (:func:`sbgc.method.devices.chunk_for_memory`; None on a CPU: 256).
 """
 
 from __future__ import annotations
@@ -95,24 +103,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from sbgc.method.classify import log_marginal, predict
-from sbgc.method.likelihood import (
-    DATA_SCALINGS,
-    DataScaling,
-    ScoreFn,
-    bits_per_dim,
-    labels_per_image,
-    log_det_model_to_unit,
-    names_the_chunk_knob,
-    padded_chunks,
-    row_sharding,
-    chunk_for_memory,
-    device_memory_bytes,
-    shard_rows,
-    split_rows_in_trace,
-    sharded_chunk,
-    to_model_space,
-    to_unit_interval,
-)
+from sbgc.method.devices import (chunk_for_memory, device_memory_bytes, names_the_chunk_knob, padded_chunks,
+                                 row_sharding, shard_rows, sharded_chunk, split_rows_in_trace)  # fmt: skip
+from sbgc.method.likelihood import (DATA_SCALINGS, DataScaling, ScoreFn, bits_per_dim, labels_per_image,
+                                    log_det_model_to_unit, to_model_space, to_unit_interval)  # fmt: skip
 from sbgc.method.losses import scaled_score, squared_norm
 from sbgc.method.numerics import highest_precision
 from sbgc.method.sde import SDE
@@ -120,6 +114,8 @@ from sbgc.method.sde import SDE
 Array = jax.Array
 Sampling = Literal["importance", "stratified"]
 SAMPLINGS: tuple[str, ...] = ("importance", "stratified")
+Weighting = Literal["likelihood", "uniform"]
+WEIGHTINGS: tuple[str, ...] = ("likelihood", "uniform")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,15 +123,23 @@ class BoundSettings:
     """How the bound is estimated (hashable).
 
     n_times: K, times (one network pass each) per image and class, besides the decoder's.
-    sampling: ``"importance"`` (i.i.d. from w/Z, as in training) or ``"stratified"``.
+    sampling: ``"importance"`` (i.i.d. u_k) or ``"stratified"`` (one u_k per stratum k/K), mapped to
+        times by the weighting's distribution.
     eps: ε, the start of the diffusion term; [0, ε] is the decoder's.
     data_std: s_d of the control variate (model-space per-dimension data std), or None for none.
+    weighting: the time weighting λ(t) of the denoising errors (:func:`diffusion_term`):
+        ``"likelihood"`` — λ = g², t from w(t)/Z with w = g²/σ²: the bound on log p(x | y) (the paper's
+        and score_flow's; the decoder and prior terms are added); ``"uniform"`` — λ = σ², t uniform on
+        [ε, T]: −½ (T − ε) E_t E_z ‖σ s_θ + z‖², the ε-prediction MSE of DDPM that Li et al.'s Diffusion
+        Classifier scores classes with. The latter is a class score, not a bound on a density: it has
+        no decoder pass (K passes per image and class), no prior term, and no bits/dim (NaN).
     """
 
     n_times: int = 100
     sampling: Sampling = "stratified"
     eps: float = 1e-5
     data_std: float | None = 0.5
+    weighting: Weighting = "likelihood"
 
     def __post_init__(self):
         if not (isinstance(self.n_times, (int, np.integer)) and self.n_times >= 2):
@@ -146,6 +150,18 @@ class BoundSettings:
             raise ValueError(f"eps must lie in (0, 1), got {self.eps}")
         if self.data_std is not None and not self.data_std > 0:
             raise ValueError(f"data_std must be positive or None (no control variate), got {self.data_std}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+
+    @property
+    def is_bound(self) -> bool:
+        """Whether the estimate is the variational bound on log p(x | y) (``"likelihood"`` weighting)."""
+        return self.weighting == "likelihood"
+
+    def describe(self) -> str:
+        """e.g. 'variational bound, K = 32 stratified times (likelihood weighting), eps = 1e-05'."""
+        what = "variational bound" if self.is_bound else "uniform-in-t denoising score (eps-MSE, not a bound)"
+        return f"{what}, K = {self.n_times} {self.sampling} times ({self.weighting} weighting), eps = {self.eps:g}"
 
 
 # --- the terms of the bound (model space, nats) ------------------------------------------------------
@@ -180,9 +196,16 @@ def corrected_error(err: np.ndarray, z_sq: np.ndarray, gamma: np.ndarray, dim: i
     return err - gamma * (z_sq - dim)
 
 
-def diffusion_term(sde: SDE, eps: float, h: np.ndarray) -> np.ndarray:
-    """Per-time values −½ Z h_k of −½ ∫_ε^T w(t) E h dt, for importance-distributed times.  h [..., K]."""
-    return -0.5 * float(sde.importance_weight_normalizer(eps)) * np.asarray(h, np.float64)
+def time_weight(sde: SDE, eps: float, weighting: Weighting) -> float:
+    """The factor c of the per-time values −½ c h_k: Z = ∫_ε^T w dt for ``"likelihood"`` (times from w/Z,
+    so −½ Z E h estimates −½ ∫ w E h dt), T − ε for ``"uniform"`` (times uniform, λ = σ²)."""
+    return float(sde.importance_weight_normalizer(eps)) if weighting == "likelihood" else float(sde.T - eps)
+
+
+def diffusion_term(sde: SDE, eps: float, h: np.ndarray, weighting: Weighting = "likelihood") -> np.ndarray:
+    """Per-time values −½ c h_k (:func:`time_weight`) of −½ ∫_ε^T λ(t)/σ(t)² E h dt, for times drawn
+    from the weighting's distribution.  h [..., K]."""
+    return -0.5 * time_weight(sde, eps, weighting) * np.asarray(h, np.float64)
 
 
 def decoder_log_prob(sde: SDE, eps: float, h: np.ndarray, dim: int) -> np.ndarray:
@@ -200,15 +223,18 @@ def decoder_std_error(scaled_score_sq: np.ndarray, gamma: np.ndarray | float, di
 
 
 # --- random numbers: the same for every class of an image -------------------------------------------
-@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
-def draw_times(sde: SDE, key: Array, image_ids: Array, n: int, sampling: Sampling, eps: float) -> Array:
-    """Times [len(ids), n] on [ε, T] from w(t)/Z; image i's from ``fold_in(key, i)``, sorted."""
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6))
+def draw_times(sde: SDE, key: Array, image_ids: Array, n: int, sampling: Sampling, eps: float,
+               weighting: Weighting = "likelihood") -> Array:  # fmt: skip
+    """Times [len(ids), n] on [ε, T], from w(t)/Z (``"likelihood"``) or uniform (``"uniform"``); image
+    i's from ``fold_in(key, i)``, sorted (so stratified times stay in stratum order)."""
 
     def one(i):
         u = jax.random.uniform(jax.random.fold_in(key, i), (n,))
         if sampling == "stratified":
             u = (jnp.arange(n) + u) / n
-        return jnp.sort(sde.sample_importance_t(u, eps))
+        t = sde.sample_importance_t(u, eps) if weighting == "likelihood" else eps + u * (sde.T - eps)
+        return jnp.sort(t)
 
     return jax.vmap(one)(image_ids)
 
@@ -255,7 +281,7 @@ def _evaluate_rows(
     Chunks hold ``chunk_size`` rows, or the power of two at or above the row count when that is
     smaller; the last chunk is padded with copies of its last row, so few shapes are compiled.
     Padding is neither returned nor counted. Each chunk's rows are split over the local devices
-    (:func:`sbgc.method.likelihood.row_sharding`; a chunk is rounded up to a multiple of them); a
+    (:func:`sbgc.method.devices.row_sharding`; a chunk is rounded up to a multiple of them); a
     row's noise is drawn from (key, image, draw), so the result does not depend on the devices.
     """
     n_rows = rows.image.size
@@ -390,8 +416,9 @@ def _run_stage(
     b, c = labels.shape
     k = settings.n_times
     stage_time_key = jax.random.fold_in(images.time_key, stage)
-    times = np.asarray(draw_times(sde, stage_time_key, jnp.arange(b), k, settings.sampling, settings.eps))
-    with_decoder = stage == 0
+    times = np.asarray(draw_times(sde, stage_time_key, jnp.arange(b), k, settings.sampling, settings.eps,
+                                  settings.weighting))  # fmt: skip
+    with_decoder = stage == 0 and settings.is_bound
     row_times = np.concatenate([times, np.full((b, 1), settings.eps, np.float32)], axis=1) if with_decoder else times
     rows = _stage_rows(labels, row_times)
     noise_key = jax.random.fold_in(images.noise_key, stage)
@@ -399,7 +426,7 @@ def _run_stage(
                          f"bound, stage {stage + 1}")  # fmt: skip
     gamma = np.asarray(control_variate_weight(sde, jnp.asarray(rows.t), settings.data_std), np.float64)
     h = corrected_error(out.err, out.z_sq, gamma, images.dim).reshape(b, c, -1)  # [B, C, K (+ 1)]
-    values = diffusion_term(sde, settings.eps, h[..., :k])
+    values = diffusion_term(sde, settings.eps, h[..., :k], settings.weighting)
     if not with_decoder:
         return _Stage(values, times, out.passes.reshape(b, c), None, None)
     decoder = decoder_log_prob(sde, settings.eps, h[..., k], images.dim)
@@ -427,27 +454,35 @@ def mean_and_se(draws: np.ndarray, sampling: Sampling) -> tuple[np.ndarray, np.n
 
 
 def _combine(
-    images: _PreparedImages, prior, decoder, decoder_se, draws, diffusion, diffusion_se, times, nfe
+    images: _PreparedImages, prior, decoder, decoder_se, draws, diffusion, diffusion_se, times, nfe, is_bound: bool
 ) -> BoundResult:
-    """Sum the terms (prior [B], the rest [B, C]) into a :class:`BoundResult`."""
-    log_p = prior[:, None] + decoder + diffusion + images.log_det
+    """Sum the terms (prior [B], the rest [B, C]) into a :class:`BoundResult`; a score that is not a
+    bound (uniform weighting) is its diffusion term alone, with log_det 0 and NaN bits/dim."""
+    log_det = images.log_det if is_bound else 0.0
+    log_p = prior[:, None] + decoder + diffusion + log_det
     se = np.sqrt(decoder_se**2 + diffusion_se**2)
     bpd_scale = images.dim * math.log(2.0)
+    bpd = bits_per_dim(log_p, images.dim) if is_bound else np.full_like(log_p, np.nan)
     return BoundResult(
-        log_p=log_p, log_p_se=se, bpd=bits_per_dim(log_p, images.dim), bpd_se=se / bpd_scale, prior_term=prior,
-        decoder_term=decoder, decoder_se=decoder_se, diffusion_term=diffusion, diffusion_se=diffusion_se,
-        diffusion_draws=draws, times=times, nfe=nfe, log_det=images.log_det, dim=images.dim,
+        log_p=log_p, log_p_se=se, bpd=bpd, bpd_se=se / bpd_scale if is_bound else np.full_like(se, np.nan),
+        prior_term=prior, decoder_term=decoder, decoder_se=decoder_se, diffusion_term=diffusion,
+        diffusion_se=diffusion_se, diffusion_draws=draws, times=times, nfe=nfe, log_det=log_det, dim=images.dim,
     )  # fmt: skip
 
 
 def _bounds(score_fn, sde, images: _PreparedImages, labels: np.ndarray, settings: BoundSettings,
             chunk_size: int | None, progress: bool) -> BoundResult:  # fmt: skip
-    """All three terms for labels [B, C] (stage 0 of the times and noises)."""
+    """All three terms for labels [B, C] (stage 0 of the times and noises); the diffusion term alone
+    for the uniform weighting (prior and decoder terms 0)."""
     stage = _run_stage(score_fn, sde, images, labels, settings, 0, chunk_size, progress)
     diffusion, diffusion_se = mean_and_se(stage.values, settings.sampling)
-    prior = -np.asarray(prior_kl(sde, images.x_model), np.float64)
-    return _combine(images, prior, stage.decoder, stage.decoder_se, stage.values, diffusion, diffusion_se,
-                    stage.times, stage.passes)  # fmt: skip
+    b = labels.shape[0]
+    if settings.is_bound:
+        prior, decoder, decoder_se = -np.asarray(prior_kl(sde, images.x_model), np.float64), stage.decoder, stage.decoder_se
+    else:
+        prior, decoder, decoder_se = np.zeros(b), np.zeros_like(diffusion), np.zeros_like(diffusion)
+    return _combine(images, prior, decoder, decoder_se, stage.values, diffusion, diffusion_se, stage.times,
+                    stage.passes, settings.is_bound)  # fmt: skip
 
 
 # --- public entry points ---------------------------------------------------------------------------
@@ -608,7 +643,8 @@ def bound_random_numbers(
     _, k_rest = jax.random.split(key)  # the split of _prepare (its first key dequantizes)
     k_time, k_noise = jax.random.split(k_rest)
     image_ids = jnp.asarray(image_ids, jnp.int32)
-    times = draw_times(sde, jax.random.fold_in(k_time, 0), image_ids, settings.n_times, settings.sampling, settings.eps)
+    times = draw_times(sde, jax.random.fold_in(k_time, 0), image_ids, settings.n_times, settings.sampling, settings.eps,
+                       settings.weighting)  # fmt: skip
     draws = jnp.arange(settings.n_times + 1, dtype=jnp.int32)
     noise_key = jax.random.fold_in(k_noise, 0)
     noises = jax.vmap(lambda i: _row_noise(noise_key, jnp.full_like(draws, i), draws, tuple(shape)))(image_ids)
@@ -634,7 +670,8 @@ def class_log_bounds_pure(
     noises [B, K + 1, *shape] from :func:`bound_random_numbers` (held fixed, so the function is
     deterministic and its gradient exact); classes: int [B, k] or None for all ``n_classes``.
     Returns (log_p [B, k] nats, ok [B, k] finite). Every (image, class, time) is one network pass,
-    all in one batch of B·k·(K + 1) rows: memory grows with K. The rows are split over every local
+    all in one batch of B·k·(K + 1) rows (B·k·K for the uniform weighting, which has no decoder: its
+    last noise is unused): memory grows with K. The rows are split over every local
     device (``sharding`` as in :func:`sbgc.method.classify.class_log_likelihoods_pure`).
     """
     b, shape = x_unit.shape[0], tuple(x_unit.shape[1:])
@@ -647,8 +684,12 @@ def class_log_bounds_pure(
         classes = jnp.broadcast_to(jnp.arange(n_classes, dtype=jnp.int32), (b, n_classes))
     c = classes.shape[1]
     x0 = to_model_space(x_unit.astype(jnp.float32), data_scaling)  # [B, *shape]
-    t_all = jnp.concatenate([times, jnp.full((b, 1), settings.eps, times.dtype)], axis=1)  # [B, K + 1]
-    rows = (b, c, k + 1)
+    if settings.is_bound:  # the decoder's pass at t = ε is the last time of each row
+        t_all = jnp.concatenate([times, jnp.full((b, 1), settings.eps, times.dtype)], axis=1)  # [B, K + 1]
+    else:
+        t_all, noises = times, noises[:, :k]  # [B, K], [B, K, *shape]
+    n_t = t_all.shape[1]
+    rows = (b, c, n_t)
     x_rows = jnp.broadcast_to(x0[:, None, None], (*rows, *shape)).reshape(-1, *shape)  # [R, *shape]
     z_rows = jnp.broadcast_to(noises[:, None], (*rows, *shape)).reshape(-1, *shape)
     y_rows = jnp.broadcast_to(classes[:, :, None], rows).reshape(-1)  # [R]
@@ -658,6 +699,9 @@ def class_log_bounds_pure(
     err, z_sq, _ = denoising_terms(score_fn, sde, x_rows, y_rows, t_rows, z_rows)  # [R (+ padding)] each
     err, z_sq, t_rows = err[:n_rows], z_sq[:n_rows], t_rows[:n_rows]
     h = (err - control_variate_weight(sde, t_rows, settings.data_std) * (z_sq - dim)).reshape(rows)  # corrected_error
+    if not settings.is_bound:  # diffusion_term with T − ε: the uniform-weighted denoising score
+        log_p = -0.5 * (sde.T - settings.eps) * jnp.mean(h, axis=-1)  # [B, k]
+        return log_p, jnp.isfinite(log_p)
     diffusion = -0.5 * sde.importance_weight_normalizer(settings.eps) * jnp.mean(h[..., :k], axis=-1)  # [B, k]
     ratio = sde.marginal_std(settings.eps) / sde.mean_coeff(settings.eps)
     decoder = -0.5 * dim * jnp.log(2.0 * math.pi * ratio**2) - 0.5 * h[..., k]  # decoder_log_prob

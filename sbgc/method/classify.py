@@ -19,19 +19,32 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sbgc.method.devices import split_rows_in_trace
+
 from sbgc.method.likelihood import (
+
     DataScaling,
+
     LikelihoodResult,
+
     PriorLogpFn,
+
     ScoreFn,
+
     SolverSettings,
+
     bits_per_dim,
+
     change_of_variables,
+
     log_det_model_to_unit,
+
     log_likelihood_table,
+
     solve_rows,
-    split_rows_in_trace,
+
     to_model_space,
+
 )
 from sbgc.method.sde import SDE
 
@@ -130,7 +143,7 @@ def class_log_likelihoods_pure(
     class, all a margin's gradient needs). None: every class 0 … n_classes − 1.
 
     sharding: the B·k solves are split over every local device (default ``"local"``,
-    :func:`sbgc.method.likelihood.split_rows_in_trace`), or as the given ``row_sharding``; None: not
+    :func:`sbgc.method.devices.split_rows_in_trace`), or as the given ``row_sharding``; None: not
     split. Each row keeps its probes, so the result does not depend on the split.
     """
     b, shape = x_unit.shape[0], x_unit.shape[1:]

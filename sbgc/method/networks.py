@@ -105,7 +105,7 @@ class GroupNorm(nn.Module):
     (H, W) are averaged within each group (groups are equal in size, so this is the same mean).
     Why: XLA:CPU (jax 0.10) crashes (segmentation fault) running the input gradient of the
     probe-vmapped Jacobian–vector products of a row-vmapped network through flax's grouped reshape,
-    which is exactly the attack's gradient with two or more probes (tests/test_models.py).
+    which is exactly the attack's gradient with two or more probes (tests/test_networks.py).
     """
 
     num_groups: int

@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from flax import serialization
 
-from sbgc.data.files import file_digest
+from sbgc.storage import file_digest, write_json_atomic
 
 
 class CheckpointError(RuntimeError):
@@ -45,17 +45,6 @@ def _combined_sha256(files: dict[str, str]) -> str:
     for name in sorted(files):
         h.update(f"{name}\0{files[name]}\n".encode())
     return h.hexdigest()
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON to ``path`` via a temporary file and ``os.replace`` (never a half-written file)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def config_mismatch(expected: dict, found: dict, prefix: str = "") -> list[str]:

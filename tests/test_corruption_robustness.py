@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from sbgc.book.cache import CacheKey, ResultCache
+from sbgc.cache import CacheKey, ResultCache
 from sbgc.book.provenance import _jsonable
 from sbgc.data.cifar10 import ImageSet
 from sbgc.data.corruptions import CORRUPTIONS, NOISE_CORRUPTIONS, corrupt, corruption_grid, synthetic_images
@@ -423,6 +423,7 @@ def test_grid_result_round_trips_through_the_results_cache(tmp_path):
     assert rb.cache_settings(knobs, rb.MNIST_C, slice(3, 6)) != settings
 
 
+@pytest.mark.slow
 def test_a_sample_evaluated_block_by_block_equals_the_whole():
     """The SBGC's grid in blocks (each with its sample positions) joins into the grid of the whole
     sample: same predictions, likelihoods and images; a cache lookup per block is called once per

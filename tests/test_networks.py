@@ -49,6 +49,7 @@ def _inputs(b=2):
     return x, jnp.full((b,), 0.3), jnp.arange(b, dtype=jnp.int32)
 
 
+@pytest.mark.slow
 def test_score_fn_shape_and_label_dependence(ci_net):
     cfg, params, score_fn = ci_net
     x, t, y = _inputs()
@@ -81,6 +82,7 @@ def test_score_fn_rejects_bad_inputs(ci_net):
         jax.jit(lambda x: score_fn(params, x, t, np.array([0, 10], np.int32)))(x)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_is_close_to_float32(ci_net):
     cfg, params, _ = ci_net
     x, t, y = _inputs()
@@ -91,6 +93,7 @@ def test_bfloat16_compute_is_close_to_float32(ci_net):
     assert rel < 0.05, rel
 
 
+@pytest.mark.slow
 def test_dropout_only_in_training_mode():
     cfg = get_config("ci", dropout=0.5)
     params = init_params(cfg, jax.random.PRNGKey(0))
@@ -146,6 +149,7 @@ print("gradient norm", float(jnp.linalg.norm(g)))
 """
 
 
+@pytest.mark.slow
 def test_two_probe_gradient_through_the_unet_runs():
     import subprocess
     import sys

@@ -6,7 +6,9 @@ the sha256 of everything that determines the arrays, written out in the JSON so 
 
 * ``name`` and ``code_version`` — the computation, and a version its author bumps by hand whenever
   the computing code changes what it returns;
-* ``settings`` — the knobs (JSON: dataclasses, tuples and numbers);
+* ``settings`` — the knobs (JSON: dataclasses, tuples and numbers; a dataclass field with
+  ``metadata={"cache_key": False}``, such as a scorer's chunk size, does not change the numbers and
+  stays out);
 * ``checkpoint_sha256`` — the model's file;
 * ``data_source`` and the sha256 of the evaluated ``image_indices``.
 
@@ -23,7 +25,7 @@ each missing entry is computed by its owning shard only, and :meth:`ResultCache.
 waits for it to appear (:meth:`ResultCache.wait_for`).
 
 The book's chapters open their cache with :func:`chapter_cache` (``<repo>/results-cache``, or
-``$SBGC_CACHE_DIR``) in one of :data:`MODES`, which ``python -m sbgc.book run --cache MODE`` passes
+``$SBGC_RESULTS_CACHE``) in one of :data:`MODES`, which ``python -m sbgc.book run --cache MODE`` passes
 to every notebook.
 
 Why not ``joblib.Memory``: it keys entries by the hash of the function's source text, so any edit (a
@@ -47,12 +49,12 @@ from typing import Any
 
 import numpy as np
 
-from sbgc.data.files import atomic_savez, file_digest
 from sbgc.shard import WAIT_ENV, Shard, current_shard, owner_of_entry, poll, wait_seconds
-from sbgc.train.checkpoint import write_json_atomic
+from sbgc.storage import atomic_savez, device_info, file_digest, git_state, repo_root, write_json_atomic
 
 FORMAT = "sbgc-result-cache/1"
-CACHE_ENV = "SBGC_CACHE_DIR"  # where chapter_cache keeps its entries (default <repo>/results-cache)
+CACHE_ENV = "SBGC_RESULTS_CACHE"  # where chapter_cache keeps its entries (default <repo>/results-cache); not
+# SBGC_CACHE_DIR, the decode cache of the datasets (sbgc.data.files), which --out must not move
 MODES = ("use", "read-only", "recompute")  # load or compute-and-store; load only; compute and overwrite
 
 
@@ -60,14 +62,15 @@ class CacheError(RuntimeError):
     """A cache entry is damaged, or missing from a read-only cache."""
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """JSON-ready form of settings: dataclasses as dicts, tuples as lists, numpy scalars as numbers."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # fields that do not change the numbers
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)  # (chunk sizes) stay out
+                if f.metadata.get("cache_key", True)}
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -88,7 +91,7 @@ class CacheKey:
 
     def inputs(self) -> dict[str, Any]:
         indices = np.ascontiguousarray(np.asarray(self.image_indices, np.int64))
-        return {"name": self.name, "code_version": int(self.code_version), "settings": _plain(self.settings),
+        return {"name": self.name, "code_version": int(self.code_version), "settings": plain(self.settings),
                 "checkpoint_sha256": self.checkpoint_sha256, "data_source": self.data_source,
                 "n_images": int(indices.size), "image_indices_sha256": hashlib.sha256(indices.tobytes()).hexdigest()}
 
@@ -205,8 +208,6 @@ class ResultCache:
         if any(a.dtype == object for a in arrays.values()):
             raise TypeError(f"cache {key.name}: object arrays cannot be stored without pickle")
         if device is None:
-            from sbgc.book.provenance import device_info
-
             info = device_info()
             device = f"{info['device_count']}x {info['device_kind']}"
         commit = _commit_now() if commit is None else commit
@@ -223,18 +224,48 @@ class ResultCache:
         return CachedResult(arrays, True, record, data)
 
 
+    def rekey(self, name: str, migrate: Callable[[Any], Any], *, reason: str) -> list[tuple[str, str]]:
+        """Re-key the entries called ``name`` whose settings ``migrate(settings) -> settings`` changes: a
+        one-off migration when a knob that does not change these arrays enters the key (e.g. a new
+        setting whose default is what the entry was computed with). Each entry is verified first (its
+        bytes against its record), its ``.npz`` renamed unchanged and its record rewritten with the new
+        inputs and a ``rekeyed`` note (old key, reason). Returns [(old stem, new stem)]."""
+        if self.read_only:
+            raise CacheError(f"cannot re-key entries of the read-only cache {self.directory}")
+        moved = []
+        for meta in sorted(self.directory.glob(f"{name}-*.json")):
+            record = json.loads(meta.read_text())
+            inputs = record["inputs"]
+            if inputs["name"] != name:  # another name sharing the prefix
+                continue
+            new_settings = plain(migrate(inputs["settings"]))
+            if new_settings == inputs["settings"]:
+                continue
+            data = meta.with_suffix(".npz")
+            if file_digest(data) != record.get("npz_sha256"):
+                raise CacheError(f"{data}: sha256 does not match its record; not re-keying a damaged entry")
+            new_inputs = {**inputs, "settings": new_settings}
+            digest = hashlib.sha256(json.dumps(new_inputs, sort_keys=True).encode()).hexdigest()
+            stem = f"{name}-{digest[:16]}"
+            new_data, new_meta = self.directory / f"{stem}.npz", self.directory / f"{stem}.json"
+            if new_meta.exists() or new_data.exists():
+                raise CacheError(f"re-keying {meta.stem}: {stem} exists already")
+            rekeyed = record.get("rekeyed", []) + [{"from_key": record["key"], "reason": reason}]
+            os.replace(data, new_data)
+            write_json_atomic(new_meta, {**record, "key": digest, "inputs": new_inputs, "rekeyed": rekeyed})
+            meta.unlink()
+            moved.append((meta.stem, stem))
+        return moved
+
+
 def _commit_now() -> str:
     """HEAD, marked "+ changes" when tracked files differ from it (the code that runs is then not HEAD's)."""
-    from sbgc.book.provenance import git_state
-
     commit, dirty = git_state()
     return commit + (" + changes" if dirty else "")
 
 
 def default_cache_dir() -> Path:
-    """``$SBGC_CACHE_DIR`` if set, else ``<repo>/results-cache`` (shipped in git)."""
-    from sbgc.book.provenance import repo_root
-
+    """``$SBGC_RESULTS_CACHE`` if set, else ``<repo>/results-cache`` (shipped in git)."""
     return Path(os.environ.get(CACHE_ENV) or repo_root() / "results-cache")
 
 

@@ -50,6 +50,7 @@ FIXED = dict(solver="heun", n_steps=16)
 
 
 # --- the attacked function ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_logits_are_the_classifiers_log_likelihoods_shapes_and_determinism(model, images):
     fn = _fn(model, **FIXED)
     logits = jax.jit(fn)(images)
@@ -85,6 +86,7 @@ def test_fixed_steps_take_exactly_n_steps_and_validate():
 
 
 # --- gradients ------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("grid", ["uniform", "log"])
 def test_unrolled_steps_equal_diffrax_and_log_grid_times(model, images, grid):
     """unroll=True takes the same solver steps in straight-line code: same logits and gradient."""
@@ -106,6 +108,7 @@ def test_unrolled_steps_equal_diffrax_and_log_grid_times(model, images, grid):
         SolverSettings(n_steps=4, step_grid="cosine")
 
 
+@pytest.mark.slow
 def test_fixed_step_gradient_matches_central_finite_differences(model, images):
     """Reverse mode through the solver steps is the exact derivative of the fixed-step solution.
 
@@ -124,6 +127,7 @@ def test_fixed_step_gradient_matches_central_finite_differences(model, images):
     assert chk.max_error_vs_gradient_norm < 1e-3, chk
 
 
+@pytest.mark.slow
 def test_adaptive_gradients_recursive_and_backsolve_agree_with_finite_differences(model, images):
     """At rtol = 1e-6 both adjoints match each other and the finite differences on a small network.
 
@@ -142,6 +146,7 @@ backward solve is controlled by the RMS norm, the forward one by the default spl
     assert checks[1].gradient_norm == pytest.approx(checks[0].gradient_norm, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_input_gradient_is_the_gradient_of_the_foolbox_loss(model, images):
     import eagerpy as ep
 
@@ -156,6 +161,7 @@ def test_input_gradient_is_the_gradient_of_the_foolbox_loss(model, images):
 
 
 # --- failures and bad input -----------------------------------------------------------------------
+@pytest.mark.slow
 def test_failed_solves_raise_naming_rows(model, images):
     fn = _fn(model, rtol=1e-8, atol=1e-8, max_steps=3)
     with pytest.raises(LikelihoodSolveError, match=r"image 0 class 0") as err:
@@ -237,6 +243,7 @@ def test_checked_pgd_equals_plain_foolbox_pgd(linear):
     np.testing.assert_array_equal(ours.success, np.asarray(success))
 
 
+@pytest.mark.slow
 def test_pgd_on_the_sbgc_raises_the_loss_and_leaves_log_likelihoods_comparable(model, images):
     fn = _fn(model, solver="heun", n_steps=4)
     # The tiny net's classes differ by hundreds of nats, so the cross-entropy at the top class is
@@ -358,7 +365,7 @@ def _assert_same(a, b):
 
 
 def test_attack_results_round_trip_through_the_results_cache(linear, tmp_path):
-    from sbgc.book.cache import CacheKey, ResultCache
+    from sbgc.cache import CacheKey, ResultCache
 
     fn, x, labels = linear
     results = [attacks.run_pgd(fn, x[:4], labels[:4], norm="linf", epsilon=8 / 255, steps=2, seed=0),
@@ -384,7 +391,7 @@ def test_attack_results_round_trip_through_the_results_cache(linear, tmp_path):
 def test_running_out_of_device_memory_in_a_batch_attack_names_the_knobs():
     """The batch classifier Foolbox attacks (LogitsFn): an out-of-memory error in its forward pass or
     gradient names the knobs that size them; other errors pass through."""
-    from sbgc.method.likelihood import DeviceMemoryError
+    from sbgc.method.devices import DeviceMemoryError
 
     def oom(x):
         raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 8.0GiB.")

@@ -66,6 +66,14 @@ def _expected_bound(kind, x0, mu, std, c, eps=1e-5, T=1.0):
     return decoder - kl - 0.5 * diffusion
 
 
+def _expected_uniform_score(kind, x0, mu, std, c, eps=1e-5, T=1.0):
+    """E of the uniform-weighted denoising score: −½ ∫_ε^T E‖σ s_θ + z‖² dt (λ = σ²), by quadrature."""
+    x0, mu = np.asarray(x0, np.float64), np.asarray(mu, np.float64)
+    integral, _ = integrate.quad(lambda t: _expected_denoising_error(kind, t, x0, mu, std, c), eps, T, limit=500,
+                                 epsabs=1e-10, epsrel=1e-10)  # fmt: skip
+    return -0.5 * integral
+
+
 def _model_log_density(kind, x0, mu, std, c, eps=1e-5, T=1.0):
     """log density at x₀ of the bound's model (reverse SDE from N(0, I) with score c · exact, then the
     Gaussian decoder). Reverse time r = T − t: dY = [(½β − c g²/v) Y + c g² m μ / v] dr + g dW."""
@@ -177,6 +185,59 @@ def test_estimate_is_unbiased_with_a_calibrated_error_bar(sampling):
     assert np.all(res.nfe == 17)
 
 
+@pytest.mark.parametrize("sampling", ["stratified", "importance"])
+def test_uniform_weighting_is_the_unbiased_eps_mse_score_without_a_decoder_pass(sampling):
+    """4,000 estimates (K = 16) of the uniform-in-t score at one point: mean = −½ ∫ E‖σ s + z‖² dt (closed
+    form), calibrated error bar, K passes per class (no decoder), no bits/dim; not the bound."""
+    mix = _mixture()
+    x = np.repeat(POINTS[1:2], 4000, axis=0)
+    settings = B(n_times=16, sampling=sampling, data_std=STD, weighting="uniform")
+    res = elbo.class_log_bounds(mix.score, mix.sde, x, jax.random.key(3), n_classes=2, settings=settings,
+                                chunk_size=32768, **UNIT)  # fmt: skip
+    closed = np.array([_expected_uniform_score("subvp", POINTS[1], mu, STD, 1.0) for mu in MEANS])
+    bound = np.array([_expected_bound("subvp", POINTS[1], mu, STD, 1.0) for mu in MEANS])
+    assert np.all(np.abs(closed - bound) > 1.0)  # a different quantity from the bound
+    spread = res.log_p.std(axis=0)
+    assert np.all(np.abs(res.log_p.mean(axis=0) - closed) < 4 * spread / math.sqrt(len(x)))
+    ratio = res.log_p_se.mean(axis=0) / spread
+    assert np.all((ratio > 0.8) & (ratio < 1.5)), ratio
+    assert np.all(res.nfe == 16) and np.all(np.isnan(res.bpd)) and res.log_det == 0.0
+    assert np.all(res.prior_term == 0) and np.all(res.decoder_term == 0)
+    # times uniform on [ε, T]: stratified ones one per stratum of [ε, T]
+    if sampling == "stratified":
+        strata = np.floor((res.times - 1e-5) / (1.0 - 1e-5) * 16).astype(int)
+        np.testing.assert_array_equal(strata, np.broadcast_to(np.arange(16), res.times.shape))
+    assert not settings.is_bound and "not a bound" in settings.describe()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weighting", ["likelihood", "uniform"])
+def test_the_differentiable_form_equals_the_table_for_either_weighting(weighting):
+    """class_log_bounds_pure with bound_random_numbers gives the table's numbers, and the uniform weighting
+    shares the times and noises across classes (a label-blind score gives equal classes)."""
+    mix = _mixture()
+    settings = B(n_times=8, data_std=STD, weighting=weighting)
+    key = jax.random.key(4)
+    table = elbo.class_log_bounds(mix.score, mix.sde, POINTS, key, n_classes=2, settings=settings, **UNIT)
+    t, z = elbo.bound_random_numbers(mix.sde, key, jnp.arange(len(POINTS)), settings, (2,))
+    np.testing.assert_allclose(t, table.times, rtol=1e-6)
+    pure, ok = elbo.class_log_bounds_pure(mix.score, mix.sde, jnp.asarray(POINTS), t, z, settings=settings,
+                                          n_classes=2, data_scaling="unit")  # fmt: skip
+    assert bool(ok.all())
+    np.testing.assert_allclose(pure, table.log_p, rtol=2e-5, atol=2e-4)
+    blind = lambda x, t_, y: mix.score(x, t_, jnp.zeros_like(y))
+    same = elbo.class_log_bounds(blind, mix.sde, POINTS, key, n_classes=3, settings=settings, **UNIT)
+    np.testing.assert_array_equal(same.log_p[:, 1:], same.log_p[:, :1].repeat(2, axis=1))
+
+
+def test_pruning_with_the_uniform_weighting_counts_no_decoder_pass():
+    mix = _mixture()
+    pruned = elbo.pruned_class_bounds(mix.score, mix.sde, POINTS, jax.random.key(1), n_classes=2, keep=1, second_times=10,
+                                      settings=B(n_times=4, data_std=STD, weighting="uniform"), **UNIT)  # fmt: skip
+    np.testing.assert_array_equal(pruned.nfe, 2 * 4 + 10)
+    assert np.all(np.isfinite(pruned.log_p)) and np.all(pruned.kept.sum(axis=1) == 1)
+
+
 def test_estimate_converges_to_the_closed_form_bound_and_stays_below_the_density():
     mix = _mixture()
     closed = np.array([[_expected_bound("subvp", x0, mu, STD, 1.0) for mu in MEANS] for x0 in POINTS])
@@ -203,6 +264,7 @@ def test_control_variate_keeps_the_mean_and_cuts_the_noise():
 
 
 # --- bookkeeping -------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_common_random_numbers_chunking_and_dequantization():
     mix = _mixture()
     label_blind = lambda x, t, y: mix.score(x, t, jnp.zeros_like(y))
@@ -296,6 +358,8 @@ def test_bad_arguments_raise():
         B(n_times=1)
     with pytest.raises(ValueError, match="sampling must be one of"):
         B(sampling="uniform")
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        B(weighting="sigma2")
     with pytest.raises(ValueError, match="eps must lie in"):
         B(eps=0.0)
     with pytest.raises(ValueError, match="data_std must be positive"):
@@ -362,6 +426,7 @@ def test_bound_lies_below_the_ode_likelihood_on_the_ci_network():
     assert np.all(bound.nfe == 513)
 
 
+@pytest.mark.slow
 def test_the_differentiable_bound_equals_the_table_and_its_gradient_the_finite_differences():
     """class_log_bounds_pure with bound_random_numbers gives log_bound_table's numbers (same key,
     an image's draws follow its position), for a subset of classes too, and a gradient that agrees
