@@ -120,3 +120,21 @@ def test_a_scorer_is_its_cache_key_without_its_chunk_size():
         Bound(settings={"n_times": 4})
     with pytest.raises(ValueError, match="first_image"):
         BOUND.scores(CORNERS.score, CORNERS.sde, X, jax.random.key(0), n_classes=4, first_image=3)
+
+
+def test_the_scipy_reference_is_a_scorer_paired_with_the_one_probe_ode():
+    from sbgc.checks.reference import Reference, reference_log_likelihood_table
+
+    key = jax.random.key(7)
+    ref = Reference(SolverSettings(rtol=1e-5, atol=1e-5), data_scaling="unit")
+    assert isinstance(ref, ClassScorer) and "scipy RK45" in ref.describe()
+    got = ref.scores(CORNERS.score, CORNERS.sde, X, key, n_classes=4)
+    table = reference_log_likelihood_table(CORNERS.score, CORNERS.sde, X, all_classes(3, 4), key, solver=ref.solver,
+                                           dequantize=False, data_scaling="unit", progress=False)  # fmt: skip
+    np.testing.assert_array_equal(got.log_p, table.log_p)
+    ode = Ode(SolverSettings(rtol=1e-5, atol=1e-5), n_probes=1, data_scaling="unit").scores(
+        CORNERS.score, CORNERS.sde, X, key, n_classes=4)
+    np.testing.assert_allclose(got.log_p, ode.log_p, atol=1e-2)  # the same probe, two solvers
+    np.testing.assert_array_equal(got.predict(), ode.predict())
+    with pytest.raises(NotImplementedError, match="no differentiable form"):
+        ref.pure(CORNERS.score, CORNERS.sde, key)

@@ -12,6 +12,9 @@ rejected steps and its 2 initial-step evaluations).
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -154,3 +157,39 @@ def class_log_likelihoods(
     b = np.shape(x)[0] if np.ndim(x) else 0
     labels = np.tile(np.arange(n_classes, dtype=np.int32), (b, 1))
     return ClassLikelihoods(*reference_log_likelihood_table(score_fn, sde, x, labels, key, **kwargs))
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """The scipy reference as a scorer (:mod:`sbgc.method.scorers`): log p(x | y) by RK45 on the host,
+    one Rademacher probe per row (paired with :class:`sbgc.method.scorers.Ode` at ``n_probes=1``: the
+    same key gives the same dequantization and probe). Only ``solver``'s rtol, atol and ε are used.
+    ``chunk_size`` rows share one joint solve, as score_sde solves a batch (it changes scipy's error
+    norm, hence the numbers: it is part of the key). No differentiable form (a host loop)."""
+
+    solver: SolverSettings = SolverSettings()
+    data_scaling: DataScaling = "centered"
+    chunk_size: int | None = None
+
+    def describe(self) -> str:
+        s = self.solver
+        rows = "all rows" if self.chunk_size is None else f"{self.chunk_size} rows"
+        return f"scipy RK45 reference (rtol {s.rtol:g}, atol {s.atol:g}, eps {s.eps:g}, {rows} per solve), 1 probe"
+
+    def scores(self, score_fn, sde, x, key, *, n_classes=10, classes=None, first_image=0, progress=False):
+        from sbgc.method.scorers import ClassScores, all_classes
+
+        if first_image:
+            raise ValueError("the reference draws by position in the batch: first_image must be 0")
+        labels = all_classes(int(np.shape(x)[0]), n_classes) if classes is None else np.asarray(classes, np.int32)
+        start = time.perf_counter()
+        res = reference_log_likelihood_table(score_fn, sde, x, labels, key, solver=self.solver,
+                                             dequantize=np.asarray(x).dtype == np.uint8, data_scaling=self.data_scaling,
+                                             chunk_size=self.chunk_size, progress=progress)  # fmt: skip
+        nfe = np.asarray(res.nfe).sum(axis=1)
+        return ClassScores(np.asarray(res.log_p, np.float64), np.full(labels.shape, np.nan), labels,
+                           np.ones(labels.shape, bool), nfe, 2 * nfe, time.perf_counter() - start, res.dim, True,
+                           False)  # fmt: skip
+
+    def pure(self, score_fn, sde, key, *, n_classes=10):
+        raise NotImplementedError("the scipy reference runs on the host: it has no differentiable form")
