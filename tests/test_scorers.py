@@ -114,6 +114,8 @@ def test_a_scorer_is_its_cache_key_without_its_chunk_size():
     assert key(Bound(B.BoundSettings(weighting="uniform"))) != key(Bound())
     assert "chunk_size" not in CacheKey("s", 1, Ode(), "a", "toy", np.arange(1)).inputs()["settings"]
     assert all(isinstance(s, ClassScorer) for s in (ODE, BOUND, Pruned(BOUND, ODE)))
+    assert ODE.gives_density and BOUND.gives_density and not Pruned(BOUND, ODE).gives_density
+    assert not Bound(B.BoundSettings(weighting="uniform")).gives_density
     with pytest.raises(ValueError, match="n_probes"):
         Ode(n_probes=0)
     with pytest.raises(TypeError, match="BoundSettings"):

@@ -171,20 +171,22 @@ class Reference:
     data_scaling: DataScaling = "centered"
     chunk_size: int | None = None
 
+    gives_density = True
+
     def describe(self) -> str:
         s = self.solver
         rows = "all rows" if self.chunk_size is None else f"{self.chunk_size} rows"
         return f"scipy RK45 reference (rtol {s.rtol:g}, atol {s.atol:g}, eps {s.eps:g}, {rows} per solve), 1 probe"
 
     def scores(self, score_fn, sde, x, key, *, n_classes=10, classes=None, first_image=0, progress=False):
-        from sbgc.method.scorers import ClassScores, all_classes
+        from sbgc.method.scorers import ClassScores, classes_of, is_pixels
 
         if first_image:
             raise ValueError("the reference draws by position in the batch: first_image must be 0")
-        labels = all_classes(int(np.shape(x)[0]), n_classes) if classes is None else np.asarray(classes, np.int32)
+        labels = classes_of(x, n_classes, classes)
         start = time.perf_counter()
         res = reference_log_likelihood_table(score_fn, sde, x, labels, key, solver=self.solver,
-                                             dequantize=np.asarray(x).dtype == np.uint8, data_scaling=self.data_scaling,
+                                             dequantize=is_pixels(x), data_scaling=self.data_scaling,
                                              chunk_size=self.chunk_size, progress=progress)  # fmt: skip
         nfe = np.asarray(res.nfe).sum(axis=1)
         return ClassScores(np.asarray(res.log_p, np.float64), np.full(labels.shape, np.nan), labels,

@@ -346,8 +346,7 @@ def evaluate(model, settings: EvalSettings, *, out: str | Path | None = None, da
     pred = np.argmax(log_p, axis=1)
     correct = int(np.sum(pred == labels))
     lo, hi = binomial_interval(correct, len(idx))
-    scorer = settings.scorer
-    density = isinstance(scorer, Ode) or isinstance(scorer, Bound) and scorer.settings.is_bound  # else no bits/dim
+    density = settings.scorer.gives_density  # else no bits/dim
 
     def interval(values) -> dict | None:  # the mean's JSON record (None where a single image gives no interval)
         if not density:

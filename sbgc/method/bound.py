@@ -196,16 +196,17 @@ def corrected_error(err: np.ndarray, z_sq: np.ndarray, gamma: np.ndarray, dim: i
     return err - gamma * (z_sq - dim)
 
 
-def time_weight(sde: SDE, eps: float, weighting: Weighting) -> float:
+def time_weight(sde: SDE, eps: float, weighting: Weighting):
     """The factor c of the per-time values −½ c h_k: Z = ∫_ε^T w dt for ``"likelihood"`` (times from w/Z,
-    so −½ Z E h estimates −½ ∫ w E h dt), T − ε for ``"uniform"`` (times uniform, λ = σ²)."""
-    return float(sde.importance_weight_normalizer(eps)) if weighting == "likelihood" else float(sde.T - eps)
+    so −½ Z E h estimates −½ ∫ w E h dt), T − ε for ``"uniform"`` (times uniform, λ = σ²). A JAX scalar
+    where the SDE's coefficients are traced (inside an attack's jitted function)."""
+    return sde.importance_weight_normalizer(eps) if weighting == "likelihood" else sde.T - eps
 
 
 def diffusion_term(sde: SDE, eps: float, h: np.ndarray, weighting: Weighting = "likelihood") -> np.ndarray:
     """Per-time values −½ c h_k (:func:`time_weight`) of −½ ∫_ε^T λ(t)/σ(t)² E h dt, for times drawn
     from the weighting's distribution.  h [..., K]."""
-    return -0.5 * time_weight(sde, eps, weighting) * np.asarray(h, np.float64)
+    return -0.5 * float(time_weight(sde, eps, weighting)) * np.asarray(h, np.float64)
 
 
 def decoder_log_prob(sde: SDE, eps: float, h: np.ndarray, dim: int) -> np.ndarray:
@@ -699,10 +700,9 @@ def class_log_bounds_pure(
     err, z_sq, _ = denoising_terms(score_fn, sde, x_rows, y_rows, t_rows, z_rows)  # [R (+ padding)] each
     err, z_sq, t_rows = err[:n_rows], z_sq[:n_rows], t_rows[:n_rows]
     h = (err - control_variate_weight(sde, t_rows, settings.data_std) * (z_sq - dim)).reshape(rows)  # corrected_error
-    if not settings.is_bound:  # diffusion_term with T − ε: the uniform-weighted denoising score
-        log_p = -0.5 * (sde.T - settings.eps) * jnp.mean(h, axis=-1)  # [B, k]
-        return log_p, jnp.isfinite(log_p)
-    diffusion = -0.5 * sde.importance_weight_normalizer(settings.eps) * jnp.mean(h[..., :k], axis=-1)  # [B, k]
+    diffusion = -0.5 * time_weight(sde, settings.eps, settings.weighting) * jnp.mean(h[..., :k], axis=-1)  # [B, k]
+    if not settings.is_bound:  # the uniform-weighted denoising score is the diffusion term alone
+        return diffusion, jnp.isfinite(diffusion)
     ratio = sde.marginal_std(settings.eps) / sde.mean_coeff(settings.eps)
     decoder = -0.5 * dim * jnp.log(2.0 * math.pi * ratio**2) - 0.5 * h[..., k]  # decoder_log_prob
     log_p = -prior_kl(sde, x0)[:, None] + decoder + diffusion + log_det_model_to_unit(dim, data_scaling)

@@ -109,6 +109,11 @@ class ClassScorer(Protocol):
 
     def describe(self) -> str: ...
 
+    @property
+    def gives_density(self) -> bool:
+        """Whether :meth:`scores` gives log p(x | y), or a bound on it, for every class (bits/dim mean something)."""
+        ...
+
 
 def all_classes(b: int, n_classes: int) -> np.ndarray:
     """int [B, K]: every class for every image."""
@@ -117,12 +122,13 @@ def all_classes(b: int, n_classes: int) -> np.ndarray:
     return np.tile(np.arange(n_classes, dtype=np.int32), (b, 1))
 
 
-def _is_pixels(x) -> bool:
+def is_pixels(x) -> bool:
     """uint8 pixels are dequantized ((x + u)/256, the key's first half); float data in [0, 1] is used as given."""
     return np.asarray(x).dtype == np.uint8
 
 
-def _classes_of(x, n_classes: int, classes) -> np.ndarray:
+def classes_of(x, n_classes: int, classes) -> np.ndarray:
+    """int [B, C]: ``classes`` as given, or every class of each of x's B images (None)."""
     b = int(np.shape(x)[0])
     return all_classes(b, n_classes) if classes is None else np.asarray(classes, np.int32)
 
@@ -147,6 +153,8 @@ class Ode:
         if self.probe not in PROBES:
             raise ValueError(f"probe must be one of {PROBES}, got {self.probe!r}")
 
+    gives_density = True
+
     def describe(self) -> str:
         s = self.solver
         steps = f"{s.n_steps} fixed steps" if s.n_steps else f"rtol {s.rtol:g}, atol {s.atol:g}"
@@ -154,10 +162,10 @@ class Ode:
         return f"probability-flow ODE ({s.solver}, {steps}, eps {s.eps:g}), {probes}"
 
     def scores(self, score_fn, sde, x, key, *, n_classes=10, classes=None, first_image=0, progress=False) -> ClassScores:
-        labels = _classes_of(x, n_classes, classes)
+        labels = classes_of(x, n_classes, classes)
         start = time.perf_counter()
         res = log_likelihood_table(score_fn, sde, x, labels, key, solver=self.solver, n_probes=self.n_probes,
-                                   probe=self.probe, dequantize=_is_pixels(x), data_scaling=self.data_scaling,
+                                   probe=self.probe, dequantize=is_pixels(x), data_scaling=self.data_scaling,
                                    chunk_size=self.chunk_size, progress=progress, first_image=first_image)  # fmt: skip
         seconds = time.perf_counter() - start
         n = res.log_p_probes.shape[-1]
@@ -194,6 +202,10 @@ class Bound:
         if not isinstance(self.settings, BoundSettings):
             raise TypeError(f"settings must be a BoundSettings, got {type(self.settings).__name__}")
 
+    @property
+    def gives_density(self) -> bool:
+        return self.settings.is_bound
+
     def describe(self) -> str:
         return self.settings.describe()
 
@@ -201,9 +213,9 @@ class Bound:
         if first_image:
             raise ValueError("the bound draws an image's times and noises by its position in the batch: evaluate "
                              "a block with its own key (first_image must be 0)")
-        labels = _classes_of(x, n_classes, classes)
+        labels = classes_of(x, n_classes, classes)
         start = time.perf_counter()
-        res = log_bound_table(score_fn, sde, x, labels, key, settings=self.settings, dequantize=_is_pixels(x),
+        res = log_bound_table(score_fn, sde, x, labels, key, settings=self.settings, dequantize=is_pixels(x),
                               data_scaling=self.data_scaling, chunk_size=self.chunk_size, progress=progress)  # fmt: skip
         seconds = time.perf_counter() - start
         nfe = res.nfe.sum(axis=1)
@@ -244,6 +256,8 @@ class Pruned:
         return (isinstance(a, Bound) and isinstance(b, Bound) and a.data_scaling == b.data_scaling
                 and dataclasses.replace(a.settings, n_times=b.settings.n_times) == b.settings)  # fmt: skip
 
+    gives_density = False  # the dropped classes are not scored again
+
     def describe(self) -> str:
         how = "their draws combined" if self._combined_bound() else "re-scored"
         return f"pruned: {self.first.describe()} for every class; the {self.keep} best {how} by {self.second.describe()}"
@@ -257,7 +271,7 @@ class Pruned:
             start = time.perf_counter()
             res = pruned_class_bounds(score_fn, sde, x, key, n_classes=n_classes, settings=self.first.settings,
                                       keep=self.keep, second_times=self.second.settings.n_times,
-                                      dequantize=_is_pixels(x), data_scaling=self.first.data_scaling, chunk_size=self.first.chunk_size,
+                                      dequantize=is_pixels(x), data_scaling=self.first.data_scaling, chunk_size=self.first.chunk_size,
                                       progress=progress)  # fmt: skip
             labels = all_classes(len(res.log_p), n_classes)
             return ClassScores(res.log_p, res.log_p_se, labels, res.kept, res.nfe, res.nfe, time.perf_counter() - start,
