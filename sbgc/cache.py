@@ -288,3 +288,40 @@ def cached_tuple(cache: ResultCache, key: CacheKey, compute: Callable[[], Any], 
         raise CacheError(f"{entry.path}: lacks field(s) {sorted(missing)} of {cls.__name__}; bump the code version")
     fields = {name: entry.arrays[name] for name in cls._fields}
     return cls(**{k: (v.item() if v.ndim == 0 else v) for k, v in fields.items()}), entry
+
+
+def cached_blocks(cache: ResultCache, key: CacheKey, block_size: int,
+                  compute: Callable[[int, np.ndarray], Mapping[str, np.ndarray]],
+                  *, on_block: Callable[[int, CachedResult], None] | None = None
+                  ) -> tuple[dict[str, np.ndarray], list[CachedResult]]:
+    """One computation over ``key.image_indices`` in blocks of ``block_size`` images, each block its own entry.
+
+    Block b holds the images ``key.image_indices[b·block_size : (b+1)·block_size]`` and is keyed as ``key``
+    with those indices (and ``block_size`` in its settings); ``compute(b, block_indices) -> {name: array
+    [n_b, ...]}``. A long computation interrupted anywhere resumes at its first missing block, and a larger
+    sample whose indices extend a smaller one (a nested prefix, :func:`sbgc.data.datasets.sample_indices`)
+    reuses every block of the smaller. Returns the arrays concatenated over the blocks (axis 0) and the
+    blocks' entries (their records carry each block's time); ``on_block(b, entry)`` is called after each.
+    """
+    if not (isinstance(block_size, (int, np.integer)) and block_size >= 1):
+        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+    indices = np.asarray(key.image_indices, np.int64)
+    if indices.ndim != 1 or indices.size == 0:
+        raise ValueError(f"{key.name}: the image indices must be a non-empty 1-D array, got shape {indices.shape}")
+    settings = {"computation": plain(key.settings), "block_size": int(block_size)}
+    entries = []
+    for b, start in enumerate(range(0, indices.size, block_size)):
+        block = indices[start : start + block_size]
+        block_key = CacheKey(key.name, key.code_version, settings, key.checkpoint_sha256, key.data_source, block)
+        entry = cache.get(block_key, lambda b=b, block=block: compute(b, block))
+        for name, a in entry.arrays.items():
+            if a.ndim == 0 or a.shape[0] != block.size:
+                raise CacheError(f"{entry.path}: array {name!r} has shape {a.shape}, not [{block.size}, ...] (one row "
+                                 "per image of the block)")
+        entries.append(entry)
+        if on_block is not None:
+            on_block(b, entry)
+    names = set(entries[0].arrays)
+    if any(set(e.arrays) != names for e in entries):
+        raise CacheError(f"{key.name}: the blocks hold different arrays; bump the code version and recompute")
+    return {n: np.concatenate([e.arrays[n] for e in entries]) for n in sorted(names)}, entries

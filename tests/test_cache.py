@@ -155,3 +155,32 @@ def test_rekey_moves_an_entry_to_its_new_settings_without_touching_its_arrays(tm
         cache.rekey("other", add, reason="x")
     with pytest.raises(CacheError, match="read-only"):
         ResultCache(tmp_path, read_only=True).rekey("other", add, reason="x")
+
+
+def test_cached_blocks_compute_each_block_once_and_resume(tmp_path):
+    from sbgc.cache import cached_blocks
+
+    calls = []
+
+    def compute(b, idx):
+        calls.append(b)
+        if b == 2 and len(calls) == 3:
+            raise KeyboardInterrupt  # interrupted in the third block
+        return {"v": idx * 10.0, "w": np.stack([idx, idx], axis=1)}
+
+    key = CacheKey("blocks", 1, {"k": 1}, "0" * 64, "toy", np.arange(20, 27))
+    cache = ResultCache(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        cached_blocks(cache, key, 3, compute)
+    assert calls == [0, 1, 2]
+    arrays, entries = cached_blocks(cache, key, 3, compute)  # resumes: blocks 0 and 1 are loaded
+    assert calls == [0, 1, 2, 2]
+    np.testing.assert_array_equal(arrays["v"], np.arange(20, 27) * 10.0)
+    assert arrays["w"].shape == (7, 2) and [e.computed_now for e in entries] == [False, False, True]
+    prefix = CacheKey("blocks", 1, {"k": 1}, "0" * 64, "toy", np.arange(20, 26))  # a nested prefix: all cached
+    arrays6, _ = cached_blocks(ResultCache(tmp_path, read_only=True), prefix, 3, compute)
+    np.testing.assert_array_equal(arrays6["v"], arrays["v"][:6])
+    with pytest.raises(CacheError, match="read-only"):  # another block size is another computation
+        cached_blocks(ResultCache(tmp_path, read_only=True), prefix, 2, compute)
+    with pytest.raises(CacheError, match="one row per image"):
+        cached_blocks(ResultCache(tmp_path / "x"), key, 3, lambda b, idx: {"v": np.zeros(2)})
