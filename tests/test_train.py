@@ -10,6 +10,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from sbgc.data.cifar10 import toy_images
@@ -247,3 +248,26 @@ def test_ema_decay_warms_up():
         pytest.approx(0.999)
     share = np.prod([float(T.ema_decay_at(cfg, jnp.asarray(s))) for s in range(1000)])
     assert share < 1e-6
+
+
+def test_the_learning_rate_warms_up_then_decays_by_a_cosine_that_a_resumed_run_may_start():
+    cfg = T.get_train_config("mnist_s")  # lr 1e-3, warm-up 100, no decay
+    lr = lambda c, s: float(T.learning_rate(c, s))
+    assert lr(cfg, 0) == pytest.approx(1e-5) and lr(cfg, 99) == pytest.approx(1e-3) and lr(cfg, 50_000) == pytest.approx(1e-3)
+    decayed = T.get_train_config("mnist_s", lr_decay_start=15_000, lr_decay_steps=10_000, lr_final=1e-5)
+    assert lr(decayed, 14_999) == pytest.approx(1e-3)
+    assert lr(decayed, 20_000) == pytest.approx(1e-5 + (1e-3 - 1e-5) / 2)  # half-way down the cosine
+    assert lr(decayed, 25_000) == pytest.approx(1e-5) and lr(decayed, 40_000) == pytest.approx(1e-5)
+    assert decayed.identity() == cfg.identity()  # run-only: a checkpoint of the constant run resumes with it
+    # the optimizer steps with it: Adam's first update at step s is -lr(s) * sign(g)
+    for step in (0, 20_000):
+        opt = T.make_optimizer(decayed)
+        params = {"w": jnp.ones(3)}
+        state = opt.init(params)
+        is_schedule = lambda x: isinstance(x, optax.ScaleByScheduleState)
+        state = jax.tree_util.tree_map(lambda x: x._replace(count=jnp.asarray(step, x.count.dtype)) if is_schedule(x) else x,
+                                       state, is_leaf=is_schedule)  # the schedule's step (Adam's bias correction: step 1)
+        updates, _ = opt.update({"w": jnp.array([0.1, -0.2, 0.3])}, state, params)
+        np.testing.assert_allclose(updates["w"], -lr(decayed, step) * np.array([1, -1, 1]), rtol=1e-4)
+    with pytest.raises(ValueError, match="lr decay"):
+        T.get_train_config("mnist_s", lr_final=1.0)

@@ -91,8 +91,14 @@ class TrainConfig:
     ckpt_every: int = 1000
     keep: int = 3
     steps_per_call: int = 1
+    # learning-rate decay, run-only so that a resumed run may start or change it (the train log records the lr
+    # of every logged step): from step lr_decay_start on, a cosine from lr down to lr_final over lr_decay_steps
+    # steps, then lr_final. lr_decay_steps = 0: none (lr after the warm-up, constant).
+    lr_decay_start: int = 0
+    lr_decay_steps: int = 0
+    lr_final: float = 0.0
 
-    RUN_ONLY = ("log_every", "ckpt_every", "keep", "steps_per_call")
+    RUN_ONLY = ("log_every", "ckpt_every", "keep", "steps_per_call", "lr_decay_start", "lr_decay_steps", "lr_final")
     DATA = ("cifar10", "mnist", "toy")
 
     def __post_init__(self):
@@ -100,6 +106,9 @@ class TrainConfig:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         if self.data not in self.DATA:
             raise ValueError(f"data must be one of {self.DATA}, got {self.data!r}")
+        if self.lr_decay_start < 0 or self.lr_decay_steps < 0 or not 0 <= self.lr_final <= self.lr:
+            raise ValueError(f"lr decay: need lr_decay_start >= 0, lr_decay_steps >= 0 and 0 <= lr_final <= lr = {self.lr}, "
+                             f"got {self.lr_decay_start}, {self.lr_decay_steps}, {self.lr_final}")
         for name in ("log_every", "ckpt_every"):
             if getattr(self, name) % self.steps_per_call:
                 raise ValueError(f"{name}={getattr(self, name)} must be a multiple of steps_per_call={self.steps_per_call}")
@@ -149,13 +158,25 @@ def reference_loss_scale(cfg: TrainConfig, sde: SDE) -> float:
     return 0.5 * (sde.T - cfg.eps)
 
 
+def learning_rate(cfg: TrainConfig, step) -> Array:
+    """The step size of (0-based) step ``step``: a linear warm-up to ``lr`` over ``warmup_steps``, then
+    constant, and from ``lr_decay_start`` on (if ``lr_decay_steps``) a cosine down to ``lr_final`` over
+    ``lr_decay_steps`` steps, then ``lr_final``. Traceable (the optimizer's schedule)."""
+    step = jnp.asarray(step, jnp.float32)
+    lr = cfg.lr * jnp.minimum((step + 1) / max(cfg.warmup_steps, 1), 1.0)
+    if cfg.lr_decay_steps:
+        frac = jnp.clip((step - cfg.lr_decay_start) / cfg.lr_decay_steps, 0.0, 1.0)
+        cosine = cfg.lr_final + (cfg.lr - cfg.lr_final) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+        lr = jnp.where(step >= cfg.lr_decay_start, jnp.minimum(lr, cosine), lr)
+    return lr
+
+
 def make_optimizer(cfg: TrainConfig, loss_scale: float = 1.0) -> optax.GradientTransformation:
     """Clip in score_flow's loss units (global norm of the gradient divided by ``loss_scale`` at most
-    ``grad_clip``), then Adam with a linear warm-up (Adam does not see the gradient's scale)."""
-    schedule = lambda step: cfg.lr * jnp.minimum((step + 1) / max(cfg.warmup_steps, 1), 1.0)
+    ``grad_clip``), then Adam with :func:`learning_rate` (Adam does not see the gradient's scale)."""
     return optax.chain(
         optax.clip_by_global_norm(cfg.grad_clip * loss_scale),
-        optax.adam(schedule, b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps),
+        optax.adam(lambda step: learning_rate(cfg, step), b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps),
     )
 
 
@@ -268,12 +289,13 @@ def train(cfg: TrainConfig, steps: int, workdir: str | Path, *, data: str | None
     def metadata(step: int, seconds: float) -> dict:
         return {"profile": cfg.profile, "config": identity, "data_source": source, "n_params": n_params,
                 "train_seconds": seconds, "device": device_name(),
-                "jax_version": jax.__version__, "step": step}
+                "jax_version": jax.__version__, "step": step,
+                "lr_decay": {k: getattr(cfg, k) for k in ("lr_decay_start", "lr_decay_steps", "lr_final")}}
 
     state, step, elapsed = run_loop(
         chunk, state, (images, labels), store=store, steps=steps, log_path=log_path, rows=rows,
         batch_size=cfg.batch_size, steps_per_call=cfg.steps_per_call, log_every=cfg.log_every,
-        ckpt_every=cfg.ckpt_every, lr_at=lambda s: cfg.lr * min(s / max(cfg.warmup_steps, 1), 1.0),
+        ckpt_every=cfg.ckpt_every, lr_at=lambda s: float(learning_rate(cfg, s)),
         metadata=metadata, elapsed0=elapsed0, progress=progress, time_limit=time_limit,
     )  # fmt: skip
     return metadata(step, elapsed)
@@ -283,6 +305,8 @@ def export_ema(workdir: str | Path, out: str | Path, step: int | None = None) ->
     """Write the EMA parameters of a training checkpoint as a shipped, sha256-checked file."""
     state, meta = restore_checkpoint(workdir, _abstract_state, step)
     keep = {k: meta[k] for k in ("profile", "config", "data_source", "n_params", "train_seconds", "device", "step")}
+    if "lr_decay" in meta:  # the decay of the run's last segment (the log has the lr of every logged step)
+        keep["lr_decay"] = meta["lr_decay"]
     ema_decay = TrainConfig(**meta["config"]["train"]).ema_decay
     exported = export_params(state["ema"], out, dict(keep, weights="ema", ema_decay=ema_decay))
     copy_log_beside(workdir, out, meta["step"])
@@ -370,6 +394,9 @@ FIELD_HELP = {
     "ema_warmup": "warm the EMA decay up as min(decay, (1+s)/(10+s)) (score_flow: no warm-up, no bias correction)",
     "data": "cifar10, mnist or toy",
     "dtype": "network compute dtype for training (evaluation is always float32)",
+    "lr_decay_start": "step at which the cosine decay of the learning rate starts (run-only: a resumed run may set it)",
+    "lr_decay_steps": "length of the cosine decay in steps (0: no decay, the default)",
+    "lr_final": "the learning rate at the end of the decay",
 }
 
 
