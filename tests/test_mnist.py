@@ -81,3 +81,19 @@ def test_idx_header_is_checked(tmp_path):
     path.write_bytes(gzip.compress(np.array([2049, 4], ">i4").tobytes() + bytes([1, 2, 3])))
     with pytest.raises(ValueError, match="3 data bytes, expected 4"):
         mnist.read_idx(path, "labels")
+
+
+def test_the_dataset_registry_knows_each_split_and_names_it_as_the_cache_keys_do():
+    from sbgc.data import datasets as D
+
+    test = D.evaluation_split("mnist")
+    mnist = D.get_dataset("mnist")
+    assert test.images.shape[1:] == mnist.image_shape and len(mnist.class_names) == 10
+    # the description enters the shipped results cache's keys (data_source): it must not drift
+    assert D.describe(test) == "MNIST test split (official files, exact pixels, 10,000 images)"
+    assert D.dataset_of("mnist") == "mnist" and D.dataset_of("exact_head") == "cifar10"
+    assert D.SPLIT_DATASET == {"mnist": "mnist", "cifar10": "cifar10", "exact_head": "cifar10"}
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        D.get_dataset("svhn")
+    with pytest.raises(ValueError, match="data must be one of"):
+        D.evaluation_split("svhn")

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from sbgc.data.corruptions import CORRUPTIONS
+from sbgc.data.datasets import DATASETS as _DATASETS
 from sbgc.data.datasets import SPLIT_DATASET
 from sbgc.data.mnist_c import MNIST_C_CORRUPTIONS
 from sbgc.method import scorers
@@ -142,7 +143,7 @@ class ModelSpec:
         return [shlex.join(a) for a in self.argv(workdir or self.workdir(), out)]
 
 
-DATASETS = ("cifar10", "mnist")
+DATASETS = tuple(_DATASETS)  # the names of sbgc.data.datasets.DATASETS
 
 CI_SBGC = ModelSpec("ci", "sbgc", "cifar10", "ci", 3_600)
 CI_BASELINE = ModelSpec("ci", "baseline", "cifar10", "ci", 6_000)
@@ -239,14 +240,40 @@ class InterpolationKnobs:
 
 @dataclasses.dataclass(frozen=True)
 class ConvergenceKnobs:
-    """06_convergence: Fig. 3, accuracy and log p versus the number of probes (ode.n_probes, all computed once)."""
+    """06_convergence: every estimator of the class score against its budget on one nested sample (the
+    largest budget of each computed once, the smaller ones read off it: sbgc.experiments.converged)."""
 
     seed: int
     data: str  # an evaluation split of sbgc.data.datasets ("exact_head", "cifar10", "mnist")
-    n_images: int
-    n_subsamples: int
-    n_compare_images: int  # images (the first of the sample) for the CRN and shared-trajectory comparisons
+    n_images: int  # the nested sample (sample_indices) of the bound tables
+    n_subsamples: int  # random subsets of times or probes per budget
+    bound_times: tuple[int, ...]  # budgets K of the bound, each dividing the largest (the one computed)
+    weightings: tuple[str, ...]  # the bound's time weightings ("uniform", "likelihood")
+    pruning: tuple[tuple[int, int], ...]  # (K1, keep) of a pruning over each weighting, K1 <= the smallest K
+    bound_block: int  # images per cached block of a bound table
+    n_reference_images: int  # the first N of the sample: the reference (the ODE with ode.n_probes probes)
     ode: Ode
+    ode_block: int  # images per cached block of the ODE table
+    n_compare_images: int  # images (the first of the sample) for the CRN and shared-trajectory comparisons
+    tolerance: float  # converged: mean accuracy within this of the reference accuracy
+
+    def __post_init__(self):
+        ks = self.bound_times
+        if not ks or any(max(ks) % k for k in ks) or list(ks) != sorted(set(ks)):
+            raise ValueError(f"bound_times must be increasing, each dividing the largest, got {ks}")
+        bad = set(self.weightings) - {"uniform", "likelihood"}
+        if not self.weightings or bad:
+            raise ValueError(f"weightings must be some of 'uniform', 'likelihood', got {self.weightings}")
+
+    def check(self) -> None:
+        """The knobs that constrain each other (checked once every override is set): the samples nest
+        (comparison ⊆ reference ⊆ sample) and pruning's first stage is one of the bound's budgets or fewer."""
+        if any(not (1 <= k1 <= self.bound_times[0] and 1 <= keep) for k1, keep in self.pruning):
+            raise ValueError(f"pruning (K1, keep): K1 in [1, {self.bound_times[0]}] (the smallest of bound_times), "
+                             f"keep >= 1, got {self.pruning}")
+        if not 1 <= self.n_compare_images <= self.n_reference_images <= self.n_images:
+            raise ValueError("need 1 <= n_compare_images <= n_reference_images <= n_images (each the first images of "
+                             f"the next), got {self.n_compare_images}, {self.n_reference_images}, {self.n_images}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,8 +376,10 @@ PROFILES: dict[str, Profile] = {
                                                eps_l2=1.5, ode=_CI_ATTACK_ODE, pgd_steps=1, rel_stepsize=1.0,
                                                restarts=1, line_search=2, judge_rtol=None, bound_times=10, n_fd_directions=2, fd_h=2e-3, n_show=1),
             "05_interpolation": InterpolationKnobs(seed=0, data="mnist", n_pairs=2, n_t=5, ode=_CI_ODE, n_strips=2),
-            "06_convergence": ConvergenceKnobs(seed=0, data="mnist", n_images=3, n_subsamples=20, n_compare_images=1,
-                                               ode=Ode(n_probes=4, rtol=1e-2, atol=1e-2, chunk_size=10)),
+            "06_convergence": ConvergenceKnobs(seed=0, data="mnist", n_images=4, n_subsamples=20, bound_times=(2, 4, 8, 16),
+                                               weightings=("uniform", "likelihood"), pruning=((2, 2),), bound_block=4,
+                                               n_reference_images=2, ode=Ode(n_probes=4, rtol=1e-2, atol=1e-2, chunk_size=10),
+                                               ode_block=2, n_compare_images=1, tolerance=0.005),
             "07_compute": ComputeKnobs(seed=0, data="mnist", n_images=3, ode_probes=(1, 3), ode_rtols=(1e-2,),
                                        ode_chunk=10, bound_times=(10, 30, 100), pruning=((10, 2, 50),),
                                        sampling="stratified", bound_chunk=256, eps=1e-5),
@@ -369,8 +398,11 @@ PROFILES: dict[str, Profile] = {
                                                n_fd_directions=4,
                                                fd_h=2e-3, n_show=3),
             "05_interpolation": InterpolationKnobs(seed=0, data="mnist", n_pairs=100, n_t=5, ode=_MNIST_ODE, n_strips=4),
-            "06_convergence": ConvergenceKnobs(seed=0, data="mnist", n_images=150, n_subsamples=100,
-                                               n_compare_images=6, ode=Ode(n_probes=4, rtol=1e-3, atol=1e-3)),
+            "06_convergence": ConvergenceKnobs(seed=0, data="mnist", n_images=300, n_subsamples=100,
+                                               bound_times=(8, 16, 32, 64, 128, 256), weightings=("uniform", "likelihood"),
+                                               pruning=((8, 2), (8, 3)), bound_block=25, n_reference_images=100,
+                                               ode=Ode(n_probes=30, rtol=1e-3, atol=1e-3), ode_block=4,
+                                               n_compare_images=4, tolerance=0.005),
             "07_compute": ComputeKnobs(seed=0, data="mnist", n_images=60, ode_probes=(1, 3), ode_rtols=(1e-2, 1e-3),
                                        ode_chunk=50, bound_times=(10, 30, 100), pruning=((10, 2, 50), (10, 3, 100)),
                                        sampling="stratified", bound_chunk=2048, eps=1e-5),
@@ -388,7 +420,10 @@ PROFILES: dict[str, Profile] = {
                                                rel_stepsize=1.0, restarts=1, line_search=2, judge_rtol=None, bound_times=10, n_fd_directions=2, fd_h=5e-2, n_show=1),
             "05_interpolation": InterpolationKnobs(seed=0, data="exact_head", n_pairs=2, n_t=5, ode=_CI_ODE, n_strips=2),
             "06_convergence": ConvergenceKnobs(seed=0, data="exact_head", n_images=2, n_subsamples=20,
-                                               n_compare_images=1, ode=Ode(n_probes=4, rtol=1e-2, atol=1e-2, chunk_size=10)),
+                                               bound_times=(2, 4, 8, 16), weightings=("uniform", "likelihood"),
+                                               pruning=((2, 2),), bound_block=2, n_reference_images=2,
+                                               ode=Ode(n_probes=4, rtol=1e-2, atol=1e-2, chunk_size=10), ode_block=2,
+                                               n_compare_images=1, tolerance=0.005),
             "07_compute": ComputeKnobs(seed=0, data="exact_head", n_images=2, ode_probes=(1, 3), ode_rtols=(1e-2,),
                                        ode_chunk=10, bound_times=(10, 30, 100), pruning=((10, 2, 50),),
                                        sampling="stratified", bound_chunk=256, eps=1e-5),
@@ -407,8 +442,11 @@ PROFILES: dict[str, Profile] = {
                                                pgd_steps=10, rel_stepsize=0.25, restarts=1, line_search=6, judge_rtol=None, bound_times=100, n_fd_directions=4,
                                                fd_h=5e-2, n_show=3),
             "05_interpolation": InterpolationKnobs(seed=0, data="exact_head", n_pairs=100, n_t=24, ode=_WS_ODE, n_strips=4),
-            "06_convergence": ConvergenceKnobs(seed=0, data="exact_head", n_images=200, n_subsamples=100,
-                                               n_compare_images=50, ode=Ode(n_probes=30, rtol=1e-4, atol=1e-4)),
+            "06_convergence": ConvergenceKnobs(seed=0, data="exact_head", n_images=400, n_subsamples=100,
+                                               bound_times=(8, 16, 32, 64, 128, 256), weightings=("uniform", "likelihood"),
+                                               pruning=((8, 2), (8, 3)), bound_block=100, n_reference_images=200,
+                                               ode=Ode(n_probes=30, rtol=1e-4, atol=1e-4), ode_block=20,
+                                               n_compare_images=50, tolerance=0.005),
             "07_compute": ComputeKnobs(seed=0, data="exact_head", n_images=200, ode_probes=(1, 3, 10, 30),
                                        ode_rtols=(1e-3, 1e-5), ode_chunk=50, bound_times=(10, 30, 100, 300, 1000),
                                        pruning=((10, 2, 100), (20, 2, 300), (20, 3, 1000)), sampling="stratified",
@@ -431,7 +469,9 @@ PROFILES: dict[str, Profile] = {
             "05_interpolation": InterpolationKnobs(seed=0, data="exact_head", n_pairs=500, n_t=24, ode=_PAPER_ODE,
                                                    n_strips=4),
             "06_convergence": ConvergenceKnobs(seed=0, data="cifar10", n_images=1_000, n_subsamples=200,
-                                               n_compare_images=100, ode=_PAPER_ODE),
+                                               bound_times=(8, 16, 32, 64, 128, 256, 512), weightings=("uniform", "likelihood"),
+                                               pruning=((8, 2), (8, 3)), bound_block=100, n_reference_images=500,
+                                               ode=_PAPER_ODE, ode_block=50, n_compare_images=100, tolerance=0.005),
             "07_compute": ComputeKnobs(seed=0, data="exact_head", n_images=500, ode_probes=(1, 3, 10, 30),
                                        ode_rtols=(1e-3, 1e-5), ode_chunk=100, bound_times=(10, 30, 100, 300, 1000),
                                        pruning=((10, 2, 100), (20, 2, 300), (20, 3, 1000)), sampling="stratified",

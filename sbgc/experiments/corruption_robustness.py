@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 
 from sbgc.data.corruptions import CORRUPTIONS, NOISE_CORRUPTIONS, SEVERITIES, corrupt
-from sbgc.data.datasets import dataset_of, sample_blocks
+from sbgc.data.datasets import DATASETS, dataset_of, sample_blocks
 from sbgc.data.mnist_c import MNIST_C_CORRUPTIONS, MNIST_C_NOISE, corrupt_mnist
 from sbgc.method.classify import log_marginal
 from sbgc.method.likelihood import bits_per_dim
@@ -141,6 +141,8 @@ MNIST_C = CorruptionFamily(
     "Gilmer 2019), one severity per corruption (each function's default, the one the published benchmark "
     "used): a fresh draw, not the published arrays")
 FAMILIES: Mapping[str, CorruptionFamily] = {"cifar10": CIFAR10_C, "mnist": MNIST_C}
+if not set(FAMILIES) <= set(DATASETS):
+    raise ImportError(f"corruption benchmarks of datasets sbgc.data.datasets does not know: {set(FAMILIES) - set(DATASETS)}")
 
 
 def corruption_family(dataset: str) -> CorruptionFamily:

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from sbgc.data.datasets import get_dataset
 from sbgc.stats import Estimate, mean_estimate, proportion_estimate
 from sbgc.report import markdown_table
 
@@ -58,13 +59,13 @@ PUBLISHED_MNIST: tuple[PaperRow, ...] = (
     PaperRow("FFJORD (Grathwohl et al.)", None, 0.99, "generative (no classifier)", "MNIST",
              "Grathwohl et al. 2019 (FFJORD), Table 2"),
 )
+PUBLISHED: dict[str, tuple] = {"mnist": PUBLISHED_MNIST}  # published rows shown beside ours, by dataset
 
 
 def published_rows(dataset: str) -> tuple[PaperRow, ...]:
     """The rows shown beside ours: the paper's CIFAR-10 Table 1, and on MNIST the published MNIST rows too."""
-    if dataset not in ("cifar10", "mnist"):
-        raise ValueError(f"dataset must be 'cifar10' or 'mnist', got {dataset!r}")
-    return PAPER_TABLE1 + (PUBLISHED_MNIST if dataset == "mnist" else ())
+    get_dataset(dataset)  # a ValueError names the datasets otherwise
+    return PAPER_TABLE1 + PUBLISHED.get(dataset, ())
 
 
 def accuracy_estimate(predictions: np.ndarray, labels: np.ndarray) -> Estimate:
@@ -105,7 +106,7 @@ def summarize_generative(log_p: np.ndarray, bpd: np.ndarray, marginal_bpd: np.nd
 def table_markdown(ours: Sequence[tuple[str, Estimate | None, Estimate | None, str]], dataset: str = "cifar10") -> str:
     """Table 1: the paper's rows (marked "paper"), published rows of ``dataset`` (marked "published:
     <where>") and ours ((name, accuracy, bpd, where measured)), each with its dataset."""
-    ours_dataset = {"mnist": "MNIST", "cifar10": "CIFAR-10"}[dataset]
+    ours_dataset = get_dataset(dataset).title
     rows = [(r.model, r.dataset, r.source if r.source == "paper" else f"published: {r.source}",
              "N/A" if r.accuracy is None else f"{r.accuracy:.2f}", "N/A" if r.bpd is None else f"{r.bpd:.2f}")
             for r in published_rows(dataset)]
@@ -144,12 +145,13 @@ def plot_fig1(ours: Sequence[tuple[str, Estimate, Estimate]], dataset: str = "ci
     CIFAR-10 panel beside an MNIST panel with ours and the published MNIST numbers."""
     import matplotlib.pyplot as plt
 
-    mnist = dataset == "mnist"
-    fig, axes = plt.subplots(1, 2 if mnist else 1, figsize=(11.5 if mnist else 6.0, 4.2), squeeze=False)
-    _fig1_panel(axes[0, 0], PAPER_TABLE1, "CIFAR-10 (paper, Table 1)" if mnist else "CIFAR-10")
+    other = dataset != "cifar10"  # the paper's panel is CIFAR-10's; another dataset gets its own beside it
+    title = get_dataset(dataset).title
+    fig, axes = plt.subplots(1, 2 if other else 1, figsize=(11.5 if other else 6.0, 4.2), squeeze=False)
+    _fig1_panel(axes[0, 0], PAPER_TABLE1, "CIFAR-10 (paper, Table 1)" if other else "CIFAR-10")
     ax = axes[0, -1]
-    if mnist:
-        _fig1_panel(ax, PUBLISHED_MNIST, "MNIST (ours, with published numbers)")
+    if other:
+        _fig1_panel(ax, PUBLISHED.get(dataset, ()), f"{title} (ours, with published numbers)")
     for i, (name, acc, nll) in enumerate(ours):
         xerr = None if np.isnan(nll.lo) else [[nll.value - nll.lo], [nll.hi - nll.value]]
         yerr = [[100 * (acc.value - acc.lo)], [100 * (acc.hi - acc.value)]]

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from sbgc.data.datasets import get_dataset
 from sbgc.experiments.adversarial import PGDResult
 from sbgc.report import markdown_table
 from sbgc.stats import binomial_interval
@@ -62,23 +63,21 @@ PUBLISHED_MNIST: tuple[PaperRow3, ...] = tuple(
         ("CNN, adversarially trained (Madry et al.), strongest white-box attack listed", None, 88.00, None,
          "published: MNIST challenge leaderboard (10,000 images)"),
     ))
+PUBLISHED: dict[str, tuple] = {"mnist": PUBLISHED_MNIST}  # published rows shown beside ours, by dataset
 
 
 def published_points(dataset: str) -> list[tuple[str, str, float, float]]:
     """The published MNIST rows as points for :func:`sbgc.experiments.pgd.plot_accuracy_curves`:
     (label, norm, ε, accuracy in [0, 1]) wherever a row has a number (none for CIFAR-10)."""
-    if dataset != "mnist":
-        return []
-    return [(r.model, norm, eps, acc / 100) for r in PUBLISHED_MNIST
+    return [(r.model, norm, eps, acc / 100) for r in PUBLISHED.get(dataset, ())
             for norm, eps, acc in (("linf", r.eps_linf, r.linf), ("l2", r.eps_l2, r.l2)) if acc is not None]
 
 
 def published_rows(dataset: str) -> tuple[PaperRow3, ...]:
     """Published rows shown beside ours on ``dataset`` ("cifar10" or "mnist"): the paper's Table 3
     (CIFAR-10) always, then published MNIST rows on MNIST."""
-    if dataset not in ("cifar10", "mnist"):
-        raise ValueError(f"dataset must be 'cifar10' or 'mnist', got {dataset!r}")
-    return PAPER_TABLE3 + (PUBLISHED_MNIST if dataset == "mnist" else ())
+    get_dataset(dataset)  # a ValueError names the datasets otherwise
+    return PAPER_TABLE3 + PUBLISHED.get(dataset, ())
 
 
 def format_epsilon(eps: float) -> str:
@@ -104,10 +103,8 @@ def table3_markdown(ours: Sequence[tuple[str, PGDResult, PGDResult]], dataset: s
     """Table 3 with the published rows (the paper's marked "paper", each with its dataset and budgets)
     and ours: (name, L∞ result, L2 result) on the same images of ``dataset`` (the clean accuracy is
     the L∞ result's clean forward pass; the budgets are the results' ε)."""
-    names = {"cifar10": "CIFAR-10", "mnist": "MNIST"}
+    title = get_dataset(dataset).title  # a ValueError names the datasets otherwise
     published = published_rows(dataset) if published is None else tuple(published)
-    if dataset not in names:
-        raise ValueError(f"dataset must be one of {list(names)}, got {dataset!r}")
     budget = lambda e_inf, e_2: f"ε∞ = {format_epsilon(e_inf)}, ε₂ = {format_epsilon(e_2)}"
     cell = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
     rows = [(r.model, r.source, r.dataset, budget(r.eps_linf, r.eps_l2), cell(r.clean), cell(r.linf), cell(r.l2))
@@ -117,7 +114,7 @@ def table3_markdown(ours: Sequence[tuple[str, PGDResult, PGDResult]], dataset: s
             raise ValueError(f"{name}: the L∞ and L2 attacks ran on different images")
         if linf.norm != "linf" or l2.norm != "l2":
             raise ValueError(f"{name}: expected an L∞ and an L2 result, got {linf.norm} and {l2.norm}")
-        rows.append((f"**{name}**", "ours", names[dataset], budget(linf.epsilon, l2.epsilon),
+        rows.append((f"**{name}**", "ours", title, budget(linf.epsilon, l2.epsilon),
                      accuracy_cell(linf.clean_pred == linf.labels), accuracy_cell(linf.adv_pred == linf.labels),
                      accuracy_cell(l2.adv_pred == l2.labels)))  # fmt: skip
     return markdown_table(("model", "source", "data", "budgets", "clean [%]", "L∞ PGD [%]", "L2 PGD [%]"), rows)

@@ -44,7 +44,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from sbgc.data.datasets import evaluation_split, training_set
+from sbgc.data.datasets import DATASETS, evaluation_split, training_set
 from sbgc.data.transforms import dequantize, random_flip
 from sbgc.method.networks import count_params
 from sbgc.train.checkpoint import CheckpointStore, export_params, load_params
@@ -441,7 +441,7 @@ def export_ema(workdir: str | Path, out: str | Path, step: int | None = None, *,
                                  "train_seconds", "device", "step")}
     keep.update(weights="ema", ema_decay=cfg.ema_decay)
     if evaluate:
-        if cfg.data not in ("mnist", "cifar10"):
+        if cfg.data not in DATASETS:
             raise ValueError(f"no test split to evaluate a baseline trained on {cfg.data!r}; export with --no-eval")
         test = evaluation_split(cfg.data, data_dir)
         clf = LoadedClassifier(variables, model_cfg, {"sha256": ""}, Path(out))
