@@ -134,3 +134,22 @@ def test_probe_table_draws_by_sample_position_whatever_the_blocks(tiny_setup, tm
     head = whole.head(2, "first two")
     assert head.result.log_p_probes.shape == (2, 3, 3) and head.shared_trajectory
     np.testing.assert_allclose(head.seconds, whole.seconds[:2].sum())
+
+
+def test_a_corrupted_sample_keeps_each_image_its_position_and_corrupts_it_as_chapter_03_does():
+    from sbgc.data.datasets import evaluation_split
+    from sbgc.experiments import corruption_robustness as rb
+
+    split = evaluation_split("mnist")
+    idx = np.array([7, 3, 1234])
+    noisy = cv.corrupted_sample(split, idx, "shot_noise", seed=0)
+    np.testing.assert_array_equal(noisy.labels, split.labels[idx])
+    np.testing.assert_array_equal(noisy.indices, split.indices[idx])
+    assert noisy.images.shape == (3, 28, 28, 1) and np.any(noisy.images != split.images[idx])
+    # image 3 alone is corrupted the same: its corruption depends on (seed, its index), not on the sample
+    np.testing.assert_array_equal(cv.corrupted_sample(split, idx[1:2], "shot_noise", seed=0).images, noisy.images[1:2])
+    evalset = rb.EvaluationSet(split.images[idx], split.labels[idx].astype(np.int64), split.indices[idx], split.source,
+                               len(split), rb.MNIST_C)  # fmt: skip
+    np.testing.assert_array_equal(rb.corrupted(evalset, ("shot_noise", 1), 0), noisy.images)
+    with pytest.raises(ValueError, match="corruptions must be"):
+        cv.corrupted_sample(split, idx, "frost", seed=0)

@@ -385,6 +385,10 @@ class Study:
     def curve(self, label: str) -> BudgetCurve:
         return next(c for c in self.curves if c.label == label)
 
+    def entries(self) -> list:
+        """The cache entries (blocks) of every table, for provenance lines."""
+        return [e for t in (self.reference, *self.bounds.values()) for e in t.entries]
+
 
 def study(model, split: ImageSet, indices: np.ndarray, cache: ResultCache, rng: np.random.Generator, *, seed: int,
           data_source: str, ode: Ode, n_reference: int, ode_block: int, bounds: dict[str, Bound],
@@ -421,7 +425,7 @@ def study(model, split: ImageSet, indices: np.ndarray, cache: ResultCache, rng: 
     return Study(labels, ref, decisions, tables, curves, names)
 
 
-def plot_budgets(st: Study):
+def plot_budgets(st: Study, title: str | None = None):
     """Accuracy and agreement with the reference decisions against network passes per image, every estimator."""
     import matplotlib.pyplot as plt
 
@@ -438,7 +442,26 @@ def plot_budgets(st: Study):
     ax_g.set(xscale="log", xlabel="network passes per image (all classes)",
              ylabel=f"agreement with the reference decisions [%] ({n_ref} images)")  # fmt: skip
     ax_a.legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig
+
+
+def corrupted_sample(split: ImageSet, indices: np.ndarray, corruption: str, seed: int) -> ImageSet:
+    """The images ``indices`` of ``split`` under one corruption of the split's benchmark (MNIST-C, CIFAR-10-C; its
+    first severity), as an ImageSet of those images in sample order: position i is sample image i, so the
+    estimators draw the same random numbers for it as for the clean image. The corruption of an image depends
+    only on (seed, its index in the split, corruption), as in chapter 03."""
+    from sbgc.data.datasets import dataset_of_source
+    from sbgc.experiments import corruption_robustness as rb
+
+    dataset = dataset_of_source(split.source)
+    family = rb.corruption_family(dataset.name if dataset is not None else "cifar10")
+    rb.check_corruptions((corruption,), family)
+    part = split.subset(indices)
+    evalset = rb.EvaluationSet(part.images, part.labels.astype(np.int64), part.indices, split.source, len(split), family)
+    images = rb.corrupted(evalset, (corruption, family.severities[0]), seed)
+    return ImageSet(images, part.labels, part.source, part.indices, part.split)
 
 
 def sample_source(split: ImageSet, seed: int) -> str:
