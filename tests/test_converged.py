@@ -153,3 +153,19 @@ def test_a_corrupted_sample_keeps_each_image_its_position_and_corrupts_it_as_cha
     np.testing.assert_array_equal(rb.corrupted(evalset, ("shot_noise", 1), 0), noisy.images)
     with pytest.raises(ValueError, match="corruptions must be"):
         cv.corrupted_sample(split, idx, "frost", seed=0)
+
+
+def test_the_command_line_fills_the_blocks_the_chapter_reads(tmp_path, monkeypatch):
+    from sbgc.data.datasets import evaluation_split, sample_indices
+    from sbgc.train.pretrained import load_model
+
+    monkeypatch.setenv("SBGC_RESULTS_CACHE", str(tmp_path))
+    cv.main(["--model", "mnist", "--data", "mnist", "--images", "2", "--block", "2", "--weighting", "uniform", "--times", "2",
+             "--corruption", "shot_noise"])  # fmt: skip
+    split = evaluation_split("mnist")
+    idx = sample_indices(len(split), 2, 0)
+    noisy = cv.corrupted_sample(split, idx, "shot_noise", 0)
+    source = f"{cv.sample_source(split, 0)}, under shot_noise (regenerated, seed 0)"  # as chapter 06 writes it
+    table = cv.bound_time_table(load_model("mnist"), noisy, np.arange(2), Bound(BoundSettings(n_times=2, weighting="uniform")),
+                                ResultCache(tmp_path, read_only=True), seed=0, data_source=source, block=2)  # fmt: skip
+    assert table.values.shape[:2] == (2, 10)

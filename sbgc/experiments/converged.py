@@ -491,12 +491,18 @@ def main(argv=None) -> None:
     p.add_argument("--times", type=int, default=256, help="K_max stratified times of the bound table")
     p.add_argument("--probes", type=int, help="an ODE table with this many probes (instead of a bound table)")
     p.add_argument("--rtol", type=float, default=1e-3)
+    p.add_argument("--corruption", default=None, help="the first --images under this corruption of the dataset's "
+                   "benchmark (chapter 06's noise knob), instead of the clean images")
     p.add_argument("--cache", default="use", choices=("use", "recompute"))
     a = p.parse_args(argv)
     if (a.weighting is None) == (a.probes is None):
         p.error("give exactly one of --weighting (a bound table) and --probes (an ODE table)")
     model, split = load_model(a.model), evaluation_split(a.data)
     idx, cache, source = sample_indices(len(split), a.images, a.seed), chapter_cache(a.cache), sample_source(split, a.seed)
+    if a.corruption is not None:  # as chapter 06 keys its noise condition
+        split = corrupted_sample(split, idx, a.corruption, a.seed)
+        source = f"{source}, under {a.corruption} (regenerated, seed {a.seed})"
+        idx = np.arange(a.images)
     start = time.perf_counter()
     if a.probes is None:
         t = bound_time_table(model, split, idx, Bound(BoundSettings(n_times=a.times, weighting=a.weighting)), cache,
