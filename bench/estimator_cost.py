@@ -33,8 +33,9 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sbgc.checks import reference  # noqa: E402
+from paper_procedure import paper_procedure  # noqa: E402
 from sbgc.data.datasets import describe, evaluation_split, sample_indices  # noqa: E402
 from sbgc.method.bound import BoundSettings  # noqa: E402
 from sbgc.method.likelihood import SolverSettings  # noqa: E402
@@ -44,14 +45,10 @@ from sbgc.train.pretrained import load_model  # noqa: E402
 
 
 def paper(model, images, key, n_draws: int, rtol: float, eps: float):
-    """(log p [B, C] mean over n independent scipy solves, network passes per image)."""
+    """(log p [B, C] mean over n independent scipy solves, network passes per image): bench/paper_procedure.py's."""
     settings = SolverSettings(solver="dopri5", rtol=rtol, atol=rtol, eps=eps)
-    runs = [reference.class_log_likelihoods(model.score_fn, model.sde, images, jax.random.fold_in(key, j),
-                                            n_classes=model.config.n_classes, solver=settings, progress=False)
-            for j in range(n_draws)]  # fmt: skip
-    log_p = np.mean([np.asarray(r.log_p, np.float64) for r in runs], axis=0)
-    nfe = np.sum([np.asarray(r.nfe, np.float64) for r in runs], axis=0)  # [B, C] summed over the draws
-    return log_p, 2.0 * nfe.sum(axis=1)
+    log_p, nfe, _ = paper_procedure(model, images, key, settings, n_draws)  # nfe [B, C] summed over the draws
+    return log_p, 2.0 * nfe.sum(axis=1)  # a forward pass and a vector-Jacobian product per evaluation
 
 
 def scorer_run(scorer, model, images, key):
