@@ -393,3 +393,16 @@ def test_run_each_runs_tasks_side_by_side_in_order_and_stops_after_a_failure():
                       jobs=1, keep_going=True)
     with pytest.raises(ValueError, match="jobs must be a positive int"):
         book.run_each({}, jobs=0)
+
+
+def test_the_convergence_knobs_refuse_budgets_and_samples_that_do_not_nest():
+    knobs = profiles.PROFILES["mnist"].chapters["06_convergence"]
+    knobs.check()
+    with pytest.raises(ValueError, match="dividing the largest"):
+        dataclasses.replace(knobs, bound_times=(8, 24, 64))
+    with pytest.raises(ValueError, match="weightings"):
+        dataclasses.replace(knobs, weightings=("cosine",))
+    with pytest.raises(ValueError, match="n_compare_images <= n_reference_images <= n_images"):
+        dataclasses.replace(knobs, n_reference_images=knobs.n_images + 1).check()
+    with pytest.raises(ValueError, match="pruning"):
+        dataclasses.replace(knobs, pruning=((24, 2),)).check()

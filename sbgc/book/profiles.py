@@ -249,13 +249,16 @@ class ConvergenceKnobs:
     n_subsamples: int  # random subsets of times or probes per budget
     bound_times: tuple[int, ...]  # budgets K of the bound, each dividing the largest (the one computed)
     weightings: tuple[str, ...]  # the bound's time weightings ("uniform", "likelihood")
-    pruning: tuple[tuple[int, int], ...]  # (K1, keep) of a pruning over each weighting, K1 <= the smallest K
+    pruning: tuple[tuple[int, int], ...]  # (K1, keep) of a pruning over each weighting, K1 dividing the largest K
     bound_block: int  # images per cached block of a bound table
     n_reference_images: int  # the first N of the sample: the reference (the ODE with ode.n_probes probes)
     ode: Ode
     ode_block: int  # images per cached block of the ODE table
     n_compare_images: int  # images (the first of the sample) for the CRN and shared-trajectory comparisons
     tolerance: float  # converged: mean accuracy within this of the reference accuracy
+    noise: str | None  # the same budgets off the data: the first images under this corruption (None: not measured)
+    n_noise_images: int  # the first images of the sample, under the noise
+    n_noise_reference_images: int  # the first of those with the reference (the ODE with all probes)
 
     def __post_init__(self):
         ks = self.bound_times
@@ -267,10 +270,15 @@ class ConvergenceKnobs:
 
     def check(self) -> None:
         """The knobs that constrain each other (checked once every override is set): the samples nest
-        (comparison ⊆ reference ⊆ sample) and pruning's first stage is one of the bound's budgets or fewer."""
-        if any(not (1 <= k1 <= self.bound_times[0] and 1 <= keep) for k1, keep in self.pruning):
-            raise ValueError(f"pruning (K1, keep): K1 in [1, {self.bound_times[0]}] (the smallest of bound_times), "
-                             f"keep >= 1, got {self.pruning}")
+        (comparison ⊆ reference ⊆ sample), and pruning's first stage is a whole number of the largest
+        budget's strata."""
+        k_max = max(self.bound_times)
+        if any(not (1 <= k1 <= k_max and k_max % k1 == 0 and 1 <= keep) for k1, keep in self.pruning):
+            raise ValueError(f"pruning (K1, keep): K1 must divide the largest of bound_times ({k_max}) and keep >= 1, "
+                             f"got {self.pruning}")
+        if self.noise is not None and not 1 <= self.n_noise_reference_images <= self.n_noise_images <= self.n_images:
+            raise ValueError("need 1 <= n_noise_reference_images <= n_noise_images <= n_images, got "
+                             f"{self.n_noise_reference_images}, {self.n_noise_images}, {self.n_images}")
         if not 1 <= self.n_compare_images <= self.n_reference_images <= self.n_images:
             raise ValueError("need 1 <= n_compare_images <= n_reference_images <= n_images (each the first images of "
                              f"the next), got {self.n_compare_images}, {self.n_reference_images}, {self.n_images}")
@@ -379,7 +387,8 @@ PROFILES: dict[str, Profile] = {
             "06_convergence": ConvergenceKnobs(seed=0, data="mnist", n_images=4, n_subsamples=20, bound_times=(2, 4, 8, 16),
                                                weightings=("uniform", "likelihood"), pruning=((2, 2),), bound_block=4,
                                                n_reference_images=2, ode=Ode(n_probes=4, rtol=1e-2, atol=1e-2, chunk_size=10),
-                                               ode_block=2, n_compare_images=1, tolerance=0.005),
+                                               ode_block=2, n_compare_images=1, tolerance=0.005, noise="shot_noise", n_noise_images=2,
+                                               n_noise_reference_images=1),
             "07_compute": ComputeKnobs(seed=0, data="mnist", n_images=3, ode_probes=(1, 3), ode_rtols=(1e-2,),
                                        ode_chunk=10, bound_times=(10, 30, 100), pruning=((10, 2, 50),),
                                        sampling="stratified", bound_chunk=256, eps=1e-5),
@@ -400,9 +409,10 @@ PROFILES: dict[str, Profile] = {
             "05_interpolation": InterpolationKnobs(seed=0, data="mnist", n_pairs=100, n_t=5, ode=_MNIST_ODE, n_strips=4),
             "06_convergence": ConvergenceKnobs(seed=0, data="mnist", n_images=300, n_subsamples=100,
                                                bound_times=(8, 16, 32, 64, 128, 256), weightings=("uniform", "likelihood"),
-                                               pruning=((8, 2), (8, 3)), bound_block=25, n_reference_images=100,
+                                               pruning=((8, 2), (8, 3), (16, 2)), bound_block=25, n_reference_images=56,
                                                ode=Ode(n_probes=30, rtol=1e-3, atol=1e-3), ode_block=4,
-                                               n_compare_images=4, tolerance=0.005),
+                                               n_compare_images=4, tolerance=0.005, noise=None, n_noise_images=300,
+                                               n_noise_reference_images=30),
             "07_compute": ComputeKnobs(seed=0, data="mnist", n_images=60, ode_probes=(1, 3), ode_rtols=(1e-2, 1e-3),
                                        ode_chunk=50, bound_times=(10, 30, 100), pruning=((10, 2, 50), (10, 3, 100)),
                                        sampling="stratified", bound_chunk=2048, eps=1e-5),
@@ -423,7 +433,8 @@ PROFILES: dict[str, Profile] = {
                                                bound_times=(2, 4, 8, 16), weightings=("uniform", "likelihood"),
                                                pruning=((2, 2),), bound_block=2, n_reference_images=2,
                                                ode=Ode(n_probes=4, rtol=1e-2, atol=1e-2, chunk_size=10), ode_block=2,
-                                               n_compare_images=1, tolerance=0.005),
+                                               n_compare_images=1, tolerance=0.005, noise="gaussian_noise", n_noise_images=2,
+                                               n_noise_reference_images=1),
             "07_compute": ComputeKnobs(seed=0, data="exact_head", n_images=2, ode_probes=(1, 3), ode_rtols=(1e-2,),
                                        ode_chunk=10, bound_times=(10, 30, 100), pruning=((10, 2, 50),),
                                        sampling="stratified", bound_chunk=256, eps=1e-5),
@@ -446,7 +457,8 @@ PROFILES: dict[str, Profile] = {
                                                bound_times=(8, 16, 32, 64, 128, 256), weightings=("uniform", "likelihood"),
                                                pruning=((8, 2), (8, 3)), bound_block=100, n_reference_images=200,
                                                ode=Ode(n_probes=30, rtol=1e-4, atol=1e-4), ode_block=20,
-                                               n_compare_images=50, tolerance=0.005),
+                                               n_compare_images=50, tolerance=0.005, noise="gaussian_noise", n_noise_images=200,
+                                               n_noise_reference_images=50),
             "07_compute": ComputeKnobs(seed=0, data="exact_head", n_images=200, ode_probes=(1, 3, 10, 30),
                                        ode_rtols=(1e-3, 1e-5), ode_chunk=50, bound_times=(10, 30, 100, 300, 1000),
                                        pruning=((10, 2, 100), (20, 2, 300), (20, 3, 1000)), sampling="stratified",
@@ -471,7 +483,8 @@ PROFILES: dict[str, Profile] = {
             "06_convergence": ConvergenceKnobs(seed=0, data="cifar10", n_images=1_000, n_subsamples=200,
                                                bound_times=(8, 16, 32, 64, 128, 256, 512), weightings=("uniform", "likelihood"),
                                                pruning=((8, 2), (8, 3)), bound_block=100, n_reference_images=500,
-                                               ode=_PAPER_ODE, ode_block=50, n_compare_images=100, tolerance=0.005),
+                                               ode=_PAPER_ODE, ode_block=50, n_compare_images=100, tolerance=0.005,
+                                               noise="gaussian_noise", n_noise_images=500, n_noise_reference_images=100),
             "07_compute": ComputeKnobs(seed=0, data="exact_head", n_images=500, ode_probes=(1, 3, 10, 30),
                                        ode_rtols=(1e-3, 1e-5), ode_chunk=100, bound_times=(10, 30, 100, 300, 1000),
                                        pruning=((10, 2, 100), (20, 2, 300), (20, 3, 1000)), sampling="stratified",
