@@ -409,7 +409,7 @@ PROFILES: dict[str, Profile] = {
             "05_interpolation": InterpolationKnobs(seed=0, data="mnist", n_pairs=100, n_t=5, ode=_MNIST_ODE, n_strips=4),
             "06_convergence": ConvergenceKnobs(seed=0, data="mnist", n_images=300, n_subsamples=100,
                                                bound_times=(8, 16, 32, 64, 128, 256), weightings=("uniform", "likelihood"),
-                                               pruning=((8, 2), (8, 3), (16, 2)), bound_block=25, n_reference_images=56,
+                                               pruning=((8, 2), (8, 3), (16, 2)), bound_block=25, n_reference_images=72,
                                                ode=Ode(n_probes=30, rtol=1e-3, atol=1e-3), ode_block=4,
                                                n_compare_images=4, tolerance=0.005, noise=None, n_noise_images=300,
                                                n_noise_reference_images=30),
