@@ -45,10 +45,10 @@ import numpy as np
 
 from sbgc.cache import CacheKey, CachedResult, ResultCache, cached_blocks
 from sbgc.data.files import ImageSet
-from sbgc.experiments.convergence import TimedRun
+from sbgc.experiments.convergence import TimedRun, subsample_indices
 from sbgc.method.bound import BoundSettings, log_bound_table
 from sbgc.method.classify import ClassLikelihoods
-from sbgc.method.likelihood import bits_per_dim, log_likelihood_table
+from sbgc.method.likelihood import log_likelihood_table
 from sbgc.method.scorers import Bound, Ode, all_classes, is_pixels
 from sbgc.report import markdown_table
 from sbgc.stats import binomial_interval
@@ -177,13 +177,6 @@ def stratum_subsets(k_max: int, k: int, n_subsamples: int, rng: np.random.Genera
     return np.arange(k) * r + rng.integers(0, r, size=(n_subsamples, k))
 
 
-def probe_subsets(n: int, m: int, n_subsamples: int, rng: np.random.Generator) -> np.ndarray:
-    """int [S, m]: random m-subsets of n probes, each without replacement."""
-    if not 1 <= m <= n:
-        raise ValueError(f"m must be in [1, {n}], got {m}")
-    return np.argsort(rng.random((n_subsamples, n)), axis=1)[:, :m]
-
-
 @dataclasses.dataclass(frozen=True)
 class BudgetCurve:
     """An estimator's decisions against its budget (times K or probes m), over random subsets.
@@ -256,7 +249,7 @@ def probe_curve(label: str, table: ProbeTable, labels, ms, n_subsamples: int, rn
     labels = np.asarray(labels)
     reference = _check_reference(reference, len(labels))
     n = table.log_p_probes.shape[-1]
-    subsets = [probe_subsets(n, int(m), n_subsamples, rng) for m in ms]
+    subsets = [subsample_indices(n, int(m), n_subsamples, rng) for m in ms]  # chapter 06's Fig. 3 subsets
     decide = lambda i: np.stack([table.log_p_probes[..., s].mean(axis=-1).argmax(axis=1) for s in subsets[i]])
     nfe = float(table.nfe.sum(axis=1).mean())
     passes = [nfe * (1 + int(m)) for m in ms]
@@ -286,11 +279,6 @@ def pruned_curve(label: str, table: TimeTable, labels, k1: int, keep: int, ks2, 
     passes = [c * (k1 + table.is_bound) + keep * int(k2) for k2 in ks2]
     full = c * (k_max + table.is_bound)
     return _curve(label, ks2, decide, labels, reference, passes, float(table.seconds.mean()) * passes[-1] / full)
-
-
-def bits_per_dim_of(log_p: np.ndarray, dim: int) -> np.ndarray:
-    """Bits/dim of the discrete data from log p(x) in nats of the [0, 1] data: [B] → [B]."""
-    return np.asarray(bits_per_dim(np.asarray(log_p, np.float64), dim))
 
 
 # --- the table ------------------------------------------------------------------------------------------
@@ -381,9 +369,6 @@ class Study:
     def reference_accuracy(self) -> float:
         n = len(self.reference_decisions)
         return float(np.mean(self.reference_decisions == self.labels[:n]))
-
-    def curve(self, label: str) -> BudgetCurve:
-        return next(c for c in self.curves if c.label == label)
 
     def entries(self) -> list:
         """The cache entries (blocks) of every table, for provenance lines."""
