@@ -262,6 +262,24 @@ def test_pgd_on_the_sbgc_raises_the_loss_and_leaves_log_likelihoods_comparable(m
         attacks.attack_log_likelihoods(attacks.baseline_logits_fn(LinearClassifier(jax.random.key(0), 192)), images, images)
 
 
+
+def test_a_subset_of_an_attack_keeps_its_settings_and_restricts_every_per_image_array(linear):
+    """PGDResult.subset (Table 3's "same images" rows): every per-image array (every array field with one
+    row per image, so a new one cannot be forgotten) restricted by a mask or by positions, the rest kept."""
+    fn, x, labels = linear
+    res = attacks.run_pgd(fn, x, labels, norm="linf", epsilon=8 / 255, steps=3, seed=0)
+    mask = np.arange(len(x)) % 3 == 0
+    for sub in (res.subset(mask), res.subset(np.flatnonzero(mask))):
+        for name in res.__dataclass_fields__:
+            a, b = getattr(res, name), getattr(sub, name)
+            if isinstance(a, np.ndarray) and a.ndim >= 1 and len(a) == len(x):
+                np.testing.assert_array_equal(b, a[mask], err_msg=name)
+            else:
+                assert b == a, name
+        assert sub.robust_accuracy == pytest.approx(np.mean(res.adv_pred[mask] == labels[mask]))
+    assert res.subset(np.zeros(len(x), bool)).labels.shape == (0,)
+
+
 # --- objectives that do not saturate (SBGC logits are ~1e4 nats) --------------------------------------
 def _exact_ce_direction(logits, label):
     """(p − e_y)/‖p − e_y‖ of softmax cross-entropy in decimal arithmetic with enough digits that

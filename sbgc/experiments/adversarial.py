@@ -693,6 +693,11 @@ class PGDResult:
                 "robust_accuracy": self.robust_accuracy, "n": int(len(self.labels)), "max_linf": float(self.linf.max()),
                 "max_l2": float(self.l2.max()), "seconds": self.seconds, "step_seconds": list(self.step_seconds)}  # fmt: skip
 
+    def subset(self, mask: np.ndarray) -> "PGDResult":
+        """The same attack on the images selected by ``mask`` (bool [B] or int positions [B']): every
+        per-image array (labels, logits, predictions, adversarials, success, norms) restricted to them."""
+        return dataclasses.replace(self, **{a: getattr(self, a)[mask] for a in _PER_IMAGE_RESULT})
+
     @property
     def clean_accuracy(self) -> float:
         return float(np.mean(self.clean_pred == self.labels))
@@ -700,6 +705,10 @@ class PGDResult:
     @property
     def robust_accuracy(self) -> float:
         return float(np.mean(self.adv_pred == self.labels))
+
+
+_PER_IMAGE_RESULT = ("labels", "clean_logits", "clean_pred", "adversarial", "adv_logits", "adv_pred", "success", "linf",
+                     "l2")  # PGDResult's per-image arrays [B, ...]
 
 
 def run_pgd(
