@@ -42,27 +42,19 @@ setup_jax()  # persistent compilation cache shared by the chapters
 
 import time
 
-import jax
-import numpy as np
 from IPython.display import Markdown, display
 
-from sbgc.cache import CacheKey, chapter_cache
 from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
-from sbgc.data.datasets import class_names
-from sbgc.data.datasets import describe as describe_split
-from sbgc.data.datasets import evaluation_split
+from sbgc.cache import chapter_cache
+from sbgc.data.datasets import class_names, evaluation_split
 from sbgc.experiments import corruption_baselines as bs
 from sbgc.experiments import corruption_robustness as rb
-from sbgc.report import cpu_trained_note, markdown_table
-from sbgc.train.baseline import load_classifier
-from sbgc.train.pretrained import load_model
 
 P = chapter_params("03_corruptions", profile, overrides)
 C = chapter_cache(cache)
 family = rb.corruption_family(P.spec.dataset)  # CIFAR-10-C or MNIST-C
 CLASS_NAMES = class_names(P.data)
-key = jax.random.key(P.seed)
 display(Markdown(P.to_markdown() + "\n\n" + rb.family_description(family)))
 
 # %% [markdown]
@@ -121,36 +113,12 @@ display(Markdown(P.to_markdown() + "\n\n" + rb.family_description(family)))
 
 # %%
 t_start = time.perf_counter()
-model = load_model(P.checkpoint)
-clf = load_classifier(P.baseline)
-cnn = None if P.plain_cnn == "none" else load_classifier(P.plain_cnn)  # the second baseline, without BatchNorm
-split = evaluation_split(P.data)
-data_text = describe_split(split)
-if P.n_baseline_images < P.n_images:
-    raise ValueError(f"n_baseline_images ({P.n_baseline_images}) must be at least n_images ({P.n_images}): "
-                     "the baseline's sample contains the SBGC's")  # fmt: skip
-baseline_set = rb.select_images(split, P.n_baseline_images, P.seed, family=family)
-sbgc_set = baseline_set.head(P.n_images)
-grid = rb.settings(P.corruptions, P.severities, family=family)
-n_corrupted = len(grid) - 1
-data_source = (f"{data_text}; {P.n_images:,} drawn at random for the SBGC, the first of {P.n_baseline_images:,} for "
-               f"the baseline; {family.name} regenerated on the fly (seed {P.seed})")  # fmt: skip
-sample_sizes = {"SBGC images": len(sbgc_set), "settings": len(grid), "SBGC cases": len(sbgc_set) * len(grid),
-                "baseline images": len(baseline_set), "baseline cases": len(baseline_set) * len(grid),
-                "probes": P.ode.n_probes}  # fmt: skip
-prov = collect_provenance(P, data_source=data_source, checkpoint=model.path, sample_sizes=sample_sizes)
-metas = [model.meta, clf.meta] + ([cnn.meta] if cnn else [])
-tiny = cpu_trained_note(*metas)
-note = (f"{tiny}; " if tiny else "") + f"baseline {clf.path.name} sha256 `{clf.sha256[:12]}`" + (
-    f", plain CNN {cnn.path.name} sha256 `{cnn.sha256[:12]}`" if cnn else "")
-display(Markdown(
-    P.notice(*metas) + "\n\n"
-    f"Score model: {model.describe()}, {model.meta.get('n_params', 0):,} parameters.\n\n"
-    f"Baseline: {clf.describe()}, {clf.meta.get('n_params', 0):,} parameters.\n\n"
-    + (f"Plain CNN: {cnn.describe()}, {cnn.meta.get('n_params', 0):,} parameters.\n\n" if cnn else "") +
-    f"Settings: clean + {n_corrupted} of the {family.n_settings} (corruption, severity) pairs of {family.name} "
-    f"(severities {P.severities}, corruptions {', '.join(P.corruptions)}).\n\n" + prov.line(note)
-))
+models = rb.load_models(P.checkpoint, P.baseline, P.plain_cnn)  # the score model, the baseline, the plain CNN (or None)
+sample = rb.chapter_sample(evaluation_split(P.data), P.knobs, family)  # the SBGC's images, the baseline's, the settings
+prov = collect_provenance(P, data_source=sample.data_source, checkpoint=models.sbgc.path,
+                          sample_sizes=sample.sample_sizes())
+note = models.note()
+display(Markdown(P.notice(*models.metas) + "\n\n" + models.markdown() + sample.settings_markdown() + prov.line(note)))
 
 # %% [markdown]
 # ## One image under every corruption
@@ -160,71 +128,19 @@ display(Markdown(
 # one row, the clean image first, each corruption at its one severity).
 
 # %%
-first = sbgc_set.images[0]
-fig = rb.plot_corruption_grid(first, rb.corruption_grid_of(first, seed=P.seed, index=int(sbgc_set.indices[0]),
-                                                            family=family),
-                              title=f"test image {sbgc_set.indices[0]} ({CLASS_NAMES[sbgc_set.labels[0]]}), "
-                                    f"{family.name}", family=family)  # fmt: skip
-grid_note = ("Note `elastic_transform`: its severity 1 is a pure random affine warp that often moves the image "
-             "more than severity 5 (the reference generator's CIFAR parameters are not monotone in severity).\n\n"
-             if family is rb.CIFAR10_C else "")  # fmt: skip
-display(Markdown(grid_note + prov.line()))
+fig = sample.plot_first_image(CLASS_NAMES)
+display(Markdown(rb.corruption_grid_note(family) + prov.line()))
 
 # %% [markdown]
 # ## Evaluation
 #
 # First the SBGC on its corrupted images (through the results cache), then the baseline on the
-# same images (checked by digest), then the baseline alone on its larger sample.
+# same images (checked by digest), then the baseline alone on its larger sample
+# (`sbgc.experiments.corruption_robustness.evaluate_chapter`).
 
 # %%
-solver = P.ode.likelihood_kwargs()
-likelihood_key = jax.random.fold_in(key, 1)  # one key for every setting and block
-entries = []
-
-
-def cached_block(rows, part, compute):  # one block of images: loaded from the results cache or computed once
-    block_key = CacheKey("corruptions_sbgc", rb.CODE_VERSION, rb.cache_settings(P.knobs, family, rows), model.sha256,
-                         f"{P.data}: {split.source}", part.indices)  # fmt: skip
-    entries.append(C.get(block_key, lambda: compute().to_arrays()))
-    return rb.GridResult.from_arrays(entries[-1].arrays)
-
-
-sbgc = rb.evaluate_blocks(
-    lambda rows: rb.sbgc_classifier(model.score_fn, model.sde, likelihood_key, first_image=rows.start, **solver),
-    "SBGC", sbgc_set, grid, seed=P.seed, get=cached_block)
-assert sbgc.settings == grid and np.array_equal(sbgc.image_indices, sbgc_set.indices)
-def on_the_sbgcs_images(c, name):  # a baseline on the SBGC's corrupted images, checked byte for byte
-    same = rb.evaluate_blocks(lambda rows: c.predict, name, sbgc_set, grid, seed=P.seed)
-    if same.images_sha256 != sbgc.images_sha256:
-        raise AssertionError(f"the {name} saw other images ({same.images_sha256[:16]}) than the cached SBGC grid "
-                             f"({sbgc.images_sha256[:16]}): the corruption code changed; recompute the cache entries")
-    return same
-
-
-baseline_knobs = {"corruptions": P.corruptions, "severities": P.severities, "seed": P.seed, "family": family.name}
-
-
-def on_its_sample(c, name):  # a baseline on its whole sample (all 10,000 MNIST test images at the mnist profile), cached
-    entry = C.get(CacheKey("corruptions_baseline", 1, baseline_knobs, c.sha256, f"{P.data}: {split.source}",
-                           baseline_set.indices),
-                  lambda: rb.evaluate_grid({name: c.predict}, baseline_set, grid, seed=P.seed)[name].to_arrays())
-    base_entries.append(entry)
-    return rb.GridResult.from_arrays(entry.arrays)
-
-
-base_entries = []
-base_same, base_all = on_the_sbgcs_images(clf, "baseline"), on_its_sample(clf, "baseline")
-cnn_name = cnn.config.name if cnn else None
-cnn_same, cnn_all = (on_the_sbgcs_images(cnn, cnn_name), on_its_sample(cnn, cnn_name)) if cnn else (None, None)
-n_classes = sbgc.log_p.shape[2]
-display(Markdown(
-    f"SBGC: {len(sbgc_set)} image(s) × {len(grid)} settings × {n_classes} classes, computed in "
-    f"{sbgc.seconds.sum():.0f} s ({sbgc.nfe.mean():.0f} score evaluations per solve on average; "
-    f"{P.ode.describe()}). Baseline{'s' if cnn else ''}: the same {len(sbgc_set) * len(grid)} cases, then "
-    f"{len(baseline_set):,} images × {len(grid)} settings ({base_all.seconds.sum():.1f} s"
-    + (f"; the plain CNN {cnn_all.seconds.sum():.1f} s" if cnn else "") + "). All saw the images "
-    f"with sha256 `{sbgc.images_sha256[:16]}…`.\n\n" + prov.line(note, entries + base_entries)
-))
+results = rb.evaluate_chapter(C, sample, models)  # the SBGC's cached blocks; each baseline on them, then on its sample
+display(Markdown(results.cost_markdown() + prov.line(note, results.entries + results.baseline_entries)))
 
 # %% [markdown]
 # ## Table 2
@@ -236,25 +152,7 @@ display(Markdown(
 # are not comparable with the MNIST-C rows.
 
 # %%
-n_boot = 2000
-rows_ours = {
-    "SBGC": rb.table2_row(sbgc, n_boot=n_boot, seed=P.seed),
-    "baseline, same images": rb.table2_row(base_same, n_boot=n_boot, seed=P.seed),
-    "baseline, all its images": rb.table2_row(base_all, n_boot=n_boot, seed=P.seed),
-} | ({"plain CNN, same images": rb.table2_row(cnn_same, n_boot=n_boot, seed=P.seed),
-      "plain CNN, all its images": rb.table2_row(cnn_all, n_boot=n_boot, seed=P.seed)} if cnn else {})
-checkpoint_name = f"SBGC, this project (`{P.checkpoint}`: {model.meta.get('n_params', 0) / 1e6:.2f}M parameters)"
-baseline_name = f"{clf.config.name}, this project (`{P.baseline}`)"
-table = rb.paper_rows(family) + [
-    rb.TableRow(checkpoint_name, "ours", f"{len(sbgc_set):,} × {len(grid)} settings", rows_ours["SBGC"]),
-    rb.TableRow(baseline_name, "ours", f"the same {len(sbgc_set):,} × {len(grid)}", rows_ours["baseline, same images"]),
-    rb.TableRow(baseline_name, "ours", f"{len(baseline_set):,} × {len(grid)} settings", rows_ours["baseline, all its images"]),
-] + ([rb.TableRow(f"{cnn_name}, this project (`{P.plain_cnn}`)", "ours", f"the same {len(sbgc_set):,} × {len(grid)}",
-                  rows_ours["plain CNN, same images"]),
-      rb.TableRow(f"{cnn_name}, this project (`{P.plain_cnn}`)", "ours", f"{len(baseline_set):,} × {len(grid)} settings",
-                  rows_ours["plain CNN, all its images"])] if cnn else [])  # fmt: skip
-published = "" if family is rb.CIFAR10_C else rb.MNIST_C_PUBLISHED_NOTE + "\n\n"
-display(Markdown(rb.table2_markdown(table) + "\n\n" + published + prov.line(note, entries)))
+display(Markdown(results.table2_markdown() + prov.line(note, results.entries)))
 
 # %% [markdown]
 # The same rows with intervals that resample whole images (percentile bootstrap, 2,000 draws), which
@@ -264,40 +162,8 @@ display(Markdown(rb.table2_markdown(table) + "\n\n" + published + prov.line(note
 # interval of the difference excludes 0.
 
 # %%
-display(Markdown(rb.table2_markdown(table[len(rb.PAPER_TABLE2):], bootstrap=True)))
-against = {clf.config.name: base_same} | ({cnn_name: cnn_same} if cnn else {})  # every baseline, the SBGC's images
-paired_all = {name: {g: rb.paired_difference(sbgc, same, g, n_boot=n_boot, seed=P.seed) for g in (*rb.GROUPS, "noise")}
-              for name, same in against.items()}
-verdicts = {name: rb.robustness_verdict(d, a="SBGC", b=f"CNN baseline ({name})") for name, d in paired_all.items()}
-paired, verdict = paired_all[clf.config.name], verdicts[clf.config.name]
-precision_text = ""
-all_sbgc = rows_ours["SBGC"]["all"]
-if all_sbgc is not None and all_sbgc.bootstrap is not None:  # how far the sample is from a ±2-point interval for the SBGC's mean over corruptions
-    half = (all_sbgc.bootstrap.hi - all_sbgc.bootstrap.lo) / 2
-    need = rb.images_for_half_width(half, len(sbgc_set), 0.02)
-    per_image = sum(e.record["seconds"] for e in entries) / len(sbgc_set)
-    if half <= 0.02:
-        target_text = f"within the ±2-point target (at this spread, {need:,} images would just reach it)"
-    else:
-        target_text = (f"±2 points would take about {need:,} images at this spread (n·(half-width/2)²), "
-                       f"≈ {need * per_image / 3600:.1f} hours")
-    precision_text = (f"**Precision.** The SBGC's all-corruptions accuracy has a 95 % interval (images resampled) of "
-                      f"±{100 * half:.2f} points on {len(sbgc_set)} images: {target_text}. The cached blocks took "
-                      f"{per_image:.0f} s per image (all {len(grid)} settings; each block's wall time, summed: blocks "
-                      f"computed side by side under `--shard` overlap in time).\n\n")
-lines = []
-for name, diffs in paired_all.items():
-    for g, d in diffs.items():
-        if d is not None:
-            interval = "n/a" if d["lo"] is None else f"[{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
-            lines.append((name, rb.GROUP_TITLES[g], f"{100 * d['difference']:+.1f}", interval, d["only_a"], d["only_b"],
-                          d["cases"]))  # fmt: skip
-display(Markdown(markdown_table(("baseline", "group", "SBGC − baseline (points)", "95 % interval (images resampled)",
-                                 "only SBGC right", "only baseline right", "cases"), lines, align=["left"] * 2 + ["right"] * 5)
-                 + f"\n\n**Verdict ({family.name}, this run).** "
-                 + " ".join(f"Against the {name}: {v['text']}" for name, v in verdicts.items())
-                 + " (The paper, CIFAR-10-C: more robust only on the noise corruptions.)\n\n" + precision_text
-                 + prov.line(note, entries + base_entries)))
+display(Markdown(results.table2_markdown(bootstrap=True)))
+display(Markdown(results.comparison_markdown() + prov.line(note, results.entries + results.baseline_entries)))
 
 # %% [markdown]
 # ## The baselines on every test image, per corruption
@@ -310,9 +176,8 @@ display(Markdown(markdown_table(("baseline", "group", "SBGC − baseline (points
 # here on clean MNIST with the project's trainer).
 
 # %%
-per_corruption = {clf.config.name: base_all} | ({cnn_name: cnn_all} if cnn else {})
-display(Markdown(bs.per_corruption_markdown(per_corruption) + "\n\n" + (rb.MNIST_C_PUBLISHED_NOTE + "\n\n" if family
-                 is rb.MNIST_C else "") + prov.line(note, base_entries)))  # fmt: skip
+display(Markdown(bs.per_corruption_markdown(results.on_all_images) + "\n\n" + rb.published_note(family)
+                 + prov.line(note, results.baseline_entries)))
 
 # %% [markdown]
 # ## Why does WRN-10-2 collapse?
@@ -329,18 +194,9 @@ display(Markdown(bs.per_corruption_markdown(per_corruption) + "\n\n" + (rb.MNIST
 # BatchNorm moves (in its running standard deviations), and the plain CNN, which has no BatchNorm.
 
 # %%
-diagnosis, diagnosis_entries = None, []
-if bs.has_batchnorm(clf):
-    diagnosis_entries.append(C.get(
-        CacheKey("corruptions_batchnorm_diagnosis", 1, baseline_knobs, clf.sha256, f"{P.data}: {split.source}",
-                 baseline_set.indices), lambda: bs.batchnorm_diagnosis(clf, baseline_set, grid, P.seed)))
-    diagnosis = {k: np.asarray(v) for k, v in diagnosis_entries[0].arrays.items()}
-    display(Markdown(bs.diagnosis_markdown(diagnosis, grid, clf.config.name, cnn_all) + "\n\n"
-                     f"**Why {clf.config.name} collapses ({family.name}, {len(baseline_set):,} images, this run).** "
-                     + bs.collapse_text(diagnosis, grid, clf.config.name, cnn_all) + "\n\n"
-                     + prov.line(note, diagnosis_entries + base_entries)))
-else:
-    display(Markdown(f"{clf.config.name} has no BatchNorm statistics: nothing to diagnose."))
+diagnosis = bs.cached_collapse_diagnosis(C, results)  # None for a baseline without BatchNorm
+display(Markdown(diagnosis.markdown() + prov.line(note, [diagnosis.entry] + results.baseline_entries) if diagnosis
+                 else f"{models.baseline.config.name} has no BatchNorm statistics: nothing to diagnose."))
 
 # %% [markdown]
 # ## Fig. 4: likelihood and accuracy per corruption and severity
@@ -353,10 +209,8 @@ else:
 # level dotted across), accuracy below, the baseline's as diamonds.
 
 # %%
-fig = rb.plot_fig4(sbgc, {f"{clf.config.name}, the SBGC's {len(sbgc_set):,} image(s)": base_same,
-                          f"{clf.config.name}, {len(baseline_set):,} images": base_all}
-                   | ({f"{cnn_name}, {len(baseline_set):,} images": cnn_all} if cnn else {}))  # fmt: skip
-display(Markdown(prov.line(note, entries)))
+fig = rb.plot_fig4(results.sbgc, results.fig4_baselines())
+display(Markdown(prov.line(note, results.entries)))
 
 # %% [markdown]
 # Where blurring-type corruptions raise the likelihood while the accuracy falls, the paper reads it
@@ -365,22 +219,7 @@ display(Markdown(prov.line(note, entries)))
 # change of the mean log-likelihood from clean to each corruption's strongest evaluated severity.
 
 # %%
-ps = rb.per_setting(sbgc)
-clean_lp = ps["mean_log_p_nats"][0]
-change, strongest = [], {}  # strongest: corruption -> (Δ mean log p(x) [nats], accuracy) at its strongest severity
-for name in dict.fromkeys(c for c, _ in grid[1:]):
-    rows = [i for i, (c, _) in enumerate(grid) if c == name]
-    i = rows[-1]
-    delta, acc = ps["mean_log_p_nats"][i] - clean_lp, ps["accuracy"][i]
-    strongest[name] = (delta, acc)
-    change.append((name, grid[i][1], f"{delta:+.0f}", f"{ps['mean_bpd'][i] - ps['mean_bpd'][0]:+.3f}", f"{100 * acc:.0f}"))
-display(Markdown(
-    markdown_table(("corruption", "severity", "Δ mean log p(x) vs clean [nats]", "Δ bits/dim", "SBGC accuracy [%]"),
-                   change, align=["left"] + ["right"] * 4)
-    + f"\n\nClean: mean log p(x) = {clean_lp:.0f} nats ({ps['mean_bpd'][0]:.3f} bits/dim), accuracy "
-    f"{100 * ps['accuracy'][0]:.0f} %, over {len(sbgc_set)} image(s).\n\n"
-    f"**Fig. 4 on {family.name} (this run).** {rb.likelihood_change_text(strongest)}\n\n" + prov.line(note, entries)
-))
+display(Markdown(rb.likelihood_change_markdown(results.sbgc) + prov.line(note, results.entries)))
 
 # %% [markdown]
 # ## Does $\log p(x)$ detect the corruptions?
@@ -394,62 +233,12 @@ display(Markdown(
 # version is less likely than the clean one (paired). With one image an AUROC is 0, 0.5 or 1.
 
 # %%
-aurocs = rb.likelihood_auroc(sbgc)
-display(Markdown(
-    markdown_table(("corruption", "AUROC", "clean / corrupted cases", "mean Δ log p(x) [nats]", "corrupted less likely"),
-                   [(r["corruption"].replace("_", " "), f"{r['auroc']:.2f}", f"{r['n_clean']} / {r['n_corrupted']}",
-                     f"{r['mean_change_nats']:+.0f}", f"{100 * r['fraction_less_likely']:.0f} %") for r in aurocs],
-                   align=["left"] + ["right"] * 4)
-))
-per_corruption = [r for r in aurocs if r["corruption"] != "all"]
-detected = [r["corruption"].replace("_", " ") for r in per_corruption if r["auroc"] >= 0.9]
-inverted = [r["corruption"].replace("_", " ") for r in per_corruption if r["auroc"] < 0.5]
-pooled = next(r for r in aurocs if r["corruption"] == "all")
-display(Markdown(
-    f"**Detection ({family.name}, this run).** Pooled over every corrupted setting, log p(x) separates clean from "
-    f"corrupted images with AUROC {pooled['auroc']:.2f}. It detects {len(detected)} of {len(per_corruption)} "
-    f"corruptions well (AUROC ≥ 0.9" + (f": {', '.join(detected)}" if detected else "") + "); "
-    + (f"{len(inverted)} make{'s' if len(inverted) == 1 else ''} the images *more* likely than clean ones "
-       f"(AUROC < 0.5: {', '.join(inverted)})."
-       if inverted else "none makes the images more likely than clean ones (no AUROC below 0.5).")
-    + (" With fewer than ten images these are counts over a handful of pairs." if len(sbgc_set) < 10 else "")
-    + "\n\n" + prov.line(note, entries)
-))
+aurocs = rb.likelihood_auroc(results.sbgc)
+display(Markdown(rb.auroc_markdown(aurocs)))
+display(Markdown(rb.detection_text(aurocs, family.name, len(sample.sbgc)) + "\n\n" + prov.line(note, results.entries)))
 
 # %%
-numbers = {
-    "table2_ours": {name: {g: None if a is None else a.as_dict() for g, a in row.items()}
-                    for name, row in rows_ours.items()},
-    "family": family.name,
-    "table2_paper": [dict(model=m, augmentation=a, clean=c, all=al, all_wo_noise=w, benchmark="CIFAR-10-C")
-                     for m, a, c, al, w in rb.PAPER_TABLE2],
-    "paired_difference_sbgc_minus_baseline": paired,
-    "robustness_verdict": verdict,
-    "paired_difference_sbgc_minus_each_baseline": paired_all,
-    "robustness_verdict_each_baseline": verdicts,
-    "baseline_cache": [e.record for e in base_entries + diagnosis_entries],
-    "batchnorm_diagnosis": None if diagnosis is None else {
-        "settings": [rb.setting_label(s) for s in grid], **{k: v.tolist() for k, v in diagnosis.items()},
-        "collapsed": bs.collapsed(diagnosis).tolist(), "text": bs.collapse_text(diagnosis, grid, clf.config.name, cnn_all)},
-    "likelihood_auroc": aurocs,
-    "sbgc_cache": [e.record for e in entries],
-    "sbgc": rb.results_record(sbgc, n_boot=n_boot, seed=P.seed),
-    "baseline_same_images": rb.results_record(base_same, n_boot=n_boot, seed=P.seed),
-    "baseline_all_images": rb.results_record(base_all, n_boot=n_boot, seed=P.seed),
-    "plain_cnn_same_images": None if cnn is None else rb.results_record(cnn_same, n_boot=n_boot, seed=P.seed),
-    "plain_cnn_all_images": None if cnn is None else rb.results_record(cnn_all, n_boot=n_boot, seed=P.seed),
-    "plain_cnn": None if cnn is None else {"describe": cnn.describe(), "path": str(cnn.path), "sha256": cnn.sha256,
-                                           "architecture": cnn_name, "n_params": cnn.meta.get("n_params")},
-    "same_images_sha256": sbgc.images_sha256,
-    "settings": [rb.setting_label(s) for s in grid],
-    "noise_corruptions": list(family.noise_corruptions),
-    "sbgc_image_indices": sbgc_set.indices, "baseline_image_indices": baseline_set.indices,
-    "data_source_tag": split.source,
-    "score_model": {"describe": model.describe(), "path": str(model.path), "sha256": model.sha256},
-    "baseline": {"describe": clf.describe(), "path": str(clf.path), "sha256": clf.sha256,
-                 "architecture": clf.config.name, "n_params": clf.meta.get("n_params")},
-    "seconds_total": time.perf_counter() - t_start,
-}  # fmt: skip
+numbers = results.numbers(diagnosis) | {"seconds_total": time.perf_counter() - t_start}
 path = write_results(numbers, prov)
 
 # %% [markdown]

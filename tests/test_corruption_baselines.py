@@ -77,3 +77,37 @@ def test_shipped_wrn_collapses_under_brightness_and_batch_statistics_restore_it(
     assert not bs.has_batchnorm(plain)
     with pytest.raises(ValueError, match="no BatchNorm statistics"):
         bs.batchnorm_diagnosis(plain, evalset, GRID[:1], 0)
+
+
+def test_chapter_diagnosis_is_cached_and_tells_its_story(tmp_path):
+    """The chapter's diagnosis of the shipped WRN-10-2 through a results cache: computed once, then loaded; the
+    same arrays as :func:`batchnorm_diagnosis`; its table, text and record; None for a network without BatchNorm."""
+    from types import SimpleNamespace
+
+    from sbgc.book.profiles import PROFILES
+    from sbgc.cache import ResultCache
+    from sbgc.data.mnist import load_mnist
+    from sbgc.train.baseline import load_classifier
+
+    clf = load_classifier("mnist")
+    knobs = dataclasses.replace(PROFILES["ci"].chapters["03_corruptions"], n_images=1, n_baseline_images=60,
+                                corruptions=("brightness",))  # fmt: skip
+    sample = rb.chapter_sample(load_mnist("test"), knobs, rb.MNIST_C)
+    other = _grid_result("plain CNN", np.ones((2, 60), bool))
+    results = SimpleNamespace(models=SimpleNamespace(baseline=clf), sample=sample, cnn_all=other)
+    cache = ResultCache(tmp_path)
+    first = bs.cached_collapse_diagnosis(cache, results)
+    again = bs.cached_collapse_diagnosis(cache, results)
+    assert first.entry.computed_now and not again.entry.computed_now
+    direct = bs.batchnorm_diagnosis(clf, sample.baseline, sample.grid, 0)
+    for k, v in direct.items():
+        np.testing.assert_allclose(again.arrays[k], v, rtol=1e-6)
+    md = again.markdown()
+    assert "| brightness 1 **(collapse)** |" in md and "plain CNN accuracy % (no BatchNorm)" in md
+    assert "**Why WRN-10-2 collapses (MNIST-C, 60 images, this run).** WRN-10-2 collapses on 1 setting" in md
+    record = again.record()
+    assert record["settings"] == ["clean", "brightness 1"] and record["collapsed"] == [False, True]
+    assert record["text"] == again.text() and len(record["accuracy"]) == 2
+    plain = dataclasses.replace(clf, variables={"params": clf.variables["params"], "batch_stats": {}})
+    assert bs.cached_collapse_diagnosis(cache, SimpleNamespace(models=SimpleNamespace(baseline=plain), sample=sample,
+                                                               cnn_all=None)) is None

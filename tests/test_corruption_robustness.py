@@ -2,6 +2,7 @@
 evaluation, Table 2, Fig. 4, the results-cache round trip, the likelihood AUROC and the verdict."""
 
 import dataclasses
+import hashlib
 import json
 
 import matplotlib
@@ -567,3 +568,173 @@ def test_images_for_half_width_scales_as_one_over_root_n():
     assert rb.images_for_half_width(0.0, 10, 0.02) == 0
     with pytest.raises(ValueError, match="target > 0"):
         rb.images_for_half_width(0.05, 10, 0.0)
+
+
+# --- chapter 03, one call per section ---------------------------------------------------------------
+def chapter_knobs(profile="ci", **changes):
+    from sbgc.book.profiles import PROFILES
+
+    return dataclasses.replace(PROFILES[profile].chapters["03_corruptions"], **changes)
+
+
+def test_chapter_sample_is_a_prefix_and_keys_the_cache_as_the_shipped_entries():
+    from sbgc.data.datasets import describe
+    from sbgc.storage import repo_root
+
+    split = load_mnist("test")
+    knobs = chapter_knobs(n_images=3, n_baseline_images=7, corruptions=("fog", "shot_noise"))
+    sample = rb.chapter_sample(split, knobs, rb.MNIST_C)
+    assert sample.grid == (("clean", 0), ("shot_noise", 1), ("fog", 1))  # the benchmark's order
+    np.testing.assert_array_equal(sample.sbgc.indices, sample.baseline.indices[:3])
+    np.testing.assert_array_equal(sample.sbgc.images, sample.baseline.images[:3])
+    assert sample.data_source == (f"{describe(split)}; 3 drawn at random for the SBGC, the first of 7 for the "
+                                  "baseline; MNIST-C regenerated on the fly (seed 0)")  # fmt: skip
+    assert sample.sample_sizes() == {"SBGC images": 3, "settings": 3, "SBGC cases": 9, "baseline images": 7,
+                                     "baseline cases": 21, "probes": knobs.ode.n_probes}  # fmt: skip
+    assert "clean + 2 of the 15 (corruption, severity) pairs of MNIST-C" in sample.settings_markdown()
+    source = f"mnist: {split.source}"
+    block = CacheKey("corruptions_sbgc", rb.CODE_VERSION, rb.cache_settings(knobs, rb.MNIST_C, slice(0, 3)), "0" * 64,
+                     source, sample.sbgc.indices)  # fmt: skip
+    assert sample.sbgc_block_key(slice(0, 3), sample.sbgc, "0" * 64).digest() == block.digest()
+    plain_knobs = {"corruptions": knobs.corruptions, "severities": knobs.severities, "seed": 0, "family": "MNIST-C"}
+    base = CacheKey("corruptions_baseline", 1, plain_knobs, "1" * 64, source, sample.baseline.indices)
+    assert sample.baseline_key("corruptions_baseline", "1" * 64).digest() == base.digest()
+    with pytest.raises(ValueError, match="must be at least n_images"):
+        rb.chapter_sample(split, chapter_knobs(n_images=8, n_baseline_images=7), rb.MNIST_C)
+    # the mnist profile's keys name entries of the shipped results cache (what `--cache read-only` loads)
+    from sbgc.train.baseline import load_classifier
+    from sbgc.train.pretrained import load_model
+
+    shipped = ResultCache(repo_root() / "results-cache", read_only=True)
+    full = rb.chapter_sample(split, chapter_knobs("mnist"), rb.MNIST_C)
+    first = slice(0, rb.GRID_BLOCK)
+    assert shipped.load(full.sbgc_block_key(first, full.sbgc.part(first), load_model("mnist").sha256)) is not None
+    for name in ("mnist", "mnist_cnn"):
+        assert shipped.load(full.baseline_key("corruptions_baseline", load_classifier(name).sha256)) is not None
+
+
+def fake_network(name: str, predict=None, n_params: int = 1000):
+    """The attributes of a loaded network that chapter 03 reads."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    return SimpleNamespace(predict=predict, sha256=hashlib.sha256(name.encode()).hexdigest(),
+                           config=SimpleNamespace(name=name), meta={"n_params": n_params},
+                           path=Path(f"/models/{name}.msgpack"), describe=lambda: name)  # fmt: skip
+
+
+def fake_chapter(tmp_path, *, plain_cnn: bool = True, sbgc_of_block=None):
+    generative, discriminative = mnist_classifiers()
+    knobs = chapter_knobs(n_images=3, n_baseline_images=6, corruptions=("shot_noise", "fog", "glass_blur"))
+    sample = rb.chapter_sample(load_mnist("test"), knobs, rb.MNIST_C)
+    cnn = fake_network("CNN", lambda x: (discriminative(x) + 1) % 10) if plain_cnn else None
+    models = rb.ChapterModels(fake_network("score", n_params=350_000), fake_network("WRN-10-2", discriminative), cnn,
+                              ("mnist", "mnist", "mnist_cnn" if plain_cnn else "none"))  # fmt: skip
+    results = rb.evaluate_chapter(ResultCache(tmp_path), sample, models,
+                                  sbgc_of_block=sbgc_of_block or (lambda rows: generative))  # fmt: skip
+    return sample, models, results
+
+
+def test_evaluate_chapter_checks_the_images_and_caches_every_grid(tmp_path):
+    sample, models, results = fake_chapter(tmp_path)
+    assert results.sbgc.log_p.shape == (4, 3, 10) and results.base_all.n_images == results.cnn_all.n_images == 6
+    assert results.base_same.images_sha256 == results.cnn_same.images_sha256 == results.sbgc.images_sha256
+    assert [e.computed_now for e in results.entries + results.baseline_entries] == [True] * 3
+    direct = rb.evaluate_grid({"baseline": models.baseline.predict}, sample.baseline, sample.grid, seed=0)["baseline"]
+    np.testing.assert_array_equal(results.base_all.predictions, direct.predictions)
+    np.testing.assert_array_equal(results.base_same.predictions, direct.predictions[:, :3])
+    # a second run loads every grid (the SBGC's classifier is never called) and gets the same numbers
+    def never(rows):
+        raise AssertionError("the SBGC's block should come from the cache")
+
+    _, _, again = fake_chapter(tmp_path, sbgc_of_block=never)
+    assert not any(e.computed_now for e in again.entries + again.baseline_entries)
+    np.testing.assert_array_equal(again.sbgc.log_p, results.sbgc.log_p)
+    assert again.numbers()["table2_ours"] == results.numbers()["table2_ours"]
+    # the texts of the sections
+    assert results.cost_markdown().startswith("SBGC: 3 image(s) × 4 settings × 10 classes")
+    assert "Baselines: the same 12 cases, then 6 images × 4 settings" in results.cost_markdown()
+    table = results.table2_markdown()
+    assert table.count("**paper**") == 4
+    assert "| SBGC, this project (`mnist`: 0.35M parameters) | ours | 3 × 4 settings |" in table
+    assert "| CNN, this project (`mnist_cnn`) | ours | the same 3 × 4 |" in table and rb.MNIST_C_PUBLISHED_NOTE in table
+    boot = results.table2_markdown(bootstrap=True)
+    assert "**paper**" not in boot and len(boot.splitlines()) == 2 + 5
+    assert list(results.paired) == ["WRN-10-2", "CNN"] and set(results.paired["CNN"]) == {*rb.GROUPS, "noise"}
+    comparison = results.comparison_markdown()
+    assert "**Verdict (MNIST-C, this run).** Against the WRN-10-2: " in comparison and "Against the CNN: " in comparison
+    assert "**Precision.**" in comparison  # three images: an image-bootstrap interval exists
+    assert list(results.fig4_baselines()) == ["WRN-10-2, the SBGC's 3 image(s)", "WRN-10-2, 6 images", "CNN, 6 images"]
+    numbers = json.loads(json.dumps(_jsonable(results.numbers(), "numbers")))
+    assert numbers["robustness_verdict"] == numbers["robustness_verdict_each_baseline"]["WRN-10-2"]
+    assert numbers["plain_cnn"]["architecture"] == "CNN" and len(numbers["baseline_cache"]) == 2
+    assert numbers["settings"] == ["clean", "shot_noise 1", "glass_blur 1", "fog 1"]  # the benchmark's order
+    assert numbers["batchnorm_diagnosis"] is None
+
+
+def test_evaluate_chapter_without_a_plain_cnn_and_with_a_stale_cache(tmp_path):
+    _, models, results = fake_chapter(tmp_path / "a", plain_cnn=False)
+    assert results.cnn_same is None and list(results.against) == ["WRN-10-2"] and len(results.rows_ours) == 3
+    assert "Baseline: the same" in results.cost_markdown() and "plain CNN" not in results.cost_markdown()
+    assert results.numbers()["plain_cnn"] is None and results.numbers()["plain_cnn_same_images"] is None
+    assert "Plain CNN" not in models.markdown()
+    assert models.markdown().startswith("Score model: score, 350,000 parameters.")
+    # an SBGC block cached from other images (the corruption code changed): the baseline's digest differs
+    sample, _, _ = fake_chapter(tmp_path / "b")
+    cache = ResultCache(tmp_path / "b")
+    key = sample.sbgc_block_key(slice(0, 3), sample.sbgc, models.sbgc.sha256)
+    stale = dataclasses.replace(rb.GridResult.from_arrays(cache.load(key).arrays), images_sha256="0" * 64)
+    cache.put(key, stale.to_arrays(), seconds=1.0, device="cpu", commit="x")
+    with pytest.raises(AssertionError, match="saw other images"):
+        fake_chapter(tmp_path / "b")
+
+
+def test_precision_and_paired_tables():
+    def accuracy(lo, hi):
+        est = rb.accuracy_of(np.ones((2, 48), bool), n_boot=10)
+        return dataclasses.replace(est, bootstrap=dataclasses.replace(est.bootstrap, lo=lo, hi=hi))
+
+    wide = rb.precision_markdown(accuracy(0.25, 0.375), 48, 48 * 100.0, 16)  # half-width 6.25 points
+    assert "±6.25 points on 48 images: ±2 points would take about 469 images at this spread" in wide  # 48 · 3.125²
+    assert "≈ 13.0 hours. The cached blocks took 100 s per image (all 16 settings" in wide
+    narrow = rb.precision_markdown(accuracy(0.5, 0.53125), 48, 1.0, 16)  # half-width 1.5625 points
+    assert "within the ±2-point target (at this spread, 30 images would just reach it)" in narrow
+    assert rb.precision_markdown(None, 1, 1.0, 16) == ""
+    assert rb.precision_markdown(dataclasses.replace(accuracy(0.7, 0.8), bootstrap=None), 1, 1.0, 16) == ""
+    paired = {"WRN": {"clean": {"difference": 0.0, "lo": None, "hi": None, "only_a": 0, "only_b": 0, "cases": 1},
+                      "noise": None},
+              "CNN": {"all": {"difference": -0.4, "lo": -0.5, "hi": -0.25, "only_a": 1, "only_b": 7, "cases": 15}}}
+    lines = rb.paired_markdown(paired).splitlines()
+    assert len(lines) == 2 + 2  # the group not evaluated has no row
+    assert lines[2] == "| WRN | clean | +0.0 | n/a | 0 | 0 | 1 |"
+    assert lines[3] == "| CNN | all corruptions | -40.0 | [-50.0, -25.0] | 1 | 7 | 15 |"
+
+
+def test_likelihood_change_reads_the_strongest_severity_against_clean():
+    grid = rb.settings(("gaussian_noise", "defocus_blur"), (1, 3))
+    level = np.array([-1000.0, -1050.0, -1100.0, -990.0, -960.0])  # clean, noise 1, 3, blur 1, 3
+    log_p = np.repeat(np.repeat(level[:, None, None], 2, axis=1), 10, axis=2)  # every class alike: log p(x) = level
+    correct = np.array([[1, 1], [1, 0], [0, 0], [1, 1], [1, 0]], bool)
+    text = rb.likelihood_change_markdown(grid_result(correct, grid, log_p=log_p))
+    assert "| gaussian_noise | 3 | -100 | +0.047 | 0 |" in text  # 100 / (3072 ln 2) bits/dim
+    assert "| defocus_blur | 3 | +40 | -0.019 | 50 |" in text and "| 1 |" not in text
+    assert "Clean: mean log p(x) = -1000 nats (8.470 bits/dim), accuracy 100 %, over 2 image(s)." in text
+    assert "**Fig. 4 on CIFAR-10-C (this run).** Blurring raises the likelihood, as the paper found" in text
+
+
+def test_detection_text_names_detected_and_inverted_corruptions():
+    def row(name, auroc):
+        return {"corruption": name, "auroc": auroc, "n_clean": 1, "n_corrupted": 1, "mean_change_nats": -3.0,
+                "fraction_less_likely": 1.0}
+
+    aurocs = [row("shot_noise", 0.95), row("glass_blur", 0.2), row("fog", 0.7), row("all", 0.62)]
+    text = rb.detection_text(aurocs, "MNIST-C", 3)
+    assert text == ("**Detection (MNIST-C, this run).** Pooled over every corrupted setting, log p(x) separates clean "
+                    "from corrupted images with AUROC 0.62. It detects 1 of 3 corruptions well (AUROC ≥ 0.9: shot "
+                    "noise); 1 makes the images *more* likely than clean ones (AUROC < 0.5: glass blur). With fewer "
+                    "than ten images these are counts over a handful of pairs.")
+    none = rb.detection_text([row("fog", 0.7), row("all", 0.7)], "MNIST-C", 10)
+    assert "detects 0 of 1 corruptions well (AUROC ≥ 0.9); none makes the images more likely" in none
+    assert "handful" not in none
+    table = rb.auroc_markdown(aurocs).splitlines()
+    assert table[2] == "| shot noise | 0.95 | 1 / 1 | -3 | 100 % |" and len(table) == 2 + 4

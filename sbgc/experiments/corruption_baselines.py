@@ -12,10 +12,13 @@ per corruption, and why a batch-normalised network collapses to one class under 
   statistics the network normalises with (a covariate shift), batch statistics restore the accuracy; if the
   corruption destroyed the digit, they cannot.
 * :func:`collapse_text` — the finding in words, computed from the diagnosis.
+* :func:`cached_collapse_diagnosis` — chapter 03's diagnosis of its baseline through the results cache, as a
+  :class:`CollapseDiagnosis` (its table, text and results record).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,8 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sbgc.cache import CachedResult, ResultCache
 from sbgc.experiments.corruption_robustness import (
-    EvaluationSet, GridResult, Setting, corrupted, setting_label,
+    ChapterResults, EvaluationSet, GridResult, Setting, corrupted, setting_label,
 )
 from sbgc.report import markdown_table
 from sbgc.stats import binomial_interval
@@ -185,3 +189,47 @@ def collapse_text(diagnosis: Mapping[str, np.ndarray], grid: Sequence[Setting], 
                      "these corruptions (it normalises its inputs with the fixed mean and standard deviation of the "
                      "training images, and saw clean digits only). ")
     return text.strip()
+
+
+@dataclasses.dataclass(frozen=True)
+class CollapseDiagnosis:
+    """Chapter 03's :func:`batchnorm_diagnosis` of its baseline ``name`` on its whole sample (``n_images``
+    images of the benchmark ``family``): ``arrays`` (each [S]) over the settings ``grid`` [S], ``other`` the
+    plain CNN's grid on the same images (or None), and ``entry`` the results-cache entry it came from."""
+
+    arrays: dict[str, np.ndarray]
+    grid: tuple[Setting, ...]
+    name: str
+    other: GridResult | None
+    entry: CachedResult
+    family: str
+    n_images: int
+
+    def text(self) -> str:
+        """:func:`collapse_text` of the diagnosis."""
+        return collapse_text(self.arrays, self.grid, self.name, self.other)
+
+    def markdown(self) -> str:
+        """The table (:func:`diagnosis_markdown`) and, below it, why the baseline collapses."""
+        return (diagnosis_markdown(self.arrays, self.grid, self.name, self.other) + "\n\n"
+                f"**Why {self.name} collapses ({self.family}, {self.n_images:,} images, this run).** " + self.text()
+                + "\n\n")
+
+    def record(self) -> dict[str, Any]:
+        """The diagnosis for the results file: settings, every array as a list, the collapses and the text."""
+        return {"settings": [setting_label(s) for s in self.grid], **{k: v.tolist() for k, v in self.arrays.items()},
+                "collapsed": collapsed(self.arrays).tolist(), "text": self.text()}
+
+
+def cached_collapse_diagnosis(cache: ResultCache, results: ChapterResults) -> CollapseDiagnosis | None:
+    """:func:`batchnorm_diagnosis` of the chapter's baseline on its whole sample, loaded from ``cache`` or
+    computed once (key :meth:`~sbgc.experiments.corruption_robustness.ChapterSample.baseline_key`
+    ``"corruptions_batchnorm_diagnosis"``), with the plain CNN beside it; None for a baseline without
+    BatchNorm statistics."""
+    clf, sample = results.models.baseline, results.sample
+    if not has_batchnorm(clf):
+        return None
+    entry = cache.get(sample.baseline_key("corruptions_batchnorm_diagnosis", clf.sha256),
+                      lambda: batchnorm_diagnosis(clf, sample.baseline, sample.grid, sample.seed))
+    return CollapseDiagnosis({k: np.asarray(v) for k, v in entry.arrays.items()}, sample.grid, clf.config.name,
+                             results.cnn_all, entry, sample.family.name, len(sample.baseline))

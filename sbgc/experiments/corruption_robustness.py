@@ -49,11 +49,20 @@ Conventions
   well log p(x) separates clean from corrupted images (higher log p = "clean").
 * **Results cache.** :meth:`GridResult.to_arrays` / :meth:`GridResult.from_arrays` turn a result into
   plain numpy arrays (no object arrays) and back, for :mod:`sbgc.cache`.
+
+Chapter 03
+----------
+The page calls one function per section: :func:`load_models` and :func:`chapter_sample` (the networks,
+the images and the settings), :func:`evaluate_chapter` (the SBGC's grid block by block through the
+results cache, each baseline on the same images, checked by digest, and on its larger sample), whose
+:class:`ChapterResults` carries Table 2, the paired comparison with its verdict and the results record;
+:func:`likelihood_change_markdown` and :func:`detection_text` read Fig. 4 and the likelihood AUROC.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import time
@@ -62,12 +71,14 @@ from typing import Any
 
 import numpy as np
 
+from sbgc.cache import CacheKey, CachedResult, ResultCache
 from sbgc.data.corruptions import CORRUPTIONS, NOISE_CORRUPTIONS, SEVERITIES, corrupt
 from sbgc.data.datasets import DATASETS, dataset_of, sample_blocks
+from sbgc.data.datasets import describe as describe_split
 from sbgc.data.mnist_c import MNIST_C_CORRUPTIONS, MNIST_C_NOISE, corrupt_mnist
 from sbgc.method.classify import log_marginal
 from sbgc.method.likelihood import bits_per_dim
-from sbgc.report import markdown_table
+from sbgc.report import cpu_trained_note, markdown_table
 from sbgc.shard import own_blocks_first
 from sbgc.stats import Estimate, binomial_interval, proportion_estimate
 
@@ -1084,3 +1095,402 @@ def results_record(result: GridResult, *, n_boot: int = 2000, seed: int = 0) -> 
         and len(result.settings) > 1 else None,
         "seconds": float(result.seconds.sum()),
     }
+
+
+# --- chapter 03: one call per section -------------------------------------------------------------------
+N_BOOT = 2000  # bootstrap draws of the chapter's image-resampling intervals
+
+
+@dataclasses.dataclass(frozen=True)
+class ChapterModels:
+    """The networks chapter 03 compares: ``sbgc`` the score model (a
+    :class:`sbgc.train.pretrained.LoadedModel`), ``baseline`` the discriminative baseline (WRN) and
+    ``plain_cnn`` the second one, without BatchNorm, or None (:class:`sbgc.train.baseline.LoadedClassifier`
+    s); ``names`` the names the profile loads them by (checkpoint, baseline, plain_cnn)."""
+
+    sbgc: Any
+    baseline: Any
+    plain_cnn: Any | None
+    names: tuple[str, str, str]
+
+    @property
+    def metas(self) -> list[Mapping[str, Any]]:
+        """The networks' metadata, score model first."""
+        return [m.meta for m in (self.sbgc, self.baseline, self.plain_cnn) if m is not None]
+
+    def note(self) -> str:
+        """The note of the page's provenance lines: CPU-trained networks, and the baselines' files and digests."""
+        tiny, clf, cnn = cpu_trained_note(*self.metas), self.baseline, self.plain_cnn
+        return (f"{tiny}; " if tiny else "") + f"baseline {clf.path.name} sha256 `{clf.sha256[:12]}`" + (
+            f", plain CNN {cnn.path.name} sha256 `{cnn.sha256[:12]}`" if cnn else "")
+
+    def markdown(self) -> str:
+        """One paragraph per network: what it is and its parameter count."""
+        return "".join(f"{title}: {m.describe()}, {m.meta.get('n_params', 0):,} parameters.\n\n"
+                       for title, m in (("Score model", self.sbgc), ("Baseline", self.baseline),
+                                        ("Plain CNN", self.plain_cnn)) if m is not None)  # fmt: skip
+
+
+def load_models(checkpoint: str, baseline: str, plain_cnn: str = "none") -> ChapterModels:
+    """The chapter's networks by the names of its profile (``plain_cnn="none"``: no plain CNN)."""
+    from sbgc.train.baseline import load_classifier
+    from sbgc.train.pretrained import load_model
+
+    cnn = None if plain_cnn == "none" else load_classifier(plain_cnn)
+    return ChapterModels(load_model(checkpoint), load_classifier(baseline), cnn, (checkpoint, baseline, plain_cnn))
+
+
+@dataclasses.dataclass(frozen=True)
+class ChapterSample:
+    """What chapter 03 evaluates: the baseline's images ``baseline`` [N_b] (the first ``n_baseline_images``
+    of :func:`image_order`), the SBGC's ``sbgc`` [N] (the first ``n_images`` of the same), the settings
+    ``grid`` [S] (clean first), with the chapter's ``knobs`` (a :class:`sbgc.book.profiles.CorruptionKnobs`),
+    its benchmark and ``split_text``, the description of the split the images come from."""
+
+    knobs: Any
+    family: CorruptionFamily
+    split_text: str
+    baseline: EvaluationSet
+    sbgc: EvaluationSet
+    grid: tuple[Setting, ...]
+
+    @property
+    def seed(self) -> int:
+        return self.knobs.seed
+
+    @property
+    def cache_source(self) -> str:
+        """The ``data_source`` of every cache key of the chapter, e.g. ``"mnist: mnist-official"``."""
+        return f"{self.knobs.data}: {self.baseline.source}"
+
+    @property
+    def data_source(self) -> str:
+        """The data of the page's provenance lines."""
+        k = self.knobs
+        return (f"{self.split_text}; {k.n_images:,} drawn at random for the SBGC, the first of {k.n_baseline_images:,} "
+                f"for the baseline; {self.family.name} regenerated on the fly (seed {k.seed})")
+
+    def sample_sizes(self) -> dict[str, int]:
+        """The sample sizes of the provenance: images, settings, cases and probes."""
+        n, n_b, s = len(self.sbgc), len(self.baseline), len(self.grid)
+        return {"SBGC images": n, "settings": s, "SBGC cases": n * s, "baseline images": n_b, "baseline cases": n_b * s,
+                "probes": self.knobs.ode.n_probes}  # fmt: skip
+
+    def settings_markdown(self) -> str:
+        """Which settings of the benchmark the profile evaluates."""
+        k, family = self.knobs, self.family
+        return (f"Settings: clean + {len(self.grid) - 1} of the {family.n_settings} (corruption, severity) pairs of "
+                f"{family.name} (severities {k.severities}, corruptions {', '.join(k.corruptions)}).\n\n")
+
+    def sbgc_block_key(self, rows: slice, part: EvaluationSet, checkpoint_sha256: str) -> CacheKey:
+        """The cache key of the SBGC's grid on the images at positions ``rows`` (``part``) of its sample."""
+        return CacheKey("corruptions_sbgc", CODE_VERSION, cache_settings(self.knobs, self.family, rows),
+                        checkpoint_sha256, self.cache_source, part.indices)  # fmt: skip
+
+    def baseline_key(self, name: str, classifier_sha256: str) -> CacheKey:
+        """The cache key (version 1) of a computation ``name`` on a baseline's whole sample, e.g.
+        ``"corruptions_baseline"`` or ``"corruptions_batchnorm_diagnosis"``."""
+        k = self.knobs
+        knobs = {"corruptions": k.corruptions, "severities": k.severities, "seed": k.seed, "family": self.family.name}
+        return CacheKey(name, 1, knobs, classifier_sha256, self.cache_source, self.baseline.indices)
+
+    def plot_first_image(self, class_names: Sequence[str]):
+        """:func:`plot_corruption_grid` of the SBGC's first image, titled with its index and class."""
+        first, index, family = self.sbgc.images[0], int(self.sbgc.indices[0]), self.family
+        title = f"test image {self.sbgc.indices[0]} ({class_names[self.sbgc.labels[0]]}), {family.name}"
+        return plot_corruption_grid(first, corruption_grid_of(first, seed=self.seed, index=index, family=family),
+                                    title=title, family=family)  # fmt: skip
+
+
+def chapter_sample(split, knobs: Any, family: CorruptionFamily) -> ChapterSample:
+    """The chapter's images and settings from a split (:class:`sbgc.data.files.ImageSet`) and its knobs
+    (``n_images`` ≤ ``n_baseline_images``, ``seed``, ``corruptions``, ``severities``, ``data``, ``ode``)."""
+    if knobs.n_baseline_images < knobs.n_images:
+        raise ValueError(f"n_baseline_images ({knobs.n_baseline_images}) must be at least n_images ({knobs.n_images}): "
+                         "the baseline's sample contains the SBGC's")  # fmt: skip
+    baseline = select_images(split, knobs.n_baseline_images, knobs.seed, family=family)
+    return ChapterSample(knobs, family, describe_split(split), baseline, baseline.head(knobs.n_images),
+                         settings(knobs.corruptions, knobs.severities, family=family))
+
+
+def corruption_grid_note(family: CorruptionFamily) -> str:
+    """What a reader should know about the figure of one image under every corruption (CIFAR-10-C's
+    non-monotone elastic transform; nothing for MNIST-C)."""
+    return ("Note `elastic_transform`: its severity 1 is a pure random affine warp that often moves the image "
+            "more than severity 5 (the reference generator's CIFAR parameters are not monotone in severity).\n\n"
+            if family is CIFAR10_C else "")  # fmt: skip
+
+
+def published_note(family: CorruptionFamily) -> str:
+    """The note on published numbers under a table of ``family`` (MNIST-C: why none is quoted)."""
+    return "" if family is CIFAR10_C else MNIST_C_PUBLISHED_NOTE + "\n\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class ChapterResults:
+    """Chapter 03's grids (:class:`GridResult`, settings × images): ``sbgc`` [S, N]; the baseline and the
+    plain CNN (None without one) on the SBGC's images (``*_same`` [S, N], the same digest) and on their
+    whole sample (``*_all`` [S, N_b]); the cache entries of the SBGC's blocks (``entries``) and of the
+    baselines' samples (``baseline_entries``). Its tables and texts use ``n_boot`` bootstrap draws
+    seeded with the chapter's seed."""
+
+    sample: ChapterSample
+    models: ChapterModels
+    sbgc: GridResult
+    base_same: GridResult
+    base_all: GridResult
+    cnn_same: GridResult | None
+    cnn_all: GridResult | None
+    entries: list[CachedResult]
+    baseline_entries: list[CachedResult]
+    n_boot: int = N_BOOT
+
+    @property
+    def against(self) -> dict[str, GridResult]:
+        """Every baseline on the SBGC's images, by architecture name (the baseline first)."""
+        cnn = self.models.plain_cnn
+        return {self.models.baseline.config.name: self.base_same} | ({cnn.config.name: self.cnn_same} if cnn else {})
+
+    @property
+    def on_all_images(self) -> dict[str, GridResult]:
+        """Every baseline on its whole sample, by architecture name (the baseline first)."""
+        cnn = self.models.plain_cnn
+        return {self.models.baseline.config.name: self.base_all} | ({cnn.config.name: self.cnn_all} if cnn else {})
+
+    def cost_markdown(self) -> str:
+        """What was evaluated, in how long, and the digest of the images every classifier saw."""
+        sbgc, n, s, cnn = self.sbgc, len(self.sample.sbgc), len(self.sample.grid), self.cnn_all
+        return (f"SBGC: {n} image(s) × {s} settings × {sbgc.log_p.shape[2]} classes, computed in "
+                f"{sbgc.seconds.sum():.0f} s ({sbgc.nfe.mean():.0f} score evaluations per solve on average; "
+                f"{self.sample.knobs.ode.describe()}). Baseline{'s' if cnn else ''}: the same {n * s} cases, then "
+                f"{len(self.sample.baseline):,} images × {s} settings ({self.base_all.seconds.sum():.1f} s"
+                + (f"; the plain CNN {cnn.seconds.sum():.1f} s" if cnn else "") + "). All saw the images "
+                f"with sha256 `{sbgc.images_sha256[:16]}…`.\n\n")
+
+    @functools.cached_property
+    def rows_ours(self) -> dict[str, dict[str, Accuracy | None]]:
+        """:func:`table2_row` of every grid, by row name ("SBGC", "baseline, same images", ...)."""
+        row = lambda r: table2_row(r, n_boot=self.n_boot, seed=self.sample.seed)  # noqa: E731
+        return {"SBGC": row(self.sbgc), "baseline, same images": row(self.base_same),
+                "baseline, all its images": row(self.base_all)} | (
+            {"plain CNN, same images": row(self.cnn_same), "plain CNN, all its images": row(self.cnn_all)}
+            if self.cnn_same is not None else {})  # fmt: skip
+
+    def table2(self) -> list[TableRow]:
+        """Table 2: the paper's rows (:func:`paper_rows`), then ours with the networks' names and samples."""
+        m, rows, n, s = self.models, self.rows_ours, len(self.sample.sbgc), len(self.sample.grid)
+        checkpoint, baseline, plain_cnn = m.names
+        same, whole = f"the same {n:,} × {s}", f"{len(self.sample.baseline):,} × {s} settings"
+        base = f"{m.baseline.config.name}, this project (`{baseline}`)"
+        table = paper_rows(self.sample.family) + [
+            TableRow(f"SBGC, this project (`{checkpoint}`: {m.sbgc.meta.get('n_params', 0) / 1e6:.2f}M parameters)",
+                     "ours", f"{n:,} × {s} settings", rows["SBGC"]),
+            TableRow(base, "ours", same, rows["baseline, same images"]),
+            TableRow(base, "ours", whole, rows["baseline, all its images"])]  # fmt: skip
+        if m.plain_cnn is not None:
+            cnn = f"{m.plain_cnn.config.name}, this project (`{plain_cnn}`)"
+            table += [TableRow(cnn, "ours", same, rows["plain CNN, same images"]),
+                      TableRow(cnn, "ours", whole, rows["plain CNN, all its images"])]
+        return table
+
+    def table2_markdown(self, *, bootstrap: bool = False) -> str:
+        """Table 2 with exact intervals over the pooled cases and the published-numbers note; with
+        ``bootstrap`` our rows only, with intervals that resample whole images."""
+        if bootstrap:
+            return table2_markdown(self.table2()[len(PAPER_TABLE2):], bootstrap=True)
+        return table2_markdown(self.table2()) + "\n\n" + published_note(self.sample.family)
+
+    @functools.cached_property
+    def paired(self) -> dict[str, dict[str, dict[str, Any] | None]]:
+        """{baseline: {group: :func:`paired_difference` SBGC − baseline}} over the groups and the noises."""
+        return {name: {g: paired_difference(self.sbgc, same, g, n_boot=self.n_boot, seed=self.sample.seed)
+                       for g in (*GROUPS, "noise")} for name, same in self.against.items()}  # fmt: skip
+
+    @functools.cached_property
+    def verdicts(self) -> dict[str, dict[str, Any]]:
+        """{baseline: :func:`robustness_verdict`} of the SBGC against each baseline."""
+        return {name: robustness_verdict(d, a="SBGC", b=f"CNN baseline ({name})") for name, d in self.paired.items()}
+
+    def comparison_markdown(self) -> str:
+        """The paired differences as a table, the verdict against each baseline, and how precise the
+        SBGC's all-corruptions accuracy is (:func:`precision_markdown`)."""
+        seconds = sum(e.record["seconds"] for e in self.entries)
+        return (paired_markdown(self.paired) + f"\n\n**Verdict ({self.sample.family.name}, this run).** "
+                + " ".join(f"Against the {name}: {v['text']}" for name, v in self.verdicts.items())
+                + " (The paper, CIFAR-10-C: more robust only on the noise corruptions.)\n\n"
+                + precision_markdown(self.rows_ours["SBGC"]["all"], len(self.sample.sbgc), seconds,
+                                     len(self.sample.grid)))  # fmt: skip
+
+    def fig4_baselines(self) -> dict[str, GridResult]:
+        """The baselines' curves of :func:`plot_fig4`, labelled with their samples."""
+        n, n_b, clf, cnn = len(self.sample.sbgc), len(self.sample.baseline), self.models.baseline, self.models.plain_cnn
+        return ({f"{clf.config.name}, the SBGC's {n:,} image(s)": self.base_same,
+                 f"{clf.config.name}, {n_b:,} images": self.base_all}
+                | ({f"{cnn.config.name}, {n_b:,} images": self.cnn_all} if cnn else {}))  # fmt: skip
+
+    def numbers(self, diagnosis: Any = None) -> dict[str, Any]:
+        """The chapter's results record (for :func:`sbgc.book.provenance.write_results`); ``diagnosis`` a
+        :class:`sbgc.experiments.corruption_baselines.CollapseDiagnosis` or None."""
+        sample, m, family, seed = self.sample, self.models, self.sample.family, self.sample.seed
+        clf, cnn, clf_name = m.baseline, m.plain_cnn, m.baseline.config.name
+        record = lambda r: None if r is None else results_record(r, n_boot=self.n_boot, seed=seed)  # noqa: E731
+        describe = lambda c: {"describe": c.describe(), "path": str(c.path), "sha256": c.sha256,  # noqa: E731
+                              "architecture": c.config.name, "n_params": c.meta.get("n_params")}
+        return {
+            "table2_ours": {name: {g: None if a is None else a.as_dict() for g, a in row.items()}
+                            for name, row in self.rows_ours.items()},
+            "family": family.name,
+            "table2_paper": [dict(model=mo, augmentation=a, clean=c, all=al, all_wo_noise=w, benchmark="CIFAR-10-C")
+                             for mo, a, c, al, w in PAPER_TABLE2],
+            "paired_difference_sbgc_minus_baseline": self.paired[clf_name],
+            "robustness_verdict": self.verdicts[clf_name],
+            "paired_difference_sbgc_minus_each_baseline": self.paired,
+            "robustness_verdict_each_baseline": self.verdicts,
+            "baseline_cache": [e.record for e in self.baseline_entries + ([diagnosis.entry] if diagnosis else [])],
+            "batchnorm_diagnosis": None if diagnosis is None else diagnosis.record(),
+            "likelihood_auroc": likelihood_auroc(self.sbgc),
+            "sbgc_cache": [e.record for e in self.entries],
+            "sbgc": record(self.sbgc),
+            "baseline_same_images": record(self.base_same),
+            "baseline_all_images": record(self.base_all),
+            "plain_cnn_same_images": record(self.cnn_same),
+            "plain_cnn_all_images": record(self.cnn_all),
+            "plain_cnn": None if cnn is None else describe(cnn),
+            "same_images_sha256": self.sbgc.images_sha256,
+            "settings": [setting_label(s) for s in sample.grid],
+            "noise_corruptions": list(family.noise_corruptions),
+            "sbgc_image_indices": sample.sbgc.indices, "baseline_image_indices": sample.baseline.indices,
+            "data_source_tag": sample.baseline.source,
+            "score_model": {"describe": m.sbgc.describe(), "path": str(m.sbgc.path), "sha256": m.sbgc.sha256},
+            "baseline": describe(clf),
+        }  # fmt: skip
+
+
+def evaluate_chapter(cache: ResultCache, sample: ChapterSample, models: ChapterModels, *,
+                     sbgc_of_block: Callable[[slice], Classifier] | None = None) -> ChapterResults:
+    """Chapter 03's evaluation: the SBGC's grid over ``sample.sbgc`` block by block, each block loaded
+    from ``cache`` or computed once (:meth:`ChapterSample.sbgc_block_key`); each baseline on the same
+    images, block by block, refused unless its digest equals the SBGC's; then each baseline on its
+    whole sample (cached, :meth:`ChapterSample.baseline_key`).
+
+    sbgc_of_block(rows): the SBGC's classifier of the images at positions ``rows`` (default:
+    :func:`sbgc_classifier` of ``models.sbgc`` with the knobs' solver, ``first_image=rows.start`` and
+    ONE key, ``fold_in(key(seed), 1)``, for every setting and block, as the cache keys say).
+    """
+    import jax
+
+    knobs, grid, seed, model = sample.knobs, sample.grid, sample.seed, models.sbgc
+    if sbgc_of_block is None:
+        likelihood_key, solver = jax.random.fold_in(jax.random.key(seed), 1), knobs.ode.likelihood_kwargs()
+        sbgc_of_block = lambda rows: sbgc_classifier(model.score_fn, model.sde, likelihood_key,  # noqa: E731
+                                                     first_image=rows.start, **solver)
+    entries: list[CachedResult] = []
+    baseline_entries: list[CachedResult] = []
+
+    def cached_block(rows: slice, part: EvaluationSet, compute: Callable[[], GridResult]) -> GridResult:
+        entries.append(cache.get(sample.sbgc_block_key(rows, part, model.sha256), lambda: compute().to_arrays()))
+        return GridResult.from_arrays(entries[-1].arrays)
+
+    sbgc = evaluate_blocks(sbgc_of_block, "SBGC", sample.sbgc, grid, seed=seed, get=cached_block)
+    if sbgc.settings != grid or not np.array_equal(sbgc.image_indices, sample.sbgc.indices):
+        raise AssertionError("the cached SBGC grid holds other settings or images than the sample")
+
+    def on_the_sbgcs_images(c: Any, name: str) -> GridResult:
+        same = evaluate_blocks(lambda rows: c.predict, name, sample.sbgc, grid, seed=seed)
+        if same.images_sha256 != sbgc.images_sha256:
+            raise AssertionError(f"the {name} saw other images ({same.images_sha256[:16]}) than the cached SBGC "
+                                 f"grid ({sbgc.images_sha256[:16]}): the corruption code changed; recompute the cache "
+                                 "entries")
+        return same
+
+    def on_its_sample(c: Any, name: str) -> GridResult:
+        entry = cache.get(sample.baseline_key("corruptions_baseline", c.sha256),
+                          lambda: evaluate_grid({name: c.predict}, sample.baseline, grid, seed=seed)[name].to_arrays())
+        baseline_entries.append(entry)
+        return GridResult.from_arrays(entry.arrays)
+
+    clf, cnn = models.baseline, models.plain_cnn
+    base_same, base_all = on_the_sbgcs_images(clf, "baseline"), on_its_sample(clf, "baseline")
+    cnn_same, cnn_all = ((on_the_sbgcs_images(cnn, cnn.config.name), on_its_sample(cnn, cnn.config.name)) if cnn
+                         else (None, None))  # fmt: skip
+    return ChapterResults(sample, models, sbgc, base_same, base_all, cnn_same, cnn_all, entries, baseline_entries)
+
+
+def paired_markdown(paired: Mapping[str, Mapping[str, Mapping[str, Any] | None]]) -> str:
+    """The paired differences {baseline: {group: :func:`paired_difference`}} as one table, in points."""
+    lines = []
+    for name, diffs in paired.items():
+        for g, d in diffs.items():
+            if d is not None:
+                interval = "n/a" if d["lo"] is None else f"[{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
+                lines.append((name, GROUP_TITLES[g], f"{100 * d['difference']:+.1f}", interval, d["only_a"],
+                              d["only_b"], d["cases"]))  # fmt: skip
+    return markdown_table(("baseline", "group", "SBGC − baseline (points)", "95 % interval (images resampled)",
+                           "only SBGC right", "only baseline right", "cases"), lines,
+                          align=["left"] * 2 + ["right"] * 5)  # fmt: skip
+
+
+def precision_markdown(accuracy: Accuracy | None, n_images: int, seconds: float, n_settings: int, *,
+                       target: float = 0.02) -> str:
+    """How far the sample is from a 95 % interval of ± ``target`` (a fraction) for the all-corruptions
+    accuracy ``accuracy`` (its image-bootstrap interval; "" without one), and what more images would
+    cost at ``seconds`` of computing for the ``n_images`` images over ``n_settings`` settings."""
+    if accuracy is None or accuracy.bootstrap is None:
+        return ""
+    half = (accuracy.bootstrap.hi - accuracy.bootstrap.lo) / 2
+    need = images_for_half_width(half, n_images, target)
+    per_image = seconds / n_images
+    if half <= target:
+        target_text = f"within the ±{100 * target:g}-point target (at this spread, {need:,} images would just reach it)"
+    else:
+        target_text = (f"±{100 * target:g} points would take about {need:,} images at this spread "
+                       f"(n·(half-width/{100 * target:g})²), ≈ {need * per_image / 3600:.1f} hours")
+    return (f"**Precision.** The SBGC's all-corruptions accuracy has a 95 % interval (images resampled) of "
+            f"±{100 * half:.2f} points on {n_images} images: {target_text}. The cached blocks took "
+            f"{per_image:.0f} s per image (all {n_settings} settings; each block's wall time, summed: blocks "
+            f"computed side by side under `--shard` overlap in time).\n\n")
+
+
+def likelihood_change_markdown(result: GridResult) -> str:
+    """Fig. 4 in a table and in words: per corruption of a generative classifier's grid (with the clean
+    setting), the change of the mean log p(x) (nats, bits/dim) from clean to its strongest evaluated
+    severity and the accuracy there, the clean level, and :func:`likelihood_change_text`."""
+    ps, clean = per_setting(result), result.index((CLEAN, 0))
+    clean_lp = ps["mean_log_p_nats"][clean]
+    change, strongest = [], {}  # strongest: corruption -> (Δ mean log p(x) [nats], accuracy) at its strongest severity
+    for name in dict.fromkeys(c for c, _ in result.settings if c != CLEAN):
+        i = [j for j, (c, _) in enumerate(result.settings) if c == name][-1]
+        delta, acc = ps["mean_log_p_nats"][i] - clean_lp, ps["accuracy"][i]
+        strongest[name] = (delta, acc)
+        d_bpd = ps["mean_bpd"][i] - ps["mean_bpd"][clean]
+        change.append((name, result.settings[i][1], f"{delta:+.0f}", f"{d_bpd:+.3f}", f"{100 * acc:.0f}"))
+    return (markdown_table(("corruption", "severity", "Δ mean log p(x) vs clean [nats]", "Δ bits/dim",
+                            "SBGC accuracy [%]"), change, align=["left"] + ["right"] * 4)
+            + f"\n\nClean: mean log p(x) = {clean_lp:.0f} nats ({ps['mean_bpd'][clean]:.3f} bits/dim), accuracy "
+            f"{100 * ps['accuracy'][clean]:.0f} %, over {result.n_images} image(s).\n\n"
+            f"**Fig. 4 on {result.family} (this run).** {likelihood_change_text(strongest)}\n\n")  # fmt: skip
+
+
+def auroc_markdown(aurocs: Sequence[Mapping[str, Any]]) -> str:
+    """:func:`likelihood_auroc` as a table."""
+    return markdown_table(
+        ("corruption", "AUROC", "clean / corrupted cases", "mean Δ log p(x) [nats]", "corrupted less likely"),
+        [(r["corruption"].replace("_", " "), f"{r['auroc']:.2f}", f"{r['n_clean']} / {r['n_corrupted']}",
+          f"{r['mean_change_nats']:+.0f}", f"{100 * r['fraction_less_likely']:.0f} %") for r in aurocs],
+        align=["left"] + ["right"] * 4)  # fmt: skip
+
+
+def detection_text(aurocs: Sequence[Mapping[str, Any]], family: str, n_images: int) -> str:
+    """What :func:`likelihood_auroc` says, in words: the pooled AUROC, the corruptions log p(x) detects
+    well (AUROC ≥ 0.9) and those that make images more likely than clean ones (AUROC < 0.5)."""
+    per_corruption = [r for r in aurocs if r["corruption"] != "all"]
+    detected = [r["corruption"].replace("_", " ") for r in per_corruption if r["auroc"] >= 0.9]
+    inverted = [r["corruption"].replace("_", " ") for r in per_corruption if r["auroc"] < 0.5]
+    pooled = next(r for r in aurocs if r["corruption"] == "all")
+    return (f"**Detection ({family}, this run).** Pooled over every corrupted setting, log p(x) separates clean from "
+            f"corrupted images with AUROC {pooled['auroc']:.2f}. It detects {len(detected)} of {len(per_corruption)} "
+            f"corruptions well (AUROC ≥ 0.9" + (f": {', '.join(detected)}" if detected else "") + "); "
+            + (f"{len(inverted)} make{'s' if len(inverted) == 1 else ''} the images *more* likely than clean ones "
+               f"(AUROC < 0.5: {', '.join(inverted)})."
+               if inverted else "none makes the images more likely than clean ones (no AUROC below 0.5).")
+            + (" With fewer than ten images these are counts over a handful of pairs." if n_images < 10 else ""))
