@@ -15,8 +15,9 @@ The kernels share a persistent JAX compilation cache (``$JAX_COMPILATION_CACHE_D
 ``jb build book -W -n --keep-going``: any Sphinx warning fails it. It first checks that every
 notebook in ``book/_toc.yml`` has been executed and writes ``book/notebooks/_runs.md`` (the table of
 which run produced each page, included by the introduction) from the executed notebooks and
-``results/*.json``; afterwards it checks that every image output of every executed notebook is in
-the built HTML.
+``results/*.json``, and ``book/notebooks/_findings.md`` (the findings page's table, included by
+``book/findings.md``: one row per claim of the paper, from ``results/*.json``, :mod:`sbgc.book.findings`);
+afterwards it checks that every image output of every executed notebook is in the built HTML.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sbgc.book import profiles, provenance
+from sbgc.book import findings, profiles, provenance
 from sbgc.cache import CACHE_ENV, FORMAT, MODES
 from sbgc.report import markdown_table
 from sbgc.shard import SHARD_ENV, Shard, current_shard, parse_shard
@@ -49,6 +50,7 @@ NOTEBOOK_SOURCES = REPO / "notebooks"
 BOOK = REPO / "book"
 EXECUTED = "notebooks"  # folder of executed notebooks, relative to the book
 RUNS_TABLE = "_runs.md"  # generated inside the executed-notebooks folder
+FINDINGS_TABLE = "_findings.md"  # generated there too; included by the page findings.md
 IMAGE_MIMES = ("image/svg+xml", "image/png", "image/jpeg")  # myst-nb's HTML render priority
 
 
@@ -486,15 +488,26 @@ def jb_command() -> list[str]:
     return [str(local)] if local.is_file() else ["jb"]
 
 
+def check_findings(html_dir: Path) -> bool:
+    """Check that the findings page, where the book has one, shows its table; returns whether it has one."""
+    page = html_dir / "findings.html"
+    if page.is_file() and "<table" not in page.read_text():
+        raise RuntimeError(f"{page} shows no table: the generated {FINDINGS_TABLE} did not render as one")
+    return page.is_file()
+
+
 def build(book: Path = BOOK, *, results: Path | None = None) -> dict[str, int]:
     """Build the HTML book from executed notebooks; returns the figure count per notebook.
 
-    Raises FileNotFoundError for a toc notebook not yet executed, RuntimeError when ``jb`` fails
-    (any warning) or a figure is missing from the HTML.
+    ``results``: the folder of the chapters' results files the runs table and the findings page are made from
+    (default :func:`sbgc.book.provenance.results_dir`). Raises FileNotFoundError for a toc notebook not yet
+    executed, RuntimeError when ``jb`` fails (any warning) or a figure is missing from the HTML.
     """
     notebooks = executed_notebooks(book)
+    results = results or provenance.results_dir()
     (book / EXECUTED).mkdir(parents=True, exist_ok=True)
     (book / EXECUTED / RUNS_TABLE).write_text(runs_table(notebooks, results))
+    findings.write_findings(book / EXECUTED / FINDINGS_TABLE, results, linked=toc_files(book))
     # --path-output: without it jb writes next to the _config.yml it finds (the repository root)
     command = [*jb_command(), "build", str(book), "--path-output", str(book), "-W", "-n", "--keep-going"]
     print("[sbgc.book.runner] " + " ".join(command), flush=True)
@@ -505,6 +518,8 @@ def build(book: Path = BOOK, *, results: Path | None = None) -> dict[str, int]:
     print(f"[sbgc.book.runner] figures in the HTML: {counts}", flush=True)
     print(f"[sbgc.book.runner] tables in the HTML: {check_tables(book, notebooks)}", flush=True)
     print(f"[sbgc.book.runner] MathJax served locally on {check_offline_math(book / '_build' / 'html')} pages", flush=True)
+    if check_findings(book / "_build" / "html"):
+        print(f"[sbgc.book.runner] findings page built from {results}", flush=True)
     return counts
 
 
@@ -580,7 +595,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  "each model trained for 2 steps, then every chapter at the profile with the knobs "
                                  "of a CPU profile of its dataset")
     models_cmd.add_argument("--jobs", type=int, default=1, metavar="N", help="with --dry-run: N chapters side by side")
-    commands.add_parser("build", help="build the HTML book (jb build book -W -n --keep-going)")
+    build_cmd = commands.add_parser("build", help="build the HTML book (jb build book -W -n --keep-going)")
+    build_cmd.add_argument("--results", default=None, metavar="DIR",
+                           help="the results files the runs table and the findings page are made from (default: "
+                                f"${provenance.RESULTS_ENV} or results/; a scratch run's: DIR/results)")
     commands.add_parser("list", help="list the profiles (dataset, models) and every notebook's knobs")
     args = parser.parse_args(argv)
     try:
@@ -594,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             produce_models(args.profile, plan_only=args.plan, allow_cpu=args.allow_cpu,
                            dry_run=None if args.dry_run is None else Path(args.dry_run), jobs=args.jobs)
         elif args.command == "build":
-            build()
+            build(results=None if args.results is None else Path(args.results))
         else:
             print("\n".join(profiles.describe()))
     except (NotebookError, ValueError, FileNotFoundError, RuntimeError) as err:
