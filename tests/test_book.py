@@ -406,3 +406,25 @@ def test_the_convergence_knobs_refuse_budgets_and_samples_that_do_not_nest():
         dataclasses.replace(knobs, n_reference_images=knobs.n_images + 1).check()
     with pytest.raises(ValueError, match="pruning"):
         dataclasses.replace(knobs, pruning=((24, 2),)).check()
+    with pytest.raises(ValueError, match="n_tight_images <= n_reference_images"):
+        dataclasses.replace(knobs, tight_rtol=1e-5, n_tight_images=knobs.n_reference_images + 1).check()
+
+
+def test_table1_knobs_nest_the_reference_and_the_classifier_is_a_scorer():
+    from sbgc.method import scorers
+
+    knobs = profiles.PROFILES["mnist"].chapters["02_table1"]
+    knobs.check()
+    assert isinstance(knobs.classifier.scorer(), scorers.Bound)
+    pruned = profiles.BoundScore(n_times=64, first_times=16, keep=3)
+    assert isinstance(pruned.scorer(), scorers.Pruned) and pruned.scorer().keep == 3
+    assert "K = 16" in pruned.describe() and "3 best" in pruned.describe()
+    with pytest.raises(ValueError, match="weighting"):
+        profiles.BoundScore(weighting="cosine")
+    with pytest.raises(ValueError, match="n_reference_images"):
+        dataclasses.replace(knobs, n_reference_images=knobs.n_images + 1).check()
+    with pytest.raises(ValueError, match="the ODE classifies"):
+        dataclasses.replace(knobs, classifier=None, n_bpd_images=knobs.n_images - 1).check()
+    # a field of an optional knob group is typed like any other
+    p = profiles.chapter_params("02_table1", "mnist", {"classifier.n_times": "32", "classifier.first_times": "8"})
+    assert p.knobs.classifier.n_times == 32 and p.knobs.classifier.first_times == 8

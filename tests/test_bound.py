@@ -391,12 +391,13 @@ def test_frontier_helpers():
     cheap_bad = point("bound", {"n_times": 10}, 8, 110)
     cheap_good = point("bound + pruning", {}, 18, 400)
     points = [ode_loose, ode_ref, cheap_bad, cheap_good]
-    assert compute.reference_point(points) is ode_ref
     assert compute.cheapest_match(points, ode_ref, ("bound", "bound + pruning")) is cheap_good
     assert compute.cheapest_match([cheap_bad], ode_ref, ("bound",)) is None
     assert "| bound + pruning |" in compute.frontier_table(points)
-    with pytest.raises(ValueError, match="no ODE point"):
-        compute.reference_point([cheap_bad])
+    assert compute.bound_method("uniform", pruned=True) == "uniform-t score + pruning"
+    assert cheap_good.summary()["true_class_bpd_mean"] is not None
+    assert point("uniform-t score", {}, 18, 100).summary()["true_class_bpd_mean"] is None  # not a density
+    assert set(compute.METHODS) >= {compute.bound_method(w, p) for w in ("likelihood", "uniform") for p in (0, 1)}
 
 
 # --- the trained ci network ----------------------------------------------------------------------------------

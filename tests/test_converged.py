@@ -69,6 +69,14 @@ def test_pruned_curve_keeps_the_class_if_the_first_stage_does():
     np.testing.assert_allclose(one.accuracy_mean, first.accuracy_mean)  # same rng stream: the same K1 subsets
     with pytest.raises(ValueError, match="keep"):
         cv.pruned_curve("p", table, labels, 2, 5, [4], 2, np.random.default_rng(0))
+    # the kept classes are decided by their K1 + K2 times combined (the library's Pruned over two bounds)
+    table3 = _table(3.0, c=3)
+    table3 = table3._replace(values=table3.values - np.array([0, 0, 100.0], np.float32)[None, :, None])  # never kept
+    both = cv.pruned_curve("p", table3, labels, 4, 2, [4], 25, np.random.default_rng(7))
+    rng = np.random.default_rng(7)
+    s1, s2 = cv.stratum_subsets(16, 4, 25, rng), cv.stratum_subsets(16, 4, 25, rng)
+    expected = np.mean([table3.estimate(np.concatenate([a, b]))[:, :2].argmax(1) == labels for a, b in zip(s1, s2)])
+    assert both.accuracy_mean[0] == pytest.approx(expected)
 
 
 def test_probe_curve_subsets_probes_and_verdicts_pick_the_cheapest_budget():
@@ -87,6 +95,23 @@ def test_probe_curve_subsets_probes_and_verdicts_pick_the_cheapest_budget():
     [never] = cv.verdicts([c], target=2.0, tolerance=0.0)
     assert never.budget is None and np.isnan(never.passes) and never.record()["passes"] is None
     assert "not reached" in cv.convergence_table([c], 2.0, 0.0, {})
+
+
+def test_the_reference_table_as_a_frontier_point():
+    from sbgc.experiments import compute
+
+    rng = np.random.default_rng(5)
+    lp = rng.normal(0, 1.0, (6, 3, 4)) + np.array([2.0, 0, 0])[None, :, None]
+    table = cv.ProbeTable(ClassLikelihoods(lp.mean(-1), lp, lp.mean(-1), lp, np.full((6, 3), 10), lp, lp, 0.0, 4),
+                          np.full(6, 2.0))  # fmt: skip
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    p = compute.table_point(table, labels, "ref")
+    np.testing.assert_array_equal(p.correct, lp.mean(-1).argmax(1) == labels)
+    np.testing.assert_array_equal(p.evaluations, np.full(6, 30.0))  # 10 per class, 3 classes
+    np.testing.assert_array_equal(p.passes, np.full(6, 30.0 * 5))  # one linearised pass + 4 tangents
+    assert p.seconds == 12.0 and p.method == "ODE" and p.settings["n_probes"] == 4
+    np.testing.assert_allclose(p.true_log_p, lp.mean(-1)[np.arange(6), labels])
+    np.testing.assert_allclose(p.true_log_p_se, (lp.std(-1, ddof=1) / 2.0)[np.arange(6), labels])
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +194,24 @@ def test_the_command_line_fills_the_blocks_the_chapter_reads(tmp_path, monkeypat
     table = cv.bound_time_table(load_model("mnist"), noisy, np.arange(2), Bound(BoundSettings(n_times=2, weighting="uniform")),
                                 ResultCache(tmp_path, read_only=True), seed=0, data_source=source, block=2)  # fmt: skip
     assert table.values.shape[:2] == (2, 10)
+
+
+def test_tolerance_check_is_the_solver_difference_on_the_same_images():
+    rng = np.random.default_rng(6)
+    lp = rng.normal(0, 1.0, (5, 3, 4)) + np.array([4.0, 0, 0])[None, :, None]
+
+    def table(values, nfe, seconds):
+        m = values.mean(-1)
+        return cv.ProbeTable(ClassLikelihoods(m, values, -m, values, np.full((len(m), 3), nfe), values, values, 0.0, 4),
+                             np.full(len(m), seconds))  # fmt: skip
+
+    loose = table(lp, 10, 1.0)
+    shift = np.zeros_like(lp[:3])
+    shift[0, 1] = 1.0  # class 1 of image 0 moves by one nat
+    check = cv.tolerance_check(loose, table(lp[:3] + shift, 30, 4.0), np.zeros(3, int), (1e-3, 1e-5))
+    assert check.n_images == 3 and check.agreement == 1.0
+    assert check.abs_diff_max == pytest.approx(1.0) and check.abs_diff_mean == pytest.approx(1.0 / 9)
+    assert check.nfe_ratio == pytest.approx(3.0) and check.seconds_ratio == pytest.approx(4.0)
+    assert "1e-05" in check.markdown() and "same decision" in check.markdown()
+    with pytest.raises(ValueError, match="first of the reference"):
+        cv.tolerance_check(table(lp[:2], 10, 1.0), table(lp[:3], 10, 1.0), np.zeros(3, int), (1e-3, 1e-5))

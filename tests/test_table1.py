@@ -75,3 +75,38 @@ def test_read_training_log_errors(tmp_path):
     with pytest.raises(ValueError, match="no rows"):
         table1.read_training_log(tmp_path / "e.csv")
     assert table1.training_log_path("a/b/m.msgpack").name == "m_train_log.csv"
+
+
+def test_probe_noise_separates_the_probes_spread_from_the_images():
+    rng = np.random.default_rng(0)
+    b, c, n, dim = 400, 3, 8, 784
+    image = rng.normal(0.0, 20.0, b)[:, None, None]  # log p of each image: spread 20 nats over images
+    probes = rng.normal(0.0, 5.0, (b, 1, n))  # the same probe for every class: spread 5 nats
+    lp = -1000.0 + image + probes + np.array([0.0, -30.0, -40.0])[None, :, None]  # class 0 dominates p(x)
+    noise = table1.probe_noise(lp, dim)
+    to_bpd = 1.0 / (dim * np.log(2.0))
+    assert noise.sd_probe == pytest.approx(5.0 * to_bpd, rel=0.05)
+    assert noise.sd_image == pytest.approx(np.sqrt(20.0**2 + 5.0**2 / n) * to_bpd, rel=0.1)
+    assert noise.standard_error(100, 1) > noise.standard_error(100, 30) > noise.standard_error(400, 30)
+    with pytest.raises(ValueError, match="two probes"):
+        table1.probe_noise(lp[..., :1], dim)
+
+
+def test_decision_comparison_counts_agreement_with_the_reference():
+    labels = np.array([0, 1, 2, 3])
+    md = table1.decision_comparison(labels, ("ref", np.array([0, 1, 2, 0])), [("cheap", np.array([0, 1, 1, 3]))])
+    assert "| ref | 4 | 75.0" in md and "| cheap | 4 | 75.0" in md and "50.0% (2 differ)" in md
+    with pytest.raises(ValueError, match="cheap"):
+        table1.decision_comparison(labels, ("ref", labels), [("cheap", labels[:3])])
+
+
+def test_reference_check_and_score_summary():
+    rng = np.random.default_rng(1)
+    lp = rng.normal(0, 1.0, (4, 3, 5)) + np.array([9.0, 0, 0])[None, :, None]
+    labels = np.array([0, 0, 1, 0])
+    check = table1.reference_check(labels, ("ref", lp.mean(-1).argmax(1)), [("cheap", np.array([0, 0, 0, 1]))],
+                                   lp, 784, 1000)  # fmt: skip
+    assert check.record["accuracy"]["value"] == 0.75 and check.record["agreement"] == {"cheap": 0.75}
+    assert "1,000 images" in check.probe_text and "| cheap | 4 |" in check.table
+    s = table1.score_summary({"log_p": lp.mean(-1), "nfe": np.full(4, 30.0)}, labels, 784)
+    assert s.accuracy.value == 0.75 and s.mean_nfe == 10.0 and s.as_dict()["mean_nfe"] == 10.0

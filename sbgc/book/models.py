@@ -37,9 +37,9 @@ DRY_RUN_KNOBS_LIKE = {"cifar10": "ci_cifar10", "mnist": "ci"}  # a CPU profile o
 # CI runs the dry run on 2 CPU cores, where every chapter's compute goes through the workstation's 2.7M-parameter
 # U-Net (~1 s per forward pass of 10 classes, ~40 s per attack gradient): one image, pair or probe count of each
 # kind is enough to run each code path (the samples' statistics are the ci profile's business).
-DRY_RUN_CAPS = {"n_baseline_images": 20, "n_images": 1, "n_exact_images": 1, "n_t": 3, "ode.n_probes": 2,
-                "n_reference_images": 1, "n_compare_images": 1, "n_noise_images": 1, "n_noise_reference_images": 1,
-                "n_subsamples": 5}
+DRY_RUN_CAPS = {"n_baseline_images": 20, "n_images": 1, "n_exact_images": 1, "n_bpd_images": 1, "n_t": 3,
+                "ode.n_probes": 2, "reference.n_probes": 2, "n_reference_images": 1, "n_compare_images": 1,
+                "n_noise_images": 1, "n_noise_reference_images": 1, "n_tight_images": 1, "n_subsamples": 5}
 DRY_RUN_FIRST = {"corruptions": 2, "ode_probes": 1, "bound_times": 1}  # list knobs cut to their first entries
 # ... except knobs that choose a code path, raised towards the profile's own value (at most to the cap): with the CPU
 # profile's single probe the dry run never ran the attack's gradient with several probes, which crashed on XLA:CPU

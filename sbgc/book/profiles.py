@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+import types
 import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -99,6 +100,39 @@ class Ode:
 
 
 # --- the models a profile loads -------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class BoundScore:
+    """How a chapter classifies with the denoising estimator (:class:`sbgc.method.bound.BoundSettings`): K =
+    ``n_times`` stratified times shared by the classes of an image, with the ``weighting`` ``"likelihood"`` (the
+    variational bound) or ``"uniform"`` (the uniform-in-t score, not a bound). ``first_times``: pruned instead
+    (:class:`sbgc.method.scorers.Pruned`): ``first_times`` for every class, then the ``keep`` best get
+    ``n_times`` more (their draws combined). ``chunk_size``: network passes per call (not in any cache key)."""
+
+    n_times: int = 64
+    weighting: str = "uniform"
+    first_times: int | None = None
+    keep: int = 2
+    eps: float = 1e-5
+    chunk_size: int = 512
+
+    def __post_init__(self):
+        self.scorer()  # validates every field
+
+    def scorer(self) -> Any:
+        """The :class:`sbgc.method.scorers.Bound` (or :class:`~sbgc.method.scorers.Pruned`) of these knobs."""
+        from sbgc.method.bound import BoundSettings
+
+        def bound(k: int) -> scorers.Bound:
+            return scorers.Bound(BoundSettings(n_times=k, weighting=self.weighting, eps=self.eps), chunk_size=self.chunk_size)
+
+        if self.first_times is None:
+            return bound(self.n_times)
+        return scorers.Pruned(bound(self.first_times), bound(self.n_times), keep=self.keep)
+
+    def describe(self) -> str:
+        return self.scorer().describe()
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """A model the chapters load: ``name`` is a shipped name (:data:`sbgc.train.pretrained.SHIPPED`,
@@ -183,11 +217,24 @@ class Table1Knobs:
 
     seed: int
     data: str  # the test split (an evaluation split of sbgc.data.datasets: "mnist", "cifar10")
-    n_images: int  # the SBGC's images: the first n_images of a random permutation of the split
+    n_images: int  # the classifier's images: the first n_images of the nested sample (sample_indices)
+    classifier: BoundScore | None  # the converged estimator that classifies (chapter 06); None: the ODE below
+    n_bpd_images: int  # the ODE's images (bits/dim; its accuracy beside): the first of the same sample
     exact_data: str | None  # where bits/dim is measured when `data` is not exact ("exact_head"); None: `data` is exact
     n_exact_images: int  # images of exact_data (0 when exact_data is None)
     n_baseline_images: int  # the baseline needs one forward pass per image
-    ode: Ode  # dopri5 with rtol = atol (sbgc.experiments.evaluate)
+    ode: Ode  # the exact likelihood: dopri5 with rtol = atol (sbgc.experiments.evaluate)
+    reference: Ode | None  # chapter 06's reference (same data, seed, block: its cached table); None: not shown
+    reference_block: int  # images per cached block of the reference table (chapter 06's ode_block)
+    n_reference_images: int  # the first images of the sample with the reference
+
+    def check(self) -> None:
+        """The samples nest: the reference's and the ODE's images are the first of the classifier's."""
+        if self.classifier is None and self.n_bpd_images != self.n_images:
+            raise ValueError(f"without a classifier the ODE classifies: n_bpd_images ({self.n_bpd_images}) must equal "
+                             f"n_images ({self.n_images})")
+        if self.reference is not None and not 1 <= self.n_reference_images <= min(self.n_images, self.n_bpd_images):
+            raise ValueError(f"need 1 <= n_reference_images <= n_images and n_bpd_images, got {self.n_reference_images}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,6 +306,8 @@ class ConvergenceKnobs:
     noise: str | None  # the same budgets off the data: the first images under this corruption (None: not measured)
     n_noise_images: int  # the first images of the sample, under the noise
     n_noise_reference_images: int  # the first of those with the reference (the ODE with all probes)
+    tight_rtol: float | None  # the reference again at this tolerance (rtol = atol), the paper's 1e-5 (None: not run)
+    n_tight_images: int  # the first reference images solved at tight_rtol
 
     def __post_init__(self):
         ks = self.bound_times
@@ -279,6 +328,9 @@ class ConvergenceKnobs:
         if self.noise is not None and not 1 <= self.n_noise_reference_images <= self.n_noise_images <= self.n_images:
             raise ValueError("need 1 <= n_noise_reference_images <= n_noise_images <= n_images, got "
                              f"{self.n_noise_reference_images}, {self.n_noise_images}, {self.n_images}")
+        if self.tight_rtol is not None and not 1 <= self.n_tight_images <= self.n_reference_images:
+            raise ValueError(f"need 1 <= n_tight_images <= n_reference_images, got {self.n_tight_images}, "
+                             f"{self.n_reference_images}")
         if not 1 <= self.n_compare_images <= self.n_reference_images <= self.n_images:
             raise ValueError("need 1 <= n_compare_images <= n_reference_images <= n_images (each the first images of "
                              f"the next), got {self.n_compare_images}, {self.n_reference_images}, {self.n_images}")
@@ -286,16 +338,20 @@ class ConvergenceKnobs:
 
 @dataclasses.dataclass(frozen=True)
 class ComputeKnobs:
-    """07_compute: what a classification costs (random exact test images, the same for every setting)."""
+    """07_compute: what a classification costs, against the converged reference (the first images of the
+    nested sample of chapter 06, the same for every setting)."""
 
     seed: int
     data: str  # an evaluation split with exact pixels ("exact_head", "mnist")
-    n_images: int
+    n_images: int  # the first N of the nested sample (sample_indices)
+    reference: Ode  # the converged estimator: chapter 06's reference (same data, seed, block: its cached table)
+    reference_block: int  # images per cached block of the reference table (chapter 06's ode_block)
     ode_probes: tuple[int, ...]  # exact ODE: probes n × tolerances (rtol = atol)
     ode_rtols: tuple[float, ...]
     ode_chunk: int
     bound_times: tuple[int, ...]  # variational bound: times K per image and class
-    pruning: tuple[tuple[int, int, int], ...]  # bound + pruning: (K1, keep, K2)
+    weightings: tuple[str, ...]  # the bound's time weightings ("likelihood": the bound; "uniform": not a bound)
+    pruning: tuple[tuple[int, int, int], ...]  # bound + pruning: (K1, keep, K2), for each weighting
     sampling: str
     bound_chunk: int
     eps: float
@@ -376,8 +432,10 @@ PROFILES: dict[str, Profile] = {
         "ci", "minutes on 2 CPU cores with the shipped MNIST models; checks the pipeline on few images", "mnist",
         MNIST_SBGC, MNIST_BASELINE, {
             "01_method": _CI_METHOD,
-            "02_table1": Table1Knobs(seed=0, data="mnist", n_images=10, exact_data=None, n_exact_images=0,
-                                     n_baseline_images=10_000, ode=_MNIST_ODE),
+            "02_table1": Table1Knobs(seed=0, data="mnist", n_images=10, classifier=BoundScore(n_times=16), n_bpd_images=10,
+                                     exact_data=None, n_exact_images=0, n_baseline_images=10_000, ode=_MNIST_ODE,
+                                     reference=Ode(n_probes=4, rtol=1e-2, atol=1e-2, chunk_size=10), reference_block=2,
+                                     n_reference_images=2),
             "03_corruptions": CorruptionKnobs(seed=0, data="mnist", n_images=1, n_baseline_images=200, severities=(1,),
                                               corruptions=MNIST_C_CORRUPTIONS, ode=_CI_ODE),
             "04_adversarial": AdversarialKnobs(seed=0, data="mnist", n_images=1, n_baseline_images=100, eps_linf=0.3,
@@ -388,17 +446,21 @@ PROFILES: dict[str, Profile] = {
                                                weightings=("uniform", "likelihood"), pruning=((2, 2),), bound_block=4,
                                                n_reference_images=2, ode=Ode(n_probes=4, rtol=1e-2, atol=1e-2, chunk_size=10),
                                                ode_block=2, n_compare_images=1, tolerance=0.005, noise="shot_noise", n_noise_images=2,
-                                               n_noise_reference_images=1),
-            "07_compute": ComputeKnobs(seed=0, data="mnist", n_images=3, ode_probes=(1, 3), ode_rtols=(1e-2,),
-                                       ode_chunk=10, bound_times=(10, 30, 100), pruning=((10, 2, 50),),
+                                               n_noise_reference_images=1,
+                                               tight_rtol=1e-3, n_tight_images=1),
+            "07_compute": ComputeKnobs(seed=0, data="mnist", n_images=2, reference=Ode(n_probes=4, rtol=1e-2, atol=1e-2),
+                                       reference_block=2, ode_probes=(1, 3), ode_rtols=(1e-2,), ode_chunk=10,
+                                       bound_times=(10, 30, 100), weightings=("likelihood", "uniform"), pruning=((10, 2, 50),),
                                        sampling="stratified", bound_chunk=256, eps=1e-5),
         }, plain_cnn=MNIST_CNN),
     "mnist": Profile(
         "mnist", "the reference run: the shipped MNIST models on 2 CPU cores, samples that make the intervals "
         "informative (hours; computed once, shipped in results-cache/)", "mnist", MNIST_SBGC, MNIST_BASELINE, {
             "01_method": _CI_METHOD,
-            "02_table1": Table1Knobs(seed=0, data="mnist", n_images=1_000, exact_data=None, n_exact_images=0,
-                                     n_baseline_images=10_000, ode=_MNIST_ODE),
+            "02_table1": Table1Knobs(seed=0, data="mnist", n_images=1_000, classifier=BoundScore(n_times=64), n_bpd_images=1_000,
+                                     exact_data=None, n_exact_images=0, n_baseline_images=10_000, ode=_MNIST_ODE,
+                                     reference=Ode(n_probes=30, rtol=1e-3, atol=1e-3), reference_block=4,
+                                     n_reference_images=100),
             "03_corruptions": CorruptionKnobs(seed=0, data="mnist", n_images=432, n_baseline_images=10_000,
                                               severities=(1,), corruptions=MNIST_C_CORRUPTIONS, ode=_MNIST_ODE),
             "04_adversarial": AdversarialKnobs(seed=0, data="mnist", n_images=100, n_baseline_images=1_000, eps_linf=0.3,
@@ -409,20 +471,24 @@ PROFILES: dict[str, Profile] = {
             "05_interpolation": InterpolationKnobs(seed=0, data="mnist", n_pairs=100, n_t=5, ode=_MNIST_ODE, n_strips=4),
             "06_convergence": ConvergenceKnobs(seed=0, data="mnist", n_images=300, n_subsamples=100,
                                                bound_times=(8, 16, 32, 64, 128, 256), weightings=("uniform", "likelihood"),
-                                               pruning=((8, 2), (8, 3), (16, 2)), bound_block=25, n_reference_images=72,
+                                               pruning=((8, 2), (8, 3), (16, 2)), bound_block=25, n_reference_images=100,
                                                ode=Ode(n_probes=30, rtol=1e-3, atol=1e-3), ode_block=4,
-                                               n_compare_images=4, tolerance=0.005, noise=None, n_noise_images=300,
-                                               n_noise_reference_images=30),
-            "07_compute": ComputeKnobs(seed=0, data="mnist", n_images=60, ode_probes=(1, 3), ode_rtols=(1e-2, 1e-3),
-                                       ode_chunk=50, bound_times=(10, 30, 100), pruning=((10, 2, 50), (10, 3, 100)),
+                                               n_compare_images=4, tolerance=0.005, noise=None, n_noise_images=100,
+                                               n_noise_reference_images=12,
+                                               tight_rtol=None, n_tight_images=8),
+            "07_compute": ComputeKnobs(seed=0, data="mnist", n_images=100, reference=Ode(n_probes=30, rtol=1e-3, atol=1e-3),
+                                       reference_block=4, ode_probes=(1, 3), ode_rtols=(1e-2, 1e-3), ode_chunk=50,
+                                       bound_times=(10, 30, 100), weightings=("likelihood", "uniform"),
+                                       pruning=((10, 2, 50), (10, 3, 100)),
                                        sampling="stratified", bound_chunk=2048, eps=1e-5),
         }, plain_cnn=MNIST_CNN),
     "ci_cifar10": Profile(
         "ci_cifar10", "minutes on 2 CPU cores with the tiny CPU-trained CIFAR-10 models: the CIFAR-10 code path, "
         "not the method's numbers", "cifar10", CI_SBGC, CI_BASELINE, {
             "01_method": _CI_METHOD,
-            "02_table1": Table1Knobs(seed=0, data="cifar10", n_images=5, exact_data="exact_head", n_exact_images=5,
-                                     n_baseline_images=2_000, ode=Ode(n_probes=1, rtol=1e-2, atol=1e-2)),
+            "02_table1": Table1Knobs(seed=0, data="cifar10", n_images=5, classifier=None, n_bpd_images=5, exact_data="exact_head",
+                                     n_exact_images=5, n_baseline_images=2_000, ode=Ode(n_probes=1, rtol=1e-2, atol=1e-2),
+                                     reference=None, reference_block=1, n_reference_images=0),
             "03_corruptions": CorruptionKnobs(seed=0, data="exact_head", n_images=1, n_baseline_images=200,
                                               severities=(3,), corruptions=CORRUPTIONS, ode=_CI_ODE),
             "04_adversarial": AdversarialKnobs(seed=0, data="exact_head", n_images=1, n_baseline_images=100,
@@ -434,9 +500,11 @@ PROFILES: dict[str, Profile] = {
                                                pruning=((2, 2),), bound_block=2, n_reference_images=2,
                                                ode=Ode(n_probes=4, rtol=1e-2, atol=1e-2, chunk_size=10), ode_block=2,
                                                n_compare_images=1, tolerance=0.005, noise="gaussian_noise", n_noise_images=2,
-                                               n_noise_reference_images=1),
-            "07_compute": ComputeKnobs(seed=0, data="exact_head", n_images=2, ode_probes=(1, 3), ode_rtols=(1e-2,),
-                                       ode_chunk=10, bound_times=(10, 30, 100), pruning=((10, 2, 50),),
+                                               n_noise_reference_images=1,
+                                               tight_rtol=None, n_tight_images=0),
+            "07_compute": ComputeKnobs(seed=0, data="exact_head", n_images=2, reference=Ode(n_probes=4, rtol=1e-2, atol=1e-2),
+                                       reference_block=2, ode_probes=(1, 3), ode_rtols=(1e-2,), ode_chunk=10,
+                                       bound_times=(10, 30, 100), weightings=("likelihood", "uniform"), pruning=((10, 2, 50),),
                                        sampling="stratified", bound_chunk=256, eps=1e-5),
         }),
     "workstation": Profile(
@@ -444,8 +512,9 @@ PROFILES: dict[str, Profile] = {
             "01_method": MethodKnobs(seed=0, n_train_per_class=10_000, n_test_per_class=2_000, hidden=128, n_layers=3,
                                      train_steps=20_000, batch_size=256, learning_rate=1e-3,
                                      rtol=1e-5, atol=1e-5, eps=1e-5, grid_size=100, n_t_draws=200_000),
-            "02_table1": Table1Knobs(seed=0, data="cifar10", n_images=500, exact_data="exact_head", n_exact_images=846,
-                                     n_baseline_images=10_000, ode=_WS_ODE),
+            "02_table1": Table1Knobs(seed=0, data="cifar10", n_images=500, classifier=None, n_bpd_images=500,
+                                     exact_data="exact_head", n_exact_images=846, n_baseline_images=10_000, ode=_WS_ODE,
+                                     reference=None, reference_block=1, n_reference_images=0),
             "03_corruptions": CorruptionKnobs(seed=0, data="cifar10", n_images=40, n_baseline_images=10_000,
                                               severities=_ALL_SEVERITIES, corruptions=CORRUPTIONS, ode=_WS_ODE),
             "04_adversarial": AdversarialKnobs(seed=0, data="exact_head", n_images=16, n_baseline_images=1_000,
@@ -458,9 +527,11 @@ PROFILES: dict[str, Profile] = {
                                                pruning=((8, 2), (8, 3)), bound_block=100, n_reference_images=200,
                                                ode=Ode(n_probes=30, rtol=1e-4, atol=1e-4), ode_block=20,
                                                n_compare_images=50, tolerance=0.005, noise="gaussian_noise", n_noise_images=200,
-                                               n_noise_reference_images=50),
-            "07_compute": ComputeKnobs(seed=0, data="exact_head", n_images=200, ode_probes=(1, 3, 10, 30),
-                                       ode_rtols=(1e-3, 1e-5), ode_chunk=50, bound_times=(10, 30, 100, 300, 1000),
+                                               n_noise_reference_images=50,
+                                               tight_rtol=1e-5, n_tight_images=10),
+            "07_compute": ComputeKnobs(seed=0, data="exact_head", n_images=200, reference=Ode(n_probes=30, rtol=1e-4, atol=1e-4),
+                                       reference_block=20, ode_probes=(1, 3, 10), ode_rtols=(1e-3, 1e-5), ode_chunk=50,
+                                       bound_times=(10, 30, 100, 300, 1000), weightings=("likelihood", "uniform"),
                                        pruning=((10, 2, 100), (20, 2, 300), (20, 3, 1000)), sampling="stratified",
                                        bound_chunk=4096, eps=1e-5),
         }),
@@ -469,8 +540,9 @@ PROFILES: dict[str, Profile] = {
             "01_method": MethodKnobs(seed=0, n_train_per_class=50_000, n_test_per_class=10_000, hidden=256, n_layers=4,
                                      train_steps=60_000, batch_size=512, learning_rate=1e-3,
                                      rtol=1e-5, atol=1e-5, eps=1e-5, grid_size=200, n_t_draws=1_000_000),
-            "02_table1": Table1Knobs(seed=0, data="cifar10", n_images=10_000, exact_data="exact_head",
-                                     n_exact_images=846, n_baseline_images=10_000, ode=_PAPER_ODE),
+            "02_table1": Table1Knobs(seed=0, data="cifar10", n_images=10_000, classifier=None, n_bpd_images=10_000,
+                                     exact_data="exact_head", n_exact_images=846, n_baseline_images=10_000, ode=_PAPER_ODE,
+                                     reference=None, reference_block=1, n_reference_images=0),
             "03_corruptions": CorruptionKnobs(seed=0, data="cifar10", n_images=1_000, n_baseline_images=10_000,
                                               severities=_ALL_SEVERITIES, corruptions=CORRUPTIONS,
                                               ode=Ode(n_probes=10, rtol=1e-5, atol=1e-5)),
@@ -484,9 +556,11 @@ PROFILES: dict[str, Profile] = {
                                                bound_times=(8, 16, 32, 64, 128, 256, 512), weightings=("uniform", "likelihood"),
                                                pruning=((8, 2), (8, 3)), bound_block=100, n_reference_images=500,
                                                ode=_PAPER_ODE, ode_block=50, n_compare_images=100, tolerance=0.005,
-                                               noise="gaussian_noise", n_noise_images=500, n_noise_reference_images=100),
-            "07_compute": ComputeKnobs(seed=0, data="exact_head", n_images=500, ode_probes=(1, 3, 10, 30),
-                                       ode_rtols=(1e-3, 1e-5), ode_chunk=100, bound_times=(10, 30, 100, 300, 1000),
+                                               noise="gaussian_noise", n_noise_images=500, n_noise_reference_images=100,
+                                               tight_rtol=None, n_tight_images=0),
+            "07_compute": ComputeKnobs(seed=0, data="exact_head", n_images=500, reference=_PAPER_ODE, reference_block=50,
+                                       ode_probes=(1, 3, 10), ode_rtols=(1e-3, 1e-5), ode_chunk=100,
+                                       bound_times=(10, 30, 100, 300, 1000), weightings=("likelihood", "uniform"),
                                        pruning=((10, 2, 100), (20, 2, 300), (20, 3, 1000)), sampling="stratified",
                                        bound_chunk=4096, eps=1e-5),
         }),
@@ -524,7 +598,10 @@ def _field_type(cls: type, path: str) -> Any:
     hints = typing.get_type_hints(cls)
     if head not in hints:
         raise KeyError(path)
-    return _field_type(hints[head], rest) if rest else hints[head]
+    hint = hints[head]
+    if rest and typing.get_origin(hint) in (typing.Union, types.UnionType):  # an optional group: its dataclass
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return _field_type(hint, rest) if rest else hint
 
 
 def coerce(knob: str, value: Any, annotation: Any) -> Any:

@@ -2,9 +2,11 @@
 
 Each :class:`FrontierPoint` is one classifier setting evaluated on the same N images: the exact
 probability-flow ODE (:mod:`sbgc.method.likelihood`, n probes, tolerance rtol), the variational
-bound (:mod:`sbgc.method.bound`, K times) or the bound with class pruning; with its decisions, its
-cost in network passes and the true class's log p. This module compares them (the cheapest setting
-that matches a reference's accuracy), tabulates and plots them.
+bound (:mod:`sbgc.method.bound`, K times, likelihood weighting), the uniform-in-t denoising score
+(the same estimator with uniform weighting: not a bound), or either with class pruning; with its
+decisions, its cost in network passes and the true class's log p. The reference is the converged
+estimator of chapter 06 (:func:`table_point`: the ODE with all the probes of its table). This module
+compares them (the cheapest setting that matches the reference's accuracy), tabulates and plots them.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class FrontierPoint:
     passes = (1 + n) · evaluations. ``evaluations`` is the solver's count (ODE) or = ``passes``.
     """
 
-    method: str  # "ODE", "bound" or "bound + pruning"
+    method: str  # one of METHODS
     label: str  # e.g. "n = 3, rtol 1e-2"
     settings: dict
     correct: np.ndarray  # [N] bool
@@ -83,7 +85,8 @@ class FrontierPoint:
             "accuracy": self.accuracy, "accuracy_ci95": [lo, hi],
             "passes_per_image_mean": float(self.passes.mean()), "passes_per_image_max": float(self.passes.max()),
             "evaluations_per_image_mean": float(self.evaluations.mean()),
-            "seconds_per_image": self.seconds / self.n_images, "true_class_bpd_mean": float(self.true_bpd.mean()),
+            "seconds_per_image": self.seconds / self.n_images,
+            "true_class_bpd_mean": float(self.true_bpd.mean()) if self.method in DENSITY_METHODS else None,
         }  # fmt: skip
 
 
@@ -98,6 +101,24 @@ def scorer_point(scorer, method: str, label: str, settings: dict, score_fn, sde,
                          res.log_p[rows, y], res.log_p_se[rows, y], res.dim)  # fmt: skip
 
 
+def table_point(table, labels: np.ndarray, label: str) -> FrontierPoint:
+    """The reference as a frontier point: chapter 06's ODE table (:class:`sbgc.experiments.converged.ProbeTable`)
+    with all its n probes. Passes = (1 + n) · the solver's evaluations; seconds: its blocks' wall times."""
+    res, y = table.result, np.asarray(labels)
+    n, rows = res.log_p_probes.shape[-1], np.arange(y.size)
+    se = res.log_p_probes.std(axis=-1, ddof=1) / np.sqrt(n) if n > 1 else np.full(res.log_p.shape, np.nan)
+    evaluations = np.asarray(res.nfe, np.float64).sum(axis=1)
+    settings = {"n_probes": int(n), "table": "chapter 06's reference"}
+    return FrontierPoint("ODE", label, settings, res.log_p.argmax(axis=1) == y, evaluations * (1 + n), evaluations,
+                         float(np.sum(table.seconds)), res.log_p[rows, y], se[rows, y], int(res.dim))  # fmt: skip
+
+
+def bound_method(weighting: str, pruned: bool = False) -> str:
+    """The frontier's name of a bound setting: the likelihood weighting is the bound, the uniform one is not."""
+    name = "bound" if weighting == "likelihood" else "uniform-t score"
+    return f"{name} + pruning" if pruned else name
+
+
 def ode_point(score_fn, sde, x, y, key, *, n_probes: int, rtol: float, chunk_size: int, eps: float = 1e-5) -> FrontierPoint:
     """Exact-ODE classifier (:class:`sbgc.method.scorers.Ode`, dopri5 at rtol = atol, start time ``eps``)."""
     scorer = Ode(SolverSettings(rtol=rtol, atol=rtol, eps=eps), n_probes=n_probes, chunk_size=chunk_size)
@@ -109,7 +130,8 @@ def bound_point(score_fn, sde, x, y, key, *, n_times: int, chunk_size: int, **kw
     """Bound classifier (:class:`sbgc.method.scorers.Bound`) with K = ``n_times``; ``kwargs``: the other
     :class:`~sbgc.method.bound.BoundSettings` fields (flat, as the chapter's cache keys name them)."""
     scorer = Bound(BoundSettings(n_times=n_times, **kwargs), chunk_size=chunk_size)
-    return scorer_point(scorer, "bound", f"K = {n_times}", {"n_times": n_times, **kwargs}, score_fn, sde, x, y, key)
+    return scorer_point(scorer, bound_method(scorer.settings.weighting), f"K = {n_times}", {"n_times": n_times, **kwargs},
+                        score_fn, sde, x, y, key)  # fmt: skip
 
 
 def pruned_point(score_fn, sde, x, y, key, *, first_times: int, keep: int, second_times: int, chunk_size: int,
@@ -119,16 +141,8 @@ def pruned_point(score_fn, sde, x, y, key, *, first_times: int, keep: int, secon
     scorer = Pruned(first, dataclasses.replace(first, settings=dataclasses.replace(first.settings, n_times=second_times)),
                     keep)  # fmt: skip
     settings = {"first_times": first_times, "keep": keep, "second_times": second_times, **kwargs}
-    return scorer_point(scorer, "bound + pruning", f"K₁ = {first_times}, keep {keep}, K₂ = {second_times}", settings,
-                        score_fn, sde, x, y, key)  # fmt: skip
-
-
-def reference_point(points: list[FrontierPoint]) -> FrontierPoint:
-    """The exact-ODE point closest to the paper's protocol: most probes, then tightest tolerance."""
-    odes = [p for p in points if p.method == "ODE"]
-    if not odes:
-        raise ValueError("no ODE point among the frontier points: the reference is an exact-ODE classifier")
-    return max(odes, key=lambda p: (p.settings["n_probes"], -p.settings["rtol"]))
+    return scorer_point(scorer, bound_method(first.settings.weighting, pruned=True),
+                        f"K₁ = {first_times}, keep {keep}, K₂ = {second_times}", settings, score_fn, sde, x, y, key)  # fmt: skip
 
 
 def cheapest_match(
@@ -166,7 +180,10 @@ def comparison_table(rows: list[tuple[str, FrontierPoint | None]]) -> str:
                            "wall time / image"), cells)
 
 
-_METHOD_STYLE = {"ODE": ("C0", "o"), "bound": ("C3", "s"), "bound + pruning": ("C2", "^")}
+_METHOD_STYLE = {"ODE": ("C0", "o"), "bound": ("C3", "s"), "bound + pruning": ("C2", "^"),
+                 "uniform-t score": ("C1", "D"), "uniform-t score + pruning": ("C4", "v")}
+METHODS = tuple(_METHOD_STYLE)
+DENSITY_METHODS = ("ODE", "bound", "bound + pruning")  # the rest score classes without a density: no bits/dim
 
 
 def plot_frontier(points: list[FrontierPoint], reference: FrontierPoint | None, title: str):
@@ -178,7 +195,7 @@ def plot_frontier(points: list[FrontierPoint], reference: FrontierPoint | None, 
     if reference is not None:
         for ax in axes:
             ax.axhspan(*reference.accuracy_interval(), color="C0", alpha=0.08, lw=0,
-                       label=f"95 % interval of the reference (ODE, {reference.label})")  # fmt: skip
+                       label=f"95 % interval of the reference ({reference.label})")  # fmt: skip
     offsets = [(5, 5), (5, -11), (5, 15), (5, -21)]
     for method, (colour, marker) in _METHOD_STYLE.items():
         group = [p for p in points if p.method == method]

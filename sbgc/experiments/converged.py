@@ -20,10 +20,10 @@ estimator, as chapter 06 does for the probes (:mod:`sbgc.experiments.convergence
   across coarse strata: exactly a K-time stratified sample (:func:`stratum_subsets`), with its own
   noise z per time. Redrawing the choice gives the spread over K-time estimates.
 * **pruning** (:func:`pruned_curve`): a K₁-subset scores every class, the ``keep`` best of each image are
-  decided by an independently drawn K₂-subset. The two subsets can share a time of the K_max (they are
-  drawn independently from the same table), where :class:`sbgc.method.scorers.Pruned` would draw fresh
-  times; the decision is the K₂ estimate alone (the library combines K₁ + K₂ draws of two bounds that
-  differ only in K). Cost C·K₁ + keep·K₂ network passes per image.
+  decided by their K₁ + K₂ times combined, the K₂ an independently drawn subset, as
+  :class:`sbgc.method.scorers.Pruned` over two bounds that differ only in K combines its draws. The two
+  subsets can share a time of the K_max (they are drawn independently from the same table), where the
+  library would draw fresh times. Cost C·K₁ + keep·K₂ network passes per image.
 
 For each budget: accuracy (mean and 2 std over random subsets; the binomial interval over images is
 separate), agreement with the reference decisions (the ODE with all n probes, on the images where it
@@ -259,20 +259,22 @@ def probe_curve(label: str, table: ProbeTable, labels, ms, n_subsamples: int, rn
 def pruned_curve(label: str, table: TimeTable, labels, k1: int, keep: int, ks2, n_subsamples: int,
                  rng: np.random.Generator, reference=None) -> BudgetCurve:  # fmt: skip
     """Pruning read off one table: K₁ times score every class, the ``keep`` best of each image are decided
-    by K₂ times (each K₂ in ``ks2``; the two subsets drawn independently). Budget axis: K₂."""
+    by their K₁ + K₂ times combined (each K₂ in ``ks2``; the two subsets drawn independently), as the library's
+    :class:`sbgc.method.scorers.Pruned` over two bounds combines them. Budget axis: K₂."""
     labels = np.asarray(labels)
     reference = _check_reference(reference, len(labels))
     k_max, c = table.values.shape[-1], table.values.shape[1]
     if not 1 <= keep < c:
         raise ValueError(f"keep must be in [1, {c - 1}], got {keep}")
-    first = [table.estimate(s) for s in stratum_subsets(k_max, k1, n_subsamples, rng)]  # S × [B, C]
-    kept = [np.argsort(-f, axis=1)[:, :keep] for f in first]  # S × [B, keep]
+    first_times = stratum_subsets(k_max, k1, n_subsamples, rng)  # [S, K₁]
+    kept = [np.argsort(-table.estimate(s), axis=1)[:, :keep] for s in first_times]  # S × [B, keep]
     second = [stratum_subsets(k_max, int(k2), n_subsamples, rng) for k2 in ks2]
 
     def decide(i):
         out = []
         for s in range(n_subsamples):
-            scores = np.take_along_axis(table.estimate(second[i][s]), kept[s], axis=1)
+            both = np.concatenate([first_times[s], second[i][s]])  # the K₁ + K₂ times of the kept classes
+            scores = np.take_along_axis(table.estimate(both), kept[s], axis=1)
             out.append(np.take_along_axis(kept[s], scores.argmax(axis=1)[:, None], axis=1)[:, 0])
         return np.stack(out)
 
@@ -347,6 +349,59 @@ def curve_rows(c: BudgetCurve, budget_name: str) -> list[tuple]:
              "" if math.isnan(g) else f"{100 * g:.1f} %", f"{p:,.0f}", f"{t:.2f}")
             for b, a, s, g, p, t in zip(c.budgets, c.accuracy_mean, c.accuracy_std, c.agreement_mean, c.passes,
                                         c.seconds)]  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class ToleranceCheck:
+    """The reference at a tighter solver tolerance on its first images, with the same probes and dequantization
+    (:func:`ode_probe_table` draws them by image position): what the tolerance alone changes."""
+
+    n_images: int
+    rtol: tuple[float, float]  # (the reference's, the tighter one)
+    agreement: float  # fraction of the images with the same decision (all probes)
+    abs_diff_mean: float  # |Δ log p(x | y)| in nats (all-probe means), mean over images and classes
+    abs_diff_max: float
+    margin_diff_max: float  # |Δ (correct − best wrong class)| in nats, at most over the images
+    margin_min: float  # the smallest |correct − best wrong| margin at the tighter tolerance, nats
+    bpd_diff_mean: float  # bits/dim of p(x | y_true), tighter minus the reference's, mean over images
+    nfe_ratio: float  # score evaluations per solve, tighter / the reference's
+    seconds_ratio: float  # wall time per image, tighter / the reference's
+
+    def markdown(self) -> str:
+        loose, tight = self.rtol
+        return markdown_table(("", f"rtol = atol = {loose:g} → {tight:g}"), [
+            ("images (the first of the reference's)", f"{self.n_images}"),
+            ("same decision", f"{100 * self.agreement:.1f} %"),
+            ("|Δ log p(x | y)|, mean / max over images and classes", f"{self.abs_diff_mean:.3g} / {self.abs_diff_max:.3g} nats"),
+            ("|Δ margin| (correct − best wrong class), max", f"{self.margin_diff_max:.3g} nats"),
+            ("smallest margin |correct − best wrong| (tighter)", f"{self.margin_min:.3g} nats"),
+            ("Δ bits/dim of p(x | y_true), mean", f"{self.bpd_diff_mean:+.4f}"),
+            ("cost, tighter / reference: evaluations per solve, seconds per image",
+             f"{self.nfe_ratio:.2f}×, {self.seconds_ratio:.2f}×")])  # fmt: skip
+
+
+def tolerance_check(reference: ProbeTable, tight: ProbeTable, labels: np.ndarray,
+                    rtol: tuple[float, float]) -> ToleranceCheck:  # fmt: skip
+    """Compare ``tight`` (N images) with the first N images of ``reference`` (the same probes and images)."""
+    labels = np.asarray(labels)
+    n = tight.result.log_p.shape[0]
+    if n > reference.result.log_p.shape[0] or labels.shape != (n,):
+        raise ValueError(f"the tight table's {n} images must be the first of the reference's "
+                         f"({reference.result.log_p.shape[0]}), with {n} labels (got {labels.shape})")
+    loose_lp, tight_lp = reference.result.log_p[:n], tight.result.log_p
+    rows = np.arange(n)
+
+    def margin(lp):
+        wrong = np.where(np.arange(lp.shape[1])[None, :] == labels[:, None], -np.inf, lp).max(axis=1)
+        return lp[rows, labels] - wrong
+
+    diff = np.abs(tight_lp - loose_lp)
+    return ToleranceCheck(
+        n, rtol, float(np.mean(loose_lp.argmax(1) == tight_lp.argmax(1))), float(diff.mean()), float(diff.max()),
+        float(np.max(np.abs(margin(tight_lp) - margin(loose_lp)))), float(np.min(np.abs(margin(tight_lp)))),
+        float(np.mean(tight.result.bpd[rows, labels] - reference.result.bpd[:n][rows, labels])),
+        float(tight.result.nfe.mean() / reference.result.nfe[:n].mean()),
+        float(tight.seconds.mean() / reference.seconds[:n].mean()))  # fmt: skip
 
 
 def probe_budgets(n: int) -> np.ndarray:

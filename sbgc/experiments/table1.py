@@ -86,6 +86,10 @@ class GenerativeSummary:
     bpd_true_class: Estimate  # bits/dim of p(x | y_true)
     mean_nfe: float  # score evaluations per (image, class) solve
 
+    def as_dict(self) -> dict:
+        return {"accuracy": self.accuracy.as_dict(), "bpd_marginal": self.bpd_marginal.as_dict(),
+                "bpd_true_class": self.bpd_true_class.as_dict(), "mean_nfe": self.mean_nfe}
+
 
 def summarize_generative(log_p: np.ndarray, bpd: np.ndarray, marginal_bpd: np.ndarray, labels: np.ndarray,
                          nfe: np.ndarray) -> GenerativeSummary:
@@ -101,6 +105,100 @@ def summarize_generative(log_p: np.ndarray, bpd: np.ndarray, marginal_bpd: np.nd
         bpd_true_class=mean_estimate(bpd[np.arange(len(labels)), labels]),
         mean_nfe=float(np.mean(nfe)),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeNoise:
+    """How much of the spread of a mean bits/dim is the Hutchinson probes', from a table with n probes per image.
+
+    Each probe gives its own estimate of bits/dim of p(x) per image (all classes of an image share a probe). The
+    mean over N images of m-probe estimates has the standard error sqrt(sd_image² / N + sd_probe² / (m N)):
+    the images' own spread plus the probes' (their variance, the mean over images of the per-image variance).
+    """
+
+    n_images: int
+    n_probes: int
+    sd_image: float  # standard deviation over images of the all-probe bits/dim of p(x)
+    sd_probe: float  # root mean over images of the variance over probes of one probe's bits/dim of p(x)
+    mean_all: float  # mean over images of the all-probe bits/dim
+    mean_one: float  # mean over images of the first probe's bits/dim (one probe per image)
+
+    def standard_error(self, n_images: int, n_probes: int) -> float:
+        """Standard error of a mean over ``n_images`` images of ``n_probes``-probe estimates (bits/dim)."""
+        return float(np.sqrt(self.sd_image**2 / n_images + self.sd_probe**2 / (n_probes * n_images)))
+
+
+def probe_noise(log_p_probes: np.ndarray, dim: int) -> ProbeNoise:
+    """:class:`ProbeNoise` of the ODE's per-probe class log-likelihoods log_p_probes [B, C, n] (nats, the same
+    probe for every class of an image), D = ``dim``: bits/dim of p(x) = (1/C) Σ_y p(x | y) per probe."""
+    from sbgc.method.classify import log_marginal
+    from sbgc.method.likelihood import bits_per_dim
+
+    lp = np.asarray(log_p_probes, np.float64)
+    if lp.ndim != 3 or lp.shape[0] < 1 or lp.shape[2] < 2:
+        raise ValueError(f"log_p_probes must be [B, C, n >= 2] (two probes at least), got shape {lp.shape}")
+    b, c, n = lp.shape
+    per_probe = bits_per_dim(log_marginal(lp.transpose(0, 2, 1).reshape(b * n, c)), dim).reshape(b, n)  # [B, n]
+    all_probes = bits_per_dim(log_marginal(lp.mean(axis=2)), dim)  # [B]
+    sd_image = float(all_probes.std(ddof=1)) if b > 1 else float("nan")  # one image: no spread over images
+    return ProbeNoise(b, n, sd_image, float(np.sqrt(per_probe.var(axis=1, ddof=1).mean())),
+                      float(all_probes.mean()), float(per_probe[:, 0].mean()))  # fmt: skip
+
+
+def decision_comparison(labels: np.ndarray, reference: tuple[str, np.ndarray],
+                        others: Sequence[tuple[str, np.ndarray]]) -> str:
+    """Markdown table: on the same N images (labels [N]), the reference's decisions [N] and each other
+    estimator's (name, decisions [N]): accuracy with its 95 % interval, and agreement with the reference."""
+    labels = np.asarray(labels)
+    name_ref, ref = reference
+    rows = []
+    for name, d in [reference, *others]:
+        d = np.asarray(d)
+        if d.shape != labels.shape:
+            raise ValueError(f"{name}: decisions of shape {d.shape} for {labels.shape} images")
+        agree = "—" if name == name_ref else f"{np.mean(d == ref):.1%} ({int(np.sum(d != ref))} differ)"
+        rows.append((name, f"{labels.size:,}", accuracy_estimate(d, labels).fmt(1, 100.0), agree))
+    return markdown_table(("estimator", "images", "accuracy [%] (95 % CI)", "same decision as the reference"), rows)
+
+
+def score_summary(arrays: dict[str, np.ndarray], labels: np.ndarray, dim: int) -> GenerativeSummary:
+    """:func:`summarize_generative` of an ODE score table (:func:`sbgc.experiments.evaluate.score_table`'s arrays:
+    ``log_p`` [N, K] nats, ``nfe`` [N] summed over the K classes) with the true labels [N] of its images, D = dim."""
+    from sbgc.method.classify import log_marginal
+    from sbgc.method.likelihood import bits_per_dim
+
+    log_p = arrays["log_p"]
+    k = log_p.shape[1]
+    return summarize_generative(log_p, bits_per_dim(log_p, dim), bits_per_dim(log_marginal(log_p), dim), labels,
+                                np.repeat(arrays["nfe"][:, None] / k, k, axis=1))  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceCheck:
+    """The classifier and the bits/dim ODE against the paper's estimator on its images (:func:`reference_check`)."""
+
+    table: str  # markdown: accuracy of each and agreement with the reference
+    probe_text: str  # markdown: how many probes the mean bits/dim needs
+    record: dict  # for the results file
+
+
+def reference_check(labels: np.ndarray, reference: tuple[str, np.ndarray], others: Sequence[tuple[str, np.ndarray]],
+                    log_p_probes: np.ndarray, dim: int, n_ode_images: int) -> ReferenceCheck:  # fmt: skip
+    """On the reference's N images (labels [N]): its decisions (name, [N]) against the others' (name, [N]) (the
+    first N of each of their samples), and the probe noise of a mean bits/dim (:func:`probe_noise` of the
+    reference's log_p_probes [N, C, n]) for a mean over ``n_ode_images`` one-probe estimates."""
+    name_ref, ref = reference
+    noise = probe_noise(log_p_probes, dim)
+    se = {m: noise.standard_error(n_ode_images, m) for m in (1, noise.n_probes)}
+    text = (f"**Probes and the mean bits/dim** (the reference's {noise.n_probes} probes on its {noise.n_images} images): "
+            f"images spread by {noise.sd_image:.3f} bits/dim, one probe's estimate by {noise.sd_probe:.3f} bits/dim "
+            f"around its image's. On {n_ode_images:,} images the mean's standard error is {se[1]:.4f} bits/dim with "
+            f"one probe per image and {se[noise.n_probes]:.4f} with {noise.n_probes}. On the reference's images the "
+            f"one-probe mean is {noise.mean_one:.3f} and the {noise.n_probes}-probe mean {noise.mean_all:.3f} bits/dim.")
+    record = {"estimator": name_ref, "n_images": int(len(labels)), "accuracy": accuracy_estimate(ref, labels).as_dict(),
+              "agreement": {name: float(np.mean(np.asarray(d) == ref)) for name, d in others},
+              "probe_noise": dataclasses.asdict(noise), "mean_bpd_standard_error": se}  # fmt: skip
+    return ReferenceCheck(decision_comparison(labels, reference, others), text, record)
 
 
 def table_markdown(ours: Sequence[tuple[str, Estimate | None, Estimate | None, str]], dataset: str = "cifar10") -> str:
