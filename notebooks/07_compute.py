@@ -152,7 +152,7 @@ ref_scorer = P.reference.scorer()
 ref_table = cv.ode_probe_table(model, data, chosen, ref_scorer, C, seed=P.seed, data_source=data_source,
                                block=P.reference_block)  # fmt: skip
 entries += list(ref_table.entries)
-reference = compute.table_point(ref_table, y, f"reference: ODE, n = {ref_scorer.n_probes}, rtol {P.reference.rtol:g}")
+reference = compute.table_point(ref_table, ref_scorer, y, f"reference: ODE, n = {ref_scorer.n_probes}, rtol {P.reference.rtol:g}")
 fig = compute.plot_frontier(points, reference, f"{len(chosen)} {describe(data).split(' (')[0]} images, {model.path.name}")
 display(Markdown(compute.frontier_table([reference] + points) + "\n\nWall times are those of the run that computed "
                  "each point (sbgc.cache records them).\n\n" + prov.line(model_note, entries)))

@@ -105,7 +105,10 @@ def test_the_reference_table_as_a_frontier_point():
     table = cv.ProbeTable(ClassLikelihoods(lp.mean(-1), lp, lp.mean(-1), lp, np.full((6, 3), 10), lp, lp, 0.0, 4),
                           np.full(6, 2.0))  # fmt: skip
     labels = np.array([0, 0, 0, 1, 1, 2])
-    p = compute.table_point(table, labels, "ref")
+    from sbgc.method.likelihood import SolverSettings
+    from sbgc.method.scorers import Ode
+
+    p = compute.table_point(table, Ode(SolverSettings(), n_probes=4), labels, "ref")
     np.testing.assert_array_equal(p.correct, lp.mean(-1).argmax(1) == labels)
     np.testing.assert_array_equal(p.evaluations, np.full(6, 30.0))  # 10 per class, 3 classes
     np.testing.assert_array_equal(p.passes, np.full(6, 30.0 * 5))  # one linearised pass + 4 tangents

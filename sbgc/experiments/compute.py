@@ -18,7 +18,7 @@ import numpy as np
 
 from sbgc.method.bound import BoundSettings
 from sbgc.method.likelihood import SolverSettings, bits_per_dim
-from sbgc.method.scorers import Bound, Ode, Pruned
+from sbgc.method.scorers import Bound, Ode, Pruned, all_classes
 from sbgc.report import markdown_table
 
 # --- the accuracy–compute frontier (used by the book chapter "What a classification costs") --------
@@ -94,23 +94,22 @@ def scorer_point(scorer, method: str, label: str, settings: dict, score_fn, sde,
                  n_classes: int = 10) -> FrontierPoint:  # fmt: skip
     """Any scorer (:mod:`sbgc.method.scorers`) as a frontier point on images x [N, ...] with labels y [N]:
     its decisions, counted passes and evaluations, wall time and the true class's score."""
+    return scores_point(scorer.scores(score_fn, sde, x, key, n_classes=n_classes), method, label, settings, y)
+
+
+def scores_point(res, method: str, label: str, settings: dict, y) -> FrontierPoint:
+    """A :class:`sbgc.method.scorers.ClassScores` of N images with labels y [N] as a frontier point."""
     y = np.asarray(y)
-    res = scorer.scores(score_fn, sde, x, key, n_classes=n_classes)
     rows = np.arange(y.size)
     return FrontierPoint(method, label, settings, res.predict() == y, res.passes, res.nfe, res.seconds,
                          res.log_p[rows, y], res.log_p_se[rows, y], res.dim)  # fmt: skip
 
 
-def table_point(table, labels: np.ndarray, label: str) -> FrontierPoint:
-    """The reference as a frontier point: chapter 06's ODE table (:class:`sbgc.experiments.converged.ProbeTable`)
-    with all its n probes. Passes = (1 + n) · the solver's evaluations; seconds: its blocks' wall times."""
-    res, y = table.result, np.asarray(labels)
-    n, rows = res.log_p_probes.shape[-1], np.arange(y.size)
-    se = res.log_p_probes.std(axis=-1, ddof=1) / np.sqrt(n) if n > 1 else np.full(res.log_p.shape, np.nan)
-    evaluations = np.asarray(res.nfe, np.float64).sum(axis=1)
-    settings = {"n_probes": int(n), "table": "chapter 06's reference"}
-    return FrontierPoint("ODE", label, settings, res.log_p.argmax(axis=1) == y, evaluations * (1 + n), evaluations,
-                         float(np.sum(table.seconds)), res.log_p[rows, y], se[rows, y], int(res.dim))  # fmt: skip
+def table_point(table, scorer: Ode, labels: np.ndarray, label: str) -> FrontierPoint:
+    """The reference as a frontier point: chapter 06's table (:class:`sbgc.experiments.converged.ProbeTable`) of
+    the ODE ``scorer``, every class of each image, with all its probes; seconds: its blocks' wall times."""
+    res = scorer.class_scores(table.result, all_classes(*table.result.log_p.shape), float(np.sum(table.seconds)))
+    return scores_point(res, "ODE", label, {"n_probes": scorer.n_probes, "table": "chapter 06's reference"}, labels)
 
 
 def bound_method(weighting: str, pruned: bool = False) -> str:

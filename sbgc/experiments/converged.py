@@ -45,7 +45,7 @@ import numpy as np
 
 from sbgc.cache import CacheKey, CachedResult, ResultCache, cached_blocks
 from sbgc.data.files import ImageSet
-from sbgc.experiments.convergence import TimedRun, subsample_indices
+from sbgc.experiments.convergence import TimedRun, best_wrong_class, subsample_indices
 from sbgc.method.bound import BoundSettings, log_bound_table
 from sbgc.method.classify import ClassLikelihoods
 from sbgc.method.likelihood import log_likelihood_table
@@ -392,8 +392,7 @@ def tolerance_check(reference: ProbeTable, tight: ProbeTable, labels: np.ndarray
     rows = np.arange(n)
 
     def margin(lp):
-        wrong = np.where(np.arange(lp.shape[1])[None, :] == labels[:, None], -np.inf, lp).max(axis=1)
-        return lp[rows, labels] - wrong
+        return lp[rows, labels] - lp[rows, best_wrong_class(lp, labels)]
 
     diff = np.abs(tight_lp - loose_lp)
     return ToleranceCheck(

@@ -167,7 +167,12 @@ class Ode:
         res = log_likelihood_table(score_fn, sde, x, labels, key, solver=self.solver, n_probes=self.n_probes,
                                    probe=self.probe, dequantize=is_pixels(x), data_scaling=self.data_scaling,
                                    chunk_size=self.chunk_size, progress=progress, first_image=first_image)  # fmt: skip
-        seconds = time.perf_counter() - start
+        return self.class_scores(res, labels, time.perf_counter() - start)
+
+    def class_scores(self, res, labels: np.ndarray, seconds: float) -> ClassScores:
+        """The :class:`ClassScores` of a likelihood table ``res`` of this scorer (leading axes [B, C], the
+        classes ``labels`` [B, C]; e.g. a cached one): the probes' standard error, and each vector-field
+        evaluation counted as one linearised pass plus one tangent pass per probe."""
         n = res.log_p_probes.shape[-1]
         se = res.log_p_probes.std(axis=-1, ddof=1) / np.sqrt(n) if n > 1 else np.full(res.log_p.shape, np.nan)
         nfe = np.asarray(res.nfe).sum(axis=1)
