@@ -428,3 +428,18 @@ def test_table1_knobs_nest_the_reference_and_the_classifier_is_a_scorer():
     # a field of an optional knob group is typed like any other
     p = profiles.chapter_params("02_table1", "mnist", {"classifier.n_times": "32", "classifier.first_times": "8"})
     assert p.knobs.classifier.n_times == 32 and p.knobs.classifier.first_times == 8
+
+
+def test_an_optional_group_is_a_knob_of_its_own_in_every_profile():
+    # a profile where the group is off (workstation: classifier None) and one where it is on (mnist) name the same knobs
+    names = profiles.knob_names("02_table1")
+    assert {"classifier", "classifier.n_times", "reference", "reference.n_probes"} <= set(names)
+    assert "ode" not in names  # a group that is always on is set field by field
+    sent = book.notebook_parameters("02_table1", "mnist", book.parse_overrides(["classifier=none"]))
+    assert sent["overrides"] == {"classifier": "none"}
+    assert profiles.chapter_params("02_table1", "mnist", sent["overrides"]).classifier is None
+    # a field of a group that is off turns it on from the group's defaults
+    p = profiles.chapter_params("02_table1", "workstation", {"classifier.n_times": "32"})
+    assert p.classifier == profiles.BoundScore(n_times=32)
+    listing = "\n".join(profiles.describe())
+    assert "  classifier.n_times: ci=16, mnist=64, ci_cifar10=None" in listing and "  classifier: ci=on" in listing

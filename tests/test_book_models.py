@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sbgc.book import models, profiles
+from sbgc.book import models, profiles, runner
 
 
 def test_the_plan_names_each_model_its_file_and_how_long_it_takes(tmp_path):
@@ -79,6 +79,9 @@ def test_a_dry_run_keeps_the_profile_and_its_models_and_shrinks_every_knob(tmp_p
     steps = models.plan("workstation", dry_run=tmp_path, device="1x cpu", throughput={})
     for name in profiles.NOTEBOOKS:
         overrides = models.dry_run_overrides("workstation", steps, name)
+        # every override is a knob the runner accepts (an optional group switched off by name included)
+        assert set(overrides) <= set(profiles.knob_names(name)), name
+        assert runner.notebook_parameters(name, "workstation", overrides)["profile"] == "workstation"
         params = profiles.chapter_params(name, "workstation", overrides)
         like = profiles.chapter_params(name, "ci_cifar10")
         capped = {k: min(v, models.DRY_RUN_CAPS[k]) for k, v in like.values.items() if k in models.DRY_RUN_CAPS}

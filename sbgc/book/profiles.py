@@ -655,10 +655,48 @@ def coerce(knob: str, value: Any, annotation: Any) -> Any:
     raise fail
 
 
+def _optional_group(hint: Any) -> type | None:
+    """The dataclass of an optional group's annotation (``Ode | None`` → ``Ode``); None for any other."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        groups = [a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)]
+        return groups[0] if len(groups) == 1 and type(None) in typing.get_args(hint) else None
+    return None
+
+
+def knob_paths(cls: type, prefix: str = "") -> tuple[str, ...]:
+    """Every knob name of the knobs dataclass ``cls``: its fields, a group's fields dotted; an optional group
+    (``reference: Ode | None``) is a knob itself (set to ``none``: off) besides its dotted fields."""
+    out: list[str] = []
+    for name, hint in typing.get_type_hints(cls).items():
+        group = hint if dataclasses.is_dataclass(hint) else _optional_group(hint)
+        if group is None or not dataclasses.is_dataclass(hint):
+            out.append(prefix + name)
+        if group is not None:
+            out.extend(knob_paths(group, f"{prefix}{name}."))
+    return tuple(out)
+
+
+def knob_value(knobs: Any, path: str) -> Any:
+    """The value of the dotted knob ``path`` in ``knobs``; None where a group on the way is off (None)."""
+    for part in path.split("."):
+        if knobs is None:
+            return None
+        knobs = getattr(knobs, part)
+    return knobs
+
+
 def _replace(knobs: Any, path: str, value: Any) -> Any:
     head, _, rest = path.partition(".")
     if rest:
-        return dataclasses.replace(knobs, **{head: _replace(getattr(knobs, head), rest, value)})
+        inner = getattr(knobs, head)
+        if inner is None:  # a field of a group that is off: the group from its defaults, then the field
+            group = _optional_group(typing.get_type_hints(type(knobs))[head])
+            try:
+                inner = group()
+            except TypeError:
+                raise ValueError(f"knob {head} is none here and {group.__name__} has no defaults to start from; "
+                                 f"set it in the profile to set {path}") from None
+        return dataclasses.replace(knobs, **{head: _replace(inner, rest, value)})
     return dataclasses.replace(knobs, **{head: value})
 
 
@@ -772,7 +810,7 @@ def chapter_params(notebook: str, profile: str, overrides: Mapping[str, Any] | N
 def knob_names(notebook: str) -> tuple[str, ...]:
     """The dotted knob names of ``notebook`` (the same in every profile)."""
     _check_notebook(notebook)
-    return tuple(flat_fields(PROFILES["ci"].chapters[notebook])) + MODELS_USED[notebook]
+    return knob_paths(NOTEBOOKS[notebook]) + MODELS_USED[notebook]
 
 
 def describe() -> Iterator[str]:
@@ -781,6 +819,6 @@ def describe() -> Iterator[str]:
         yield f"{prof.name}: {prof.description}; dataset {prof.dataset}; models {', '.join(m.name for m in prof.models())}"
     for name in NOTEBOOKS:
         yield name
-        columns = [flat_fields(p.chapters[name]) for p in PROFILES.values()]
-        for knob in columns[0]:
-            yield f"  {knob}: " + ", ".join(f"{p}={c[knob]}" for p, c in zip(PROFILES, columns))
+        for knob in knob_paths(NOTEBOOKS[name]):
+            values = {p: knob_value(prof.chapters[name], knob) for p, prof in PROFILES.items()}
+            yield f"  {knob}: " + ", ".join(f"{p}={'on' if dataclasses.is_dataclass(v) else v}" for p, v in values.items())
