@@ -361,19 +361,6 @@ fig = toy.plot_decision_regions(axis, predict(true_grid), predict(model_grid.log
                                 ("Bayes-optimal (exact densities)", "score-based generative classifier"))
 
 # %%
-numbers = {
-    "accuracy_model": hits_model / n_test, "accuracy_model_ci95": ci_model,
-    "accuracy_bayes": hits_bayes / n_test, "accuracy_bayes_ci95": ci_bayes,
-    "agreement_model_bayes": agreement, "n_test": n_test,
-    "mean_log_p_true_nats": float(true_own.mean()), "mean_log_p_model_nats": float(model_own.mean()),
-    "mean_abs_dlogp_model_nats": float(np.abs(model_own - true_own).mean()),
-    "mean_abs_dlogp_exact_score_nats": float(solver_gap.mean()),
-    "score_error": score_err, "score_error_untrained": score_err_init,
-    "train_seconds": trained.seconds, "grid_seconds": grid_seconds,
-    "importance_Z": z_norm, "importance_ks_distance": ks,
-    "noising_image": image_source,
-}
-write_results(numbers, prov_toy)
 display(Markdown(markdown_table((f"held-out points (n = {n_test:,})", "accuracy", "95 % interval"), [
     ("Bayes-optimal classifier (exact densities)", f"{hits_bayes / n_test:.1%}", f"{ci_bayes[0]:.1%} – {ci_bayes[1]:.1%}"),
     ("score-based generative classifier (toy network, ODE)", f"{hits_model / n_test:.1%}",
@@ -387,6 +374,21 @@ point under its own class: exact {true_own.mean():.3f} nats, model {model_own.me
 
 {prov_toy.line("Toy model, CPU")}
 """))
+
+# %% tags=["hide-input"]
+numbers = {  # the results file: every number above with its provenance
+    "accuracy_model": hits_model / n_test, "accuracy_model_ci95": ci_model,
+    "accuracy_bayes": hits_bayes / n_test, "accuracy_bayes_ci95": ci_bayes,
+    "agreement_model_bayes": agreement, "n_test": n_test,
+    "mean_log_p_true_nats": float(true_own.mean()), "mean_log_p_model_nats": float(model_own.mean()),
+    "mean_abs_dlogp_model_nats": float(np.abs(model_own - true_own).mean()),
+    "mean_abs_dlogp_exact_score_nats": float(solver_gap.mean()),
+    "score_error": score_err, "score_error_untrained": score_err_init,
+    "train_seconds": trained.seconds, "grid_seconds": grid_seconds,
+    "importance_Z": z_norm, "importance_ks_distance": ks,
+    "noising_image": image_source,
+}
+write_results(numbers, prov_toy)
 
 # %% [markdown]
 # ## What carries over to images, and what does not

@@ -110,20 +110,8 @@ for name, st_ in studies.items():
 
 # %%
 for name, st_ in studies.items():
-    n_ref = len(st_.reference_decisions)
-    hits_ = int(np.sum(st_.reference_decisions == st_.labels[:n_ref]))
-    lo_, hi_ = binomial_interval(hits_, n_ref)
-    display(Markdown(
-        f"### {name}\n\n**Reference** ({ode.describe()}, the first {n_ref} images): {hits_} correct, "
-        f"{100 * st_.reference_accuracy:.1f} % [{100 * lo_:.1f}, {100 * hi_:.1f}] (95 % Clopper–Pearson).\n\n"
-        + cv.convergence_table(st_.curves, st_.reference_accuracy, K.tolerance, st_.budget_names)
-        + f"\n\nAccuracy at the largest budget: on all {len(st_.labels)} images (the ODE: on its {n_ref}), mean over "
-        f"{K.n_subsamples} random subsets at each budget. Against the reference: accuracy on the same {n_ref} images, "
-        "so the comparison is paired. Seconds: measured at each table's largest budget on this machine (2 CPU "
-        "cores, compilation included, sometimes shared with other jobs), scaled by network passes below it; "
-        "`bench/estimator_cost.py` times settings side by side.\n\n"
-        + prov.line(model_note, st_.entries())
-    ))
+    display(Markdown(st_.markdown(name, ode.describe(), K.tolerance, K.n_subsamples) + "\n\n"
+                     + prov.line(model_note, st_.entries())))
 
 # %% tags=["hide-input"]
 display(Markdown(markdown_table(
@@ -171,10 +159,8 @@ display(Markdown(
 
 # %%
 if K.tight_rtol is not None:
-    tight_ode = dataclasses.replace(ode, solver=dataclasses.replace(ode.solver, rtol=K.tight_rtol, atol=K.tight_rtol))
-    tight = cv.ode_probe_table(model, split, indices[: K.n_tight_images], tight_ode, C, seed=K.seed,
-                               data_source=data_source, block=K.ode_block)  # fmt: skip
-    tol_check = cv.tolerance_check(st.reference, tight, st.labels[: K.n_tight_images], (K.ode.rtol, K.tight_rtol))
+    tol_check, tight = cv.at_tighter_tolerance(model, split, indices[: K.n_tight_images], st.reference, ode,
+                                               K.tight_rtol, C, seed=K.seed, data_source=data_source, block=K.ode_block)
     display(Markdown(tol_check.markdown() + f"\n\nBoth: {ode.n_probes} probes, the same for both tolerances.\n\n"
                      + prov.line(model_note, [*st.reference.entries, *tight.entries])))
 

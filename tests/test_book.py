@@ -443,3 +443,15 @@ def test_an_optional_group_is_a_knob_of_its_own_in_every_profile():
     assert p.classifier == profiles.BoundScore(n_times=32)
     listing = "\n".join(profiles.describe())
     assert "  classifier.n_times: ci=16, mnist=64, ci_cifar10=None" in listing and "  classifier: ci=on" in listing
+
+
+VISIBLE_CODE_LINES = 100  # a page narrates; the library computes (plumbing goes in hide-input cells)
+
+
+@pytest.mark.parametrize("name", list(profiles.NOTEBOOKS))
+def test_a_page_shows_at_most_a_hundred_lines_of_code(name):
+    nb = jupytext.read(book.NOTEBOOK_SOURCES / f"{name}.py")
+    hidden = {"hide-cell", "hide-input", "parameters", "remove-cell", "remove-input"}
+    visible = [line for c in nb.cells if c.cell_type == "code" and not hidden & set(c.metadata.get("tags", []))
+               for line in c.source.splitlines() if line.strip()]
+    assert len(visible) <= VISIBLE_CODE_LINES, f"{name}: {len(visible)} visible code lines"

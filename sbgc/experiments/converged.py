@@ -403,6 +403,16 @@ def tolerance_check(reference: ProbeTable, tight: ProbeTable, labels: np.ndarray
         float(tight.seconds.mean() / reference.seconds[:n].mean()))  # fmt: skip
 
 
+def at_tighter_tolerance(model, split: ImageSet, indices: np.ndarray, reference: ProbeTable, ode: Ode, rtol: float,
+                         cache: ResultCache, *, seed: int, data_source: str,
+                         block: int) -> tuple[ToleranceCheck, ProbeTable]:  # fmt: skip
+    """The first images of the reference (``indices`` [N], the reference's first N) solved again at rtol = atol =
+    ``rtol`` with the same probes and dequantization (through ``cache``), and their :func:`tolerance_check`."""
+    tight_ode = dataclasses.replace(ode, solver=dataclasses.replace(ode.solver, rtol=rtol, atol=rtol))
+    tight = ode_probe_table(model, split, indices, tight_ode, cache, seed=seed, data_source=data_source, block=block)
+    return tolerance_check(reference, tight, split.labels[indices], (ode.solver.rtol, rtol)), tight
+
+
 def probe_budgets(n: int) -> np.ndarray:
     """1, 2, 4, … up to n, and n itself: the probe counts read off an n-probe table."""
     return np.array(sorted({2**i for i in range(int(math.log2(n)) + 1)} | {n}))
@@ -427,6 +437,21 @@ class Study:
     def entries(self) -> list:
         """The cache entries (blocks) of every table, for provenance lines."""
         return [e for t in (self.reference, *self.bounds.values()) for e in t.entries]
+
+    def markdown(self, title: str, reference: str, tolerance: float, n_subsamples: int) -> str:
+        """The study's section: the reference's accuracy with its interval, then :func:`convergence_table`
+        (``reference``: the reference estimator described; ``tolerance`` as in :func:`verdicts`)."""
+        n_ref = len(self.reference_decisions)
+        hits = int(np.sum(self.reference_decisions == self.labels[:n_ref]))
+        lo, hi = binomial_interval(hits, n_ref)
+        return (f"### {title}\n\n**Reference** ({reference}, the first {n_ref} images): {hits} correct, "
+                f"{100 * self.reference_accuracy:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}] (95 % Clopper–Pearson).\n\n"
+                + convergence_table(self.curves, self.reference_accuracy, tolerance, self.budget_names)
+                + f"\n\nAccuracy at the largest budget: on all {len(self.labels)} images (the ODE: on its {n_ref}), "
+                f"mean over {n_subsamples} random subsets at each budget. Against the reference: accuracy on the same "
+                f"{n_ref} images, so the comparison is paired. Seconds: measured at each table's largest budget on this "
+                "machine (2 CPU cores, compilation included, sometimes shared with other jobs), scaled by network "
+                "passes below it; `bench/estimator_cost.py` times settings side by side.")
 
 
 def study(model, split: ImageSet, indices: np.ndarray, cache: ResultCache, rng: np.random.Generator, *, seed: int,
