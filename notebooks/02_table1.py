@@ -91,7 +91,7 @@ display(Markdown(
 #   first of the same images.
 # * **Bits/dim** of the unconditional density $p(x) = \frac{1}{10}\sum_y p(x \mid y)$ (the class
 #   mean; the paper's sum is lower by $\log_2 10 / D$ bits/dim) by the probability-flow ODE
-#   (`sbgc.method.classify.class_log_likelihoods`, run by `sbgc.experiments.evaluate.score_table`), on uniformly
+#   (`sbgc.method.classify.class_log_likelihoods`, run by `sbgc.experiments.evaluate.cached_score_table`), on uniformly
 #   dequantized images in $[0, 1]$: $\text{bpd} = -\log p(x) / (D \ln 2) + 8$ with $D$ the number of pixel
 #   values (784 on MNIST, 3072 on CIFAR-10). Also shown: bits/dim of $p(x \mid y_{\text{true}})$, and the
 #   accuracy of the ODE's own decisions. Intervals: Student-$t$ over images.
@@ -105,21 +105,21 @@ display(Markdown(
 
 # %%
 sets = [(P.data, P.n_bpd_images)] + ([(P.exact_data, P.n_exact_images)] if P.exact_data else [])
-measured = {}  # split name -> (split, indices, summary, cache entry): the ODE's tables
+measured = {}  # split name -> (split, indices, summary, ScoreTable): the ODE's tables
 for data, n in sets:
     split = evaluation_split(data)
-    entry = evaluate.cached_score_table(C, model, split, evaluate.EvalSettings(P.ode.scorer(), data, n, P.seed, evaluate.BOOK_BATCH))
-    idx = entry.arrays["indices"]
-    measured[data] = (split, idx, table1.score_summary(entry.arrays, split.labels[idx], int(np.prod(split.images.shape[1:]))), entry)
-main_split, main_idx, main_sum, main_entry = measured[P.data]
-bpd_split, bpd_idx, bpd_sum, bpd_entry = measured[P.exact_data or P.data]
+    t = evaluate.cached_score_table(C, model, split, evaluate.EvalSettings(P.ode.scorer(), data, n, P.seed, evaluate.BOOK_BATCH))
+    measured[data] = (split, t.indices, table1.score_summary(t.log_p, t.nfe, split.labels[t.indices],
+                                                             int(np.prod(split.images.shape[1:]))), t)  # fmt: skip
+main_split, main_idx, main_sum, main_table = measured[P.data]
+bpd_split, bpd_idx, bpd_sum, bpd_table = measured[P.exact_data or P.data]
 if P.classifier is None:  # the ODE classifies
-    cls_idx, cls_entry, cls_name = main_idx, main_entry, f"ODE: {P.ode.describe()}"
+    cls_idx, cls_table, cls_name = main_idx, main_table, f"ODE: {P.ode.describe()}"
 else:
-    cls_entry = evaluate.cached_score_table(C, model, main_split, evaluate.EvalSettings(
+    cls_table = evaluate.cached_score_table(C, model, main_split, evaluate.EvalSettings(
         P.classifier.scorer(), P.data, P.n_images, P.seed, evaluate.BOOK_BATCH))
-    cls_idx, cls_name = cls_entry.arrays["indices"], P.classifier.describe()
-decisions = np.argmax(cls_entry.arrays["log_p"], axis=1)
+    cls_idx, cls_name = cls_table.indices, P.classifier.describe()
+decisions = np.argmax(cls_table.log_p, axis=1)
 accuracy = table1.accuracy_estimate(decisions, main_split.labels[cls_idx])
 model_note = cpu_trained_note(model.meta)
 provs = {data: collect_provenance(P, data_source=f"{describe(split)}, first {len(idx):,} of permutation(seed {P.seed})",
@@ -133,8 +133,8 @@ rows += [(f"ODE: {P.ode.describe()}", describe(split), f"{s.accuracy.n:,}", s.ac
 display(Markdown(
     markdown_table(("estimator", "images", "n", "accuracy [%] (95 % CI)", "bits/dim of p(x) (95 % CI)",
                     "bits/dim of p(x | y_true)"), rows)
-    + "\n\n" + prov_cls.line(model_note, cls_entry) + "\n\n"
-    + "\n\n".join(provs[d].line(model_note, measured[d][3]) for d in measured)
+    + "\n\n" + prov_cls.line(model_note, cls_table.entries) + "\n\n"
+    + "\n\n".join(provs[d].line(model_note, measured[d][3].entries) for d in measured)
 ))
 
 # %% [markdown]
@@ -156,7 +156,7 @@ if P.reference is not None:
     ref_name = f"reference (chapter 06): ODE, {P.reference.describe()}"
     check = table1.reference_check(main_split.labels[ref_idx], (ref_name, ref.result.log_p.argmax(axis=1)), [
         ("classifier: " + cls_name, decisions[: len(ref_idx)]),
-        (f"ODE: {P.ode.describe()}", np.argmax(main_entry.arrays["log_p"][: len(ref_idx)], axis=1))],
+        (f"ODE: {P.ode.describe()}", np.argmax(main_table.log_p[: len(ref_idx)], axis=1))],
         ref.log_p_probes, int(ref.result.dim), len(main_idx))  # fmt: skip
     display(Markdown(check.table + "\n\n" + check.probe_text + "\n\n" + prov_cls.line(model_note, ref.entries)))
 
@@ -177,8 +177,8 @@ prov_base = collect_provenance(P, data_source=describe(main_split), checkpoint=c
 base_note = cpu_trained_note(clf.meta)
 paired_rows, paired = [], {}
 decided = {P.data: (main_split, cls_idx, decisions, accuracy)}  # the classifier's; the ODE's on exact pixels
-decided.update({d: (split, idx, np.argmax(e.arrays["log_p"], axis=1), s.accuracy)
-                for d, (split, idx, s, e) in measured.items() if d != P.data})  # fmt: skip
+decided.update({d: (split, idx, np.argmax(t.log_p, axis=1), s.accuracy)
+                for d, (split, idx, s, t) in measured.items() if d != P.data})  # fmt: skip
 for data, (split, idx, pred_sbgc, acc_sbgc) in decided.items():
     pred_same = clf.predict(split.images[idx])
     acc_same = table1.accuracy_estimate(pred_same, split.labels[idx])
@@ -210,8 +210,8 @@ ours = [
      + (f" of {describe(bpd_split)})" if P.exact_data else ")")),
     (f"{clf.config.name} baseline", acc_base_many, None, f"{P.baseline}, {describe(main_split)}"),
 ]  # fmt: skip
-display(Markdown(table1.table_markdown(ours, P.spec.dataset) + "\n\n" + prov_cls.line(model_note, cls_entry) + "\n\n"
-                 + "\n\n".join(provs[d].line(model_note, measured[d][3]) for d in measured)
+display(Markdown(table1.table_markdown(ours, P.spec.dataset) + "\n\n" + prov_cls.line(model_note, cls_table.entries) + "\n\n"
+                 + "\n\n".join(provs[d].line(model_note, measured[d][3].entries) for d in measured)
                  + "\n\n" + prov_base.line(base_note)))
 
 # %% [markdown]
@@ -224,13 +224,14 @@ display(Markdown(table1.table_markdown(ours, P.spec.dataset) + "\n\n" + prov_cls
 
 # %%
 fig = table1.plot_fig1([("SBGC", accuracy, bpd_sum.bpd_marginal)], P.spec.dataset)
-display(Markdown("\n\n".join(provs[d].line(model_note, measured[d][3]) for d in measured)))
+display(Markdown("\n\n".join(provs[d].line(model_note, measured[d][3].entries) for d in measured)))
 
 # %% tags=["hide-input"]
 numbers = {  # the results file: every number above with its provenance
-    "sbgc": {data: dict(s.as_dict(), indices=idx, source=split.source, cache=entry.record)
-             for data, (split, idx, s, entry) in measured.items()},
-    "classifier": {"estimator": cls_name, "accuracy": accuracy.as_dict(), "indices": cls_idx, "cache": cls_entry.record},
+    "sbgc": {data: dict(s.as_dict(), indices=idx, source=split.source, cache=[e.record for e in t.entries])
+             for data, (split, idx, s, t) in measured.items()},
+    "classifier": {"estimator": cls_name, "accuracy": accuracy.as_dict(), "indices": cls_idx,
+                   "cache": [e.record for e in cls_table.entries]},
     "reference": None if P.reference is None else check.record,
     "paired": paired, "baseline_large_sample": acc_base_many.as_dict(),
     "checkpoint": model.describe(), "baseline": clf.describe(), "baseline_sha256": clf.sha256,

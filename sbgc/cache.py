@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from sbgc.shard import WAIT_ENV, Shard, current_shard, owner_of_entry, poll, wait_seconds
+from sbgc.shard import WAIT_ENV, Shard, current_shard, own_blocks_first, owner_of_entry, poll, wait_seconds
 from sbgc.storage import atomic_savez, device_info, file_digest, git_state, repo_root, write_json_atomic
 
 FORMAT = "sbgc-result-cache/1"
@@ -302,6 +302,8 @@ def cached_blocks(cache: ResultCache, key: CacheKey, block_size: int,
     sample whose indices extend a smaller one (a nested prefix, :func:`sbgc.data.datasets.sample_indices`)
     reuses every block of the smaller. Returns the arrays concatenated over the blocks (axis 0) and the
     blocks' entries (their records carry each block's time); ``on_block(b, entry)`` is called after each.
+    Under a sharded cache (:mod:`sbgc.shard`) this process obtains its own blocks (b mod N = I) first, then waits
+    for the others' (:func:`sbgc.shard.own_blocks_first`).
     """
     if not (isinstance(block_size, (int, np.integer)) and block_size >= 1):
         raise ValueError(f"block_size must be a positive int, got {block_size!r}")
@@ -309,18 +311,20 @@ def cached_blocks(cache: ResultCache, key: CacheKey, block_size: int,
     if indices.ndim != 1 or indices.size == 0:
         raise ValueError(f"{key.name}: the image indices must be a non-empty 1-D array, got shape {indices.shape}")
     settings = {"computation": plain(key.settings), "block_size": int(block_size)}
-    entries = []
-    for b, start in enumerate(range(0, indices.size, block_size)):
-        block = indices[start : start + block_size]
+
+    def obtain(b: int) -> CachedResult:
+        block = indices[b * block_size : (b + 1) * block_size]
         block_key = CacheKey(key.name, key.code_version, settings, key.checkpoint_sha256, key.data_source, block)
-        entry = cache.get(block_key, lambda b=b, block=block: compute(b, block))
+        entry = cache.get(block_key, lambda: compute(b, block))
         for name, a in entry.arrays.items():
             if a.ndim == 0 or a.shape[0] != block.size:
                 raise CacheError(f"{entry.path}: array {name!r} has shape {a.shape}, not [{block.size}, ...] (one row "
                                  "per image of the block)")
-        entries.append(entry)
         if on_block is not None:
             on_block(b, entry)
+        return entry
+
+    entries = own_blocks_first(-(-indices.size // block_size), obtain, cache.shard)
     names = set(entries[0].arrays)
     if any(set(e.arrays) != names for e in entries):
         raise CacheError(f"{key.name}: the blocks hold different arrays; bump the code version and recompute")

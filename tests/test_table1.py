@@ -108,5 +108,5 @@ def test_reference_check_and_score_summary():
                                    lp, 784, 1000)  # fmt: skip
     assert check.record["accuracy"]["value"] == 0.75 and check.record["agreement"] == {"cheap": 0.75}
     assert "1,000 images" in check.probe_text and "| cheap | 4 |" in check.table
-    s = table1.score_summary({"log_p": lp.mean(-1), "nfe": np.full(4, 30.0)}, labels, 784)
+    s = table1.score_summary(lp.mean(-1), np.full(4, 30.0), labels, 784)
     assert s.accuracy.value == 0.75 and s.mean_nfe == 10.0 and s.as_dict()["mean_nfe"] == 10.0

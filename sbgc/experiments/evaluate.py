@@ -18,19 +18,16 @@ p(x) = (1/K) Σ_y p(x | y) and of p(x | y_true) with Student-t 95 % intervals (f
 on bits/dim, upper in expectation); network passes per image; seconds; the model file's sha256, step
 and training time; the data source.
 
-Long evaluations resume: finished images are kept in ``<out>.partial.npz`` (with the settings they
-were computed with) after every batch, and a rerun with the same settings continues from them.
+Long evaluations resume: the class scores are kept in blocks of 100 images in a results cache
+(``--cache-dir``, default the book's ``results-cache/``: the same computation is the same entry, so an evaluation
+run here fills the chapter's table), and a rerun with the same settings loads the blocks it has and computes the
+rest; a larger ``--images`` reuses every block of a smaller one.
 
-Across hosts (a cluster's job array): ``--shard I/N`` computes only the batches b with b mod N = I
-into ``<out>.shard-I-of-N.partial.npz``; ``python -m sbgc.experiments.evaluate merge --out F.json``
-(with the same model and settings) joins the shards' files into ``<out>.partial.npz`` (checking they hold the same computation and agree
-where they overlap), and the unsharded command then writes the summary without computing anything.
-Batch b's random numbers come from ``fold_in(PRNGKey(seed), b)`` alone, so the numbers do not depend
-on how the batches were spread over hosts (and within a host the rows are split over its devices).
+Across processes or hosts sharing the cache directory: ``--shard I/N`` in each of N processes; each computes its
+own blocks first, then waits for the others' and writes the same summary. Batch b's random numbers come from
+``fold_in(PRNGKey(seed), b)`` alone, so the numbers do not depend on the blocks, the shards or the devices.
 
     python -m sbgc.experiments.evaluate --model M --method ode --images 10000 --shard $I/$N --out F.json   # N jobs
-    python -m sbgc.experiments.evaluate merge --model M --method ode --images 10000 --out F.json
-    python -m sbgc.experiments.evaluate --model M --method ode --images 10000 --out F.json                 # summary
 """
 
 from __future__ import annotations
@@ -43,16 +40,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from sbgc.cache import CacheKey, plain
+from sbgc.cache import CacheKey, ResultCache, cached_blocks, default_cache_dir, plain
 from sbgc.data.datasets import EVALUATION_SPLITS, evaluation_split, sample_indices
-from sbgc.shard import parse_shard as shard_of, poll, wait_seconds
+from sbgc.shard import parse_shard
 from sbgc.stats import binomial_interval, mean_estimate
-from sbgc.storage import atomic_savez, write_json_atomic
+from sbgc.storage import write_json_atomic
 from sbgc.method.bound import BoundSettings
 from sbgc.method.likelihood import SolverSettings
 from sbgc.method.scorers import Bound, ClassScorer, Ode, Pruned, scorer_from_plain
@@ -121,225 +118,79 @@ def _class_scores(model, images: np.ndarray, key, s: EvalSettings) -> tuple[np.n
 
 
 BOOK_BATCH = 10  # images per batch (and per key) of the book's evaluations: the shipped MNIST evaluation's
+SCORE_BLOCK = 100  # images per cached block of a score table (a whole number of batches)
+CODE_VERSION = 2  # of a score table's blocks: bump when a change alters what they hold (2: in blocks, nested in n)
 
 
-def _partial_ident(model, settings: EvalSettings) -> str:
-    """What a partial-results file must hold to be reused: the settings and the model's sha256."""
-    return json.dumps({"settings": plain(settings), "sha256": model.sha256}, sort_keys=True)
+class ScoreTable(NamedTuple):
+    """Class scores of an evaluation's images (:func:`cached_score_table`)."""
+
+    indices: np.ndarray  # int [N]: positions in the split (:func:`image_selection`)
+    log_p: np.ndarray  # [N, K] nats (−inf for classes a pruned scorer dropped)
+    nfe: np.ndarray  # [N] network passes per image, summed over the classes
+    seconds: float  # computing time of the blocks (as first computed, wherever that was)
+    entries: list  # the blocks' cache entries, for provenance lines
 
 
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """``"I/N"`` → (I, N) with 0 ≤ I < N; None → (0, 1) (everything). :func:`sbgc.shard.parse_shard`."""
-    shard = shard_of(text)
-    return shard.index, shard.count
-
-
-def shard_partial(out: str | Path, shard: tuple[int, int]) -> Path:
-    """The partial-results file of ``out`` for one shard (the unsharded one for (0, 1))."""
-    i, n = shard
-    return Path(f"{out}.partial.npz") if n == 1 else Path(f"{out}.shard-{i}-of-{n}.partial.npz")
-
-
-def score_table(model, split, settings: EvalSettings, *, partial: str | Path | None = None,
-                progress: bool = True, shard: tuple[int, int] = (0, 1)) -> dict[str, np.ndarray]:
-    """Class log-likelihoods (or bounds) of ``split``'s images chosen by ``settings``.
-
-    Returns ``{"indices": int [N] (positions in the split), "log_p": [N, K], "nfe": [N] (network
-    passes per image, summed over classes), "seconds": scalar}``. Batches of ``settings.batch`` images,
-    batch b with key ``fold_in(PRNGKey(seed), b)``; with ``partial``, finished batches are kept in that
-    ``.npz`` and reused by a rerun with the same settings and model (sha256). ``shard`` (I, N): only
-    the batches b with b mod N = I are computed (the others stay NaN unless ``partial`` has them).
-    """
-    shard_i, shard_n = shard
-    shape = (model.config.image_size, model.config.image_size, model.config.channels)
-    if split.images.shape[1:] != shape:
-        raise ValueError(f"{settings.data} images are {split.images.shape[1:]}, the model expects {shape}")
+def table_key(model, split, settings: EvalSettings) -> CacheKey:
+    """The key of :func:`cached_score_table`'s computation; each block is keyed as this with its images
+    (:func:`sbgc.cache.cached_blocks`). The number of images is not part of it: a larger evaluation of the same
+    settings reuses every block of a smaller one (the selection is nested)."""
     idx = image_selection(len(split), settings.n_images, settings.seed)
-    ident = _partial_ident(model, settings)
-    log_p = np.full((len(idx), model.config.n_classes), np.nan)
-    nfe = np.zeros(len(idx))
-    seconds = 0.0
-    partial = Path(partial) if partial is not None else None
-    if partial is not None and partial.exists():
-        with np.load(partial, allow_pickle=False) as z:
-            if str(z["ident"]) == ident:
-                log_p, nfe, seconds = z["log_p"].copy(), z["nfe"].copy(), float(z["seconds"])
-    key = jax.random.PRNGKey(settings.seed)
-    starts = list(range(0, len(idx), settings.batch))
-    from tqdm import tqdm
-
-    for b, start in enumerate(tqdm(starts, desc=f"{settings.method} eval", disable=not progress)):
-        sl = slice(start, start + settings.batch)
-        if not np.isnan(log_p[sl]).any() or b % shard_n != shard_i:
-            continue
-        t0 = time.perf_counter()
-        log_p[sl], nfe[sl] = _class_scores(model, split.images[idx[sl]], jax.random.fold_in(key, b), settings)
-        seconds += time.perf_counter() - t0
-        if partial is not None:
-            atomic_savez(partial, ident=np.array(ident), log_p=log_p, nfe=nfe, seconds=np.array(seconds))
-    return {"indices": idx, "log_p": log_p, "nfe": nfe, "seconds": np.array(seconds)}
-
-
-def merge_shards(model, settings: EvalSettings, out: str | Path, shards: int) -> Path:
-    """Join the ``shards`` partial files of ``out`` (:func:`shard_partial`) into ``<out>.partial.npz``
-    (with what it already holds): each must hold this computation (settings, model sha256); where two
-    hold the same image they must agree. Raises ValueError naming the file otherwise; a shard's file
-    may be missing or unfinished (its images stay to compute). Returns the merged file's path."""
-    ident = _partial_ident(model, settings)
-    n = settings.n_images
-    log_p = np.full((n, model.config.n_classes), np.nan)
-    nfe, seconds = np.zeros(n), 0.0
-    sources = [shard_partial(out, (0, 1))] + [shard_partial(out, (i, shards)) for i in range(shards)]
-    for path in sources:
-        if not path.exists():
-            continue
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["ident"]) != ident:
-                raise ValueError(f"{path} holds another computation (settings or model) than the one merged")
-            other, other_nfe = z["log_p"], z["nfe"]
-            seconds += float(z["seconds"])
-        have, new = ~np.isnan(log_p).any(axis=1), ~np.isnan(other).any(axis=1)
-        both = have & new
-        if both.any() and not np.allclose(log_p[both], other[both], rtol=0, atol=1e-6):
-            raise ValueError(f"{path} disagrees with the other shards on {int(both.sum())} image(s) they share")
-        log_p[new & ~have], nfe[new & ~have] = other[new & ~have], other_nfe[new & ~have]
-    merged = shard_partial(out, (0, 1))
-    atomic_savez(merged, ident=np.array(ident), log_p=log_p, nfe=nfe, seconds=np.array(seconds))
-    return merged
-
-
-CODE_VERSION = 1  # of score_table's results: bump when a change alters what it returns
-
-
-def cache_key(model, split, settings: EvalSettings):
-    """The :class:`sbgc.cache.CacheKey` of :func:`score_table` (model, images, settings)."""
-    idx = image_selection(len(split), settings.n_images, settings.seed)
-    return CacheKey(f"scores_{settings.method}", CODE_VERSION, settings, model.sha256,
+    computation = {k: v for k, v in plain(settings).items() if k != "n_images"}
+    return CacheKey(f"scores_{settings.method}", CODE_VERSION, computation, model.sha256,
                     f"{settings.data}: {split.source} {split.split} split", idx)
 
 
-def cached_score_table(cache, model, split, settings: EvalSettings, *, progress: bool = False):
-    """:func:`score_table` through ``cache`` (a :class:`sbgc.cache.ResultCache`): a CachedResult.
+def cached_score_table(cache, model, split, settings: EvalSettings, *, block: int = SCORE_BLOCK,
+                       progress: bool = False) -> ScoreTable:
+    """Class scores of ``split``'s images chosen by ``settings``, through ``cache``, in blocks of ``block``
+    images (:func:`sbgc.cache.cached_blocks`): an interrupted evaluation resumes at its first missing block, a
+    larger one reuses the blocks of a smaller, and under a sharded cache (``--shard I/N``, :mod:`sbgc.shard`)
+    each process computes its own blocks first and loads the others'. Batches of ``settings.batch`` images,
+    batch b (counted over the whole sample) with key ``fold_in(PRNGKey(seed), b)``: the numbers do not depend on
+    the block size, the shards or the devices."""
+    from tqdm import tqdm
 
-    Under a sharded cache (``--shard I/N``, :mod:`sbgc.shard`) the N processes split the table: each
-    computes its batches (b mod N = I, :func:`score_table`'s ``shard``) into its own partial file in
-    ``<cache>/partial/`` (resumable), then the entry's owner waits for every shard's batches
-    (:func:`wait_for_shards`), joins them (:func:`merge_shards`) and writes the entry, which the
-    others wait for and load. The table equals the unsharded one: batch b's key is fold_in(seed, b)."""
-    key = cache_key(model, split, settings)
-    shard = getattr(cache, "shard", None)
-    data, meta = cache.paths(key)
-    if shard is None or shard.alone or cache.read_only or meta.exists():
-        return cache.get(key, lambda: score_table(model, split, settings, progress=progress))
-    out = cache.directory / "partial" / data.stem
-    out.parent.mkdir(parents=True, exist_ok=True)
-    mine = (shard.index, shard.count)
-    score_table(model, split, settings, partial=shard_partial(out, mine), progress=progress, shard=mine)
+    shape = (model.config.image_size, model.config.image_size, model.config.channels)
+    if split.images.shape[1:] != shape:
+        raise ValueError(f"{settings.data} images are {split.images.shape[1:]}, the model expects {shape}")
+    if block % settings.batch:
+        raise ValueError(f"a block ({block} images) must hold whole batches of {settings.batch}")
+    key = table_key(model, split, settings)
+    root, per_block = jax.random.PRNGKey(settings.seed), block // settings.batch
+    bar = tqdm(total=len(key.image_indices), desc=f"{settings.method} eval", disable=not progress)
 
-    def joined() -> dict[str, np.ndarray]:
-        wait_for_shards(model, settings, out, shard.count)
-        return score_table(model, split, settings, partial=merge_shards(model, settings, out, shard.count),
-                           progress=False)  # every batch is in the merged file: nothing is computed
+    def compute(b: int, idx: np.ndarray) -> dict[str, np.ndarray]:
+        log_p, nfe, start = np.empty((len(idx), model.config.n_classes)), np.empty(len(idx)), time.perf_counter()
+        for j, first in enumerate(range(0, len(idx), settings.batch)):
+            rows = slice(first, first + settings.batch)
+            log_p[rows], nfe[rows] = _class_scores(model, split.images[idx[rows]],
+                                                   jax.random.fold_in(root, b * per_block + j), settings)
+        return {"log_p": log_p, "nfe": nfe, "seconds": np.full(len(idx), (time.perf_counter() - start) / len(idx))}
 
-    return cache.get(key, joined)
-
-
-def wait_for_shards(model, settings: EvalSettings, out: str | Path, shards: int, *, poll_s: float = 5.0,
-                    timeout_s: float | None = None) -> None:
-    """Wait until each of the ``shards`` partial files of ``out`` (:func:`shard_partial`) holds all
-    of its shard's batches (b mod N = I) of this computation, polling (:func:`sbgc.shard.poll`) up to
-    ``timeout_s`` (default ``$SBGC_SHARD_WAIT``). Raises ValueError for a file of another
-    computation, TimeoutError naming the unfinished shards."""
-    ident = _partial_ident(model, settings)
-    starts = list(range(0, settings.n_images, settings.batch))
-    timeout_s = wait_seconds() if timeout_s is None else timeout_s
-
-    def unfinished() -> list[int]:
-        left = []
-        for i in range(shards):
-            path = shard_partial(out, (i, shards))
-            if not path.exists():
-                left.append(i)
-                continue
-            with np.load(path, allow_pickle=False) as z:
-                if str(z["ident"]) != ident:
-                    raise ValueError(f"{path} holds another computation (settings or model) than this table")
-                log_p = z["log_p"]
-            if any(np.isnan(log_p[s : s + settings.batch]).any() for b, s in enumerate(starts) if b % shards == i):
-                left.append(i)
-        return left
-
-    if poll(lambda: True if not unfinished() else None, timeout_s, poll_s=poll_s) is None:
-        raise TimeoutError(f"shard(s) {', '.join(f'{i}/{shards}' for i in unfinished())} did not finish their "
-                           f"batches of {out} within {timeout_s:.0f} s ($SBGC_SHARD_WAIT)")
+    arrays, entries = cached_blocks(cache, key, block, compute,
+                                    on_block=lambda b, e: bar.update(len(e.arrays["nfe"])))  # fmt: skip
+    bar.close()
+    return ScoreTable(key.image_indices, arrays["log_p"], arrays["nfe"], float(arrays["seconds"].sum()), entries)
 
 
-def import_evaluation(cache, model, summary_path: str | Path, *, data_dir: str | None = None, check_batches: int = 1,
-                      atol: float = 1e-3):
-    """Make the finished evaluation ``summary_path`` (written by :func:`evaluate` with ``out``, its
-    per-image results in ``<summary_path>.partial.npz``) the cache entry of the same computation.
+def evaluate(model, settings: EvalSettings, *, out: str | Path | None = None, cache: Any = None,
+             data_dir: str | None = None, progress: bool = True) -> dict:
+    """Classify ``settings.n_images`` test images with ``model`` (a :class:`sbgc.train.pretrained.LoadedModel`):
+    the summary (accuracy, bits/dim, cost, provenance), written to ``out`` (JSON) if given.
 
-    The first ``check_batches`` batches are recomputed now and must agree with the stored class
-    log-likelihoods within ``atol`` nats (the same code on the same machine reproduces them up to
-    floating-point reassociation); the entry records the original run's time, device and seconds and
-    names the file it was imported from. Raises ValueError if the files describe another model or
-    the recomputed numbers differ.
-    """
-    summary_path = Path(summary_path)
-    summary = json.loads(summary_path.read_text())
-    settings = EvalSettings.from_plain(summary["settings"])
-    if summary["model"]["sha256"] != model.sha256:
-        raise ValueError(f"{summary_path} evaluated model sha256 {summary['model']['sha256'][:12]}, not "
-                         f"{model.path.name} ({model.sha256[:12]})")
-    split = evaluation_split(settings.data, data_dir)
-    partial = Path(str(summary_path) + ".partial.npz")
-    with np.load(partial, allow_pickle=False) as z:
-        if str(z["ident"]) != _partial_ident(model, settings):
-            raise ValueError(f"{partial} holds another computation than {summary_path} describes")
-        log_p, nfe = z["log_p"].copy(), z["nfe"].copy()
-    if np.isnan(log_p).any():
-        raise ValueError(f"{partial} is unfinished ({int(np.isnan(log_p).any(axis=1).sum())} images missing)")
-    n_check = min(len(log_p), check_batches * settings.batch)
-    # the first n_check images of the evaluation, with the same batch keys (the selection is nested)
-    again = score_table(model, split, dataclasses.replace(settings, n_images=n_check), progress=False)["log_p"]
-    worst = float(np.max(np.abs(again - log_p[:n_check])))
-    if worst > atol:
-        raise ValueError(f"recomputing the first {n_check} images differs from {partial} by up to {worst:.3g} nats "
-                         f"(> {atol:g}): not the same computation")
-    import subprocess
-
-    shipped_in = subprocess.run(["git", "log", "-1", "--format=%H", "--", summary_path.name],
-                                cwd=summary_path.parent, capture_output=True, text=True).stdout.strip() or "unknown"
-    key = cache_key(model, split, settings)
-    arrays = {"indices": key.image_indices, "log_p": log_p, "nfe": nfe, "seconds": np.array(summary["seconds"])}
-    entry = cache.put(key, arrays, seconds=summary["seconds"],
-                      device=summary["device"], commit=shipped_in, computed_at=summary["date"],
-                      origin=f"{summary_path.name} (first {n_check} images recomputed: max |Δ log p| = {worst:.2g} nats)")
-    return entry, worst
-
-
-def evaluate(model, settings: EvalSettings, *, out: str | Path | None = None, data_dir: str | None = None,
-             progress: bool = True, shard: tuple[int, int] = (0, 1)) -> dict:
-    """Classify ``settings.n_images`` test images with ``model`` (a :class:`sbgc.train.pretrained.LoadedModel`).
-
-    With ``out``, finished batches are kept in ``<out>.partial.npz`` and reused by a rerun with the
-    same settings and model (sha256); the summary is written to ``out`` (JSON) at the end. With a
-    ``shard`` (I, N ≠ 1) only that shard's batches are computed, into its own partial file (needs
-    ``out``), and a progress record is returned instead of the summary (:func:`merge_shards`).
+    The class scores go through ``cache`` (a :class:`sbgc.cache.ResultCache`; None: computed in memory) block by
+    block (:func:`cached_score_table`): a rerun resumes, and processes sharing a sharded cache split the blocks.
     """
     from sbgc.method.classify import log_marginal
     from sbgc.method.likelihood import bits_per_dim
 
     split = evaluation_split(settings.data, data_dir)
-    if shard[1] != 1:
-        if out is None:
-            raise ValueError("a sharded evaluation needs out (its shard's results go next to it)")
-        table = score_table(model, split, settings, partial=shard_partial(out, shard), progress=progress, shard=shard)
-        done = int((~np.isnan(table["log_p"]).any(axis=1)).sum())
-        return {"shard": list(shard), "images_done": done, "partial": str(shard_partial(out, shard))}
-    table = score_table(model, split, settings, partial=shard_partial(out, (0, 1)) if out is not None else None,
-                        progress=progress)
-    idx, log_p, nfe, seconds = table["indices"], table["log_p"], table["nfe"], float(table["seconds"])
+    with tempfile.TemporaryDirectory() as tmp:
+        table = cached_score_table(cache if cache is not None else ResultCache(tmp), model, split, settings,
+                                   progress=progress)  # fmt: skip
+    idx, log_p, nfe, seconds = table.indices, table.log_p, table.nfe, table.seconds
     shape = split.images.shape[1:]
     labels = split.labels[idx]
     dim = int(np.prod(shape))
@@ -404,27 +255,18 @@ def curve(workdir: str | Path, steps: list[int], settings: EvalSettings, *, out:
     return summary
 
 
-def _shard_count(out: str | Path) -> int:
-    """N of the ``<out>.shard-I-of-N.partial.npz`` files next to ``out`` (one N expected)."""
-    found = {int(f.name.split("-of-")[1].split(".")[0]) for f in Path(out).parent.glob(f"{Path(out).name}.shard-*-of-*.partial.npz")}
-    if len(found) != 1:
-        raise ValueError(f"expected the shard files of one N next to {out}, found N in {sorted(found) or 'none'}")
-    return found.pop()
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    is_curve, is_merge = argv[:1] == ["curve"], argv[:1] == ["merge"]
-    sub = " curve" if is_curve else " merge" if is_merge else ""
-    p = argparse.ArgumentParser(prog="python -m sbgc.experiments.evaluate" + sub,
+    is_curve = argv[:1] == ["curve"]
+    p = argparse.ArgumentParser(prog="python -m sbgc.experiments.evaluate" + (" curve" if is_curve else ""),
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    if is_merge:
-        p.add_argument("--shards", type=int, default=None, help="N of the shards (default: found next to --out)")
     if is_curve:
         p.add_argument("--workdir", required=True)
         p.add_argument("--steps", type=int, nargs="+", required=True)
     else:
         p.add_argument("--model", required=True, help="a shipped name (sbgc.train.pretrained.SHIPPED) or a .msgpack path")
+        p.add_argument("--cache-dir", default=None, help="where the blocks are kept (default: the book's results cache)")
+        p.add_argument("--shard", default=None, metavar="I/N", help="one of N processes sharing --cache-dir")
     p.add_argument("--data", default="mnist", choices=EVALUATION_SPLITS)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--method", default="bound", choices=METHODS)
@@ -437,12 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--second-times", type=int, default=64, help="pruned: further times for the kept classes")
     p.add_argument("--probes", type=int, default=1, help="ode: Rademacher probes")
     p.add_argument("--rtol", type=float, default=1e-3, help="ode: rtol = atol of dopri5")
-    p.add_argument("--batch", type=int, default=25, help="images per saved batch")
+    p.add_argument("--batch", type=int, default=BOOK_BATCH, help="images per key (a block holds whole batches)")
     p.add_argument("--out", default=None)
     p.add_argument("--no-progress", action="store_true")
-    if not (is_curve or is_merge):
-        p.add_argument("--shard", default=None, metavar="I/N", help="compute only batches b with b mod N = I")
-    a = p.parse_args(argv[1:] if is_curve or is_merge else argv)
+    a = p.parse_args(argv[1:] if is_curve else argv)
     scorer = cli_scorer(a.method, times=a.times, probes=a.probes, rtol=a.rtol, weighting=a.weighting, keep=a.keep,
                         second_times=a.second_times)  # fmt: skip
     s = EvalSettings(scorer=scorer, data=a.data, n_images=a.images, seed=a.seed, batch=a.batch)
@@ -452,17 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from sbgc.train.pretrained import load_model
 
-    if is_merge:
-        if a.out is None:
-            p.error("merge needs --out (the evaluation's summary path)")
-        shards = a.shards or _shard_count(a.out)
-        print(merge_shards(load_model(a.model), s, a.out, shards))
-        return 0
-    shard = parse_shard(a.shard)
-    res = evaluate(load_model(a.model), s, out=a.out, data_dir=a.data_dir, progress=not a.no_progress, shard=shard)
-    if shard[1] != 1:
-        print(json.dumps(res))
-        return 0
+    cache = ResultCache(a.cache_dir or default_cache_dir(), shard=parse_shard(a.shard) if a.shard else None)
+    res = evaluate(load_model(a.model), s, out=a.out, cache=cache, data_dir=a.data_dir, progress=not a.no_progress)
     print(json.dumps({k: res[k] for k in ("method", "accuracy", "accuracy_interval95", "bpd_marginal",
                                           "bpd_true_class", "nfe_per_image", "seconds")}, indent=1))
     return 0

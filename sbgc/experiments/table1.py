@@ -161,16 +161,15 @@ def decision_comparison(labels: np.ndarray, reference: tuple[str, np.ndarray],
     return markdown_table(("estimator", "images", "accuracy [%] (95 % CI)", "same decision as the reference"), rows)
 
 
-def score_summary(arrays: dict[str, np.ndarray], labels: np.ndarray, dim: int) -> GenerativeSummary:
-    """:func:`summarize_generative` of an ODE score table (:func:`sbgc.experiments.evaluate.score_table`'s arrays:
-    ``log_p`` [N, K] nats, ``nfe`` [N] summed over the K classes) with the true labels [N] of its images, D = dim."""
+def score_summary(log_p: np.ndarray, nfe: np.ndarray, labels: np.ndarray, dim: int) -> GenerativeSummary:
+    """:func:`summarize_generative` of an ODE score table (:func:`sbgc.experiments.evaluate.cached_score_table`'s
+    ``log_p`` [N, K] nats and ``nfe`` [N] summed over the K classes) with the true labels [N] of its images, D = dim."""
     from sbgc.method.classify import log_marginal
     from sbgc.method.likelihood import bits_per_dim
 
-    log_p = arrays["log_p"]
     k = log_p.shape[1]
     return summarize_generative(log_p, bits_per_dim(log_p, dim), bits_per_dim(log_marginal(log_p), dim), labels,
-                                np.repeat(arrays["nfe"][:, None] / k, k, axis=1))  # fmt: skip
+                                np.repeat(np.asarray(nfe)[:, None] / k, k, axis=1))  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
