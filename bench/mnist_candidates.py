@@ -2,7 +2,7 @@
 converged classifier's accuracy, bits/dim by the exact ODE, and what one classification costs.
 
     python bench/mnist_candidates.py [--candidates continue_cosine continue_constant mnist_m uniform_weighting]
-        [--minutes 60] [--round-minutes 10] [--decay-steps 7000] [--images 500] [--times 128]
+        [--minutes 60] [--round-minutes 10] [--decay-steps 7000] [--images 500] [--times 64]
         [--weighting uniform] [--bpd-images 100] [--workdir runs/mnist-candidates]
         [--out bench/results/mnist_candidates_equal_time_cpu.json]
 
@@ -21,7 +21,8 @@ sample of the MNIST test split (``sample_indices``, seed 0), by the estimator ch
 (``--weighting``, ``--times``: :class:`sbgc.method.scorers.Bound`), with a 95 % Clopper–Pearson interval; bits/dim
 of p(x) by the exact ODE (dopri5, rtol 1e-3, one probe: the mean over images needs no more, chapter 02) on the
 first ``--bpd-images``; and the seconds per image of both on this machine (a larger network makes every chapter
-slower). Rows are written after every candidate.
+slower). Rows are written after every candidate; the judging goes through a results cache in
+``<workdir>/judge-cache`` in blocks of 100 images, so a killed judging resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sbgc.data.datasets import describe, evaluation_split, sample_indices  # noqa: E402
+from sbgc.cache import ResultCache  # noqa: E402
+from sbgc.data.datasets import describe, evaluation_split  # noqa: E402
+from sbgc.experiments import evaluate as E  # noqa: E402
 from sbgc.method.bound import BoundSettings  # noqa: E402
 from sbgc.method.classify import log_marginal  # noqa: E402
 from sbgc.method.likelihood import SolverSettings, bits_per_dim  # noqa: E402
@@ -104,22 +107,30 @@ def trained_here(c: Candidate, workdir: Path) -> float:
     return float(store.metadata(store.steps()[-1])["train_seconds"]) - start
 
 
-def judge(model_path: Path, split, idx: np.ndarray, bound: Bound, bpd_images: int, seed: int) -> dict:
-    """Accuracy of the converged estimator on ``idx``, bits/dim of p(x) by the exact ODE on the first images."""
+def exported(workdir: Path) -> tuple[Path, dict]:
+    """The EMA parameters of the run's newest checkpoint as ``<workdir>/ema.msgpack`` (exported once per step, so
+    a rerun judges the same file, whose sha256 keys the judging blocks) and their metadata."""
+    path, step = workdir / "ema.msgpack", CheckpointStore(workdir / "checkpoints").steps()[-1]
+    if path.is_file() and load_model(path).meta.get("step") == step:
+        return path, load_model(path).meta
+    return path, T.export_ema(workdir, path)
+
+
+def judge(model_path: Path, split, n_images: int, bound: Bound, bpd_images: int, seed: int, cache: ResultCache) -> dict:
+    """Accuracy of the converged estimator on the first ``n_images`` of the sample, bits/dim of p(x) by the exact ODE
+    on the first ``bpd_images``, both through ``cache`` in blocks (an interrupted judging resumes)."""
     model = load_model(model_path)
-    key = jax.random.PRNGKey(seed)
-    res = bound.scores(model.score_fn, model.sde, split.images[idx], key)
-    correct = int(np.sum(res.predict() == split.labels[idx]))
+    res = E.cached_score_table(cache, model, split, E.EvalSettings(bound, "mnist", n_images, seed, E.BOOK_BATCH))
+    correct = int(np.sum(res.log_p.argmax(axis=1) == split.labels[res.indices]))
     ode = Ode(SolverSettings(rtol=1e-3, atol=1e-3), n_probes=1)
-    sub = idx[:bpd_images]
-    lik = ode.scores(model.score_fn, model.sde, split.images[sub], key)
-    bpd = bits_per_dim(log_marginal(lik.log_p), lik.dim)
-    return {"sha256": model.sha256, "n_params": model.meta.get("n_params"), "correct": correct, "n_images": len(idx),
-            "accuracy": correct / len(idx), "interval95": list(binomial_interval(correct, len(idx))),
-            "estimator": bound.describe(), "estimator_seconds_per_image": res.seconds / len(idx),
-            "estimator_passes_per_image": float(res.passes.mean()),
-            "bpd_marginal_mean": float(np.mean(bpd)), "bpd_marginal_se": float(np.std(bpd, ddof=1) / np.sqrt(len(sub))),
-            "bpd_images": len(sub), "ode": ode.describe(), "ode_seconds_per_image": lik.seconds / len(sub)}  # fmt: skip
+    lik = E.cached_score_table(cache, model, split, E.EvalSettings(ode, "mnist", bpd_images, seed, E.BOOK_BATCH))
+    bpd = bits_per_dim(log_marginal(lik.log_p), int(np.prod(split.images.shape[1:])))
+    return {"sha256": model.sha256, "n_params": model.meta.get("n_params"), "correct": correct, "n_images": n_images,
+            "accuracy": correct / n_images, "interval95": list(binomial_interval(correct, n_images)),
+            "estimator": bound.describe(), "estimator_seconds_per_image": res.seconds / n_images,
+            "estimator_passes_per_image": float(res.nfe.mean()),
+            "bpd_marginal_mean": float(np.mean(bpd)), "bpd_marginal_se": float(np.std(bpd, ddof=1) / np.sqrt(bpd_images)),
+            "bpd_images": bpd_images, "ode": ode.describe(), "ode_seconds_per_image": lik.seconds / bpd_images}  # fmt: skip
 
 
 def main(argv=None) -> int:
@@ -129,7 +140,7 @@ def main(argv=None) -> int:
     p.add_argument("--round-minutes", type=float, default=10.0, help="training per candidate per round")
     p.add_argument("--decay-steps", type=int, default=7_000, help="cosine length (~ the steps --minutes buys)")
     p.add_argument("--images", type=int, default=500)
-    p.add_argument("--times", type=int, default=128, help="K of the converged estimator (chapter 06)")
+    p.add_argument("--times", type=int, default=64, help="K of the converged estimator (chapter 06: uniform, K = 64)")
     p.add_argument("--weighting", default="uniform", choices=("uniform", "likelihood"))
     p.add_argument("--bpd-images", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
@@ -149,16 +160,15 @@ def main(argv=None) -> int:
             print(f"[candidates] {c.name}: step {meta['step']}, {trained[c.name] / 60:.1f} of {a.minutes} min",
                   flush=True)
     split = evaluation_split("mnist")
-    idx = sample_indices(len(split), a.images, a.seed)
     bound = Bound(BoundSettings(n_times=a.times, weighting=a.weighting))
+    cache = ResultCache(Path(a.workdir) / "judge-cache")  # blocks of 100 images: a killed judging resumes
     rows = []
     for c in cands:
-        model_path = workdirs[c.name] / "ema.msgpack"
-        meta = T.export_ema(workdirs[c.name], model_path)
+        model_path, meta = exported(workdirs[c.name])
         t0 = time.perf_counter()
         row = {"candidate": c.name, "what": c.what, "profile": c.profile, "steps": meta["step"],
                "train_seconds_total": meta["train_seconds"], "train_seconds_this_comparison": trained[c.name],
-               **judge(model_path, split, idx, bound, a.bpd_images, a.seed)}  # fmt: skip
+               **judge(model_path, split, a.images, bound, a.bpd_images, a.seed, cache)}  # fmt: skip
         row["judge_seconds"] = time.perf_counter() - t0
         rows.append(row)
         print(json.dumps(row), flush=True)
