@@ -455,3 +455,24 @@ def test_a_page_shows_at_most_a_hundred_lines_of_code(name):
     visible = [line for c in nb.cells if c.cell_type == "code" and not hidden & set(c.metadata.get("tags", []))
                for line in c.source.splitlines() if line.strip()]
     assert len(visible) <= VISIBLE_CODE_LINES, f"{name}: {len(visible)} visible code lines"
+
+
+def test_chapters_06_and_07_share_the_reference_and_the_rule_that_matches_it():
+    for name, prof in profiles.PROFILES.items():
+        conv, cost = prof.chapters["06_convergence"], prof.chapters["07_compute"]
+        assert cost.reference == conv.ode and cost.tolerance == conv.tolerance, name
+
+
+def test_a_cheaper_setting_matches_when_it_is_at_most_the_tolerance_below_the_reference():
+    import types
+
+    from sbgc.experiments import compute
+
+    ref = types.SimpleNamespace(accuracy=0.97)
+    pt = lambda method, acc, passes: types.SimpleNamespace(method=method, accuracy=acc,  # noqa: E731
+                                                          passes=np.array([passes]))
+    points = [pt("bound", 0.92, 100), pt("bound", 0.966, 300), pt("uniform-t score", 0.98, 200)]
+    # 92 % lies inside a 100-image interval of 97 % ([91.5, 99.4]) but 5 points below: it does not match
+    assert compute.cheapest_match(points, ref, ("bound",), 0.005).passes[0] == 300
+    assert compute.cheapest_match(points, ref, ("bound", "uniform-t score"), 0.005).passes[0] == 200
+    assert compute.cheapest_match(points, ref, ("bound",), 0.001) is None

@@ -144,13 +144,12 @@ def pruned_point(score_fn, sde, x, y, key, *, first_times: int, keep: int, secon
                         f"K₁ = {first_times}, keep {keep}, K₂ = {second_times}", settings, score_fn, sde, x, y, key)  # fmt: skip
 
 
-def cheapest_match(
-    points: list[FrontierPoint], reference: FrontierPoint, methods: tuple[str, ...]
-) -> FrontierPoint | None:
-    """The point of ``methods`` with the fewest passes per image whose accuracy lies in the
-    reference's 95 % interval (None if there is none)."""
-    lo, hi = reference.accuracy_interval()
-    ok = [p for p in points if p.method in methods and lo <= p.accuracy <= hi]
+def cheapest_match(points: list[FrontierPoint], reference: FrontierPoint, methods: tuple[str, ...],
+                   tolerance: float) -> FrontierPoint | None:  # fmt: skip
+    """The point of ``methods`` with the fewest passes per image whose accuracy is at least the reference's less
+    ``tolerance`` (the points and the reference on the same images: a paired comparison, chapter 06's rule);
+    None if there is none."""
+    ok = [p for p in points if p.method in methods and p.accuracy >= reference.accuracy - tolerance]
     return min(ok, key=lambda p: p.passes.mean()) if ok else None
 
 
