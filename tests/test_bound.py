@@ -391,8 +391,9 @@ def test_frontier_helpers():
     cheap_bad = point("bound", {"n_times": 10}, 8, 110)
     cheap_good = point("bound + pruning", {}, 18, 400)
     points = [ode_loose, ode_ref, cheap_bad, cheap_good]
-    assert compute.cheapest_match(points, ode_ref, ("bound", "bound + pruning")) is cheap_good
-    assert compute.cheapest_match([cheap_bad], ode_ref, ("bound",)) is None
+    assert compute.cheapest_match(points, ode_ref, ("bound", "bound + pruning"), 0.05) is cheap_good  # 90 >= 95 - 5
+    assert compute.cheapest_match(points, ode_ref, ("bound", "bound + pruning"), 0.005) is None
+    assert compute.cheapest_match([cheap_bad], ode_ref, ("bound",), 0.05) is None
     assert "| bound + pruning |" in compute.frontier_table(points)
     assert compute.bound_method("uniform", pruned=True) == "uniform-t score + pruning"
     assert cheap_good.summary()["true_class_bpd_mean"] is not None
