@@ -60,8 +60,8 @@ METHODS = ("bound", "ode", "pruned")  # the command line's scorers (any ClassSco
 
 @dataclasses.dataclass(frozen=True)
 class EvalSettings:
-    """What an evaluation computes: the scorer and which images (the partial-results file is reused
-    only when these agree; written out, they are the cache key)."""
+    """What an evaluation computes: the scorer and which images (written out, less ``n_images``, they are the
+    cache key of its blocks: :func:`table_key`)."""
 
     scorer: Any = Bound(BoundSettings(n_times=32))
     data: str = "mnist"
@@ -180,8 +180,8 @@ def evaluate(model, settings: EvalSettings, *, out: str | Path | None = None, ca
     """Classify ``settings.n_images`` test images with ``model`` (a :class:`sbgc.train.pretrained.LoadedModel`):
     the summary (accuracy, bits/dim, cost, provenance), written to ``out`` (JSON) if given.
 
-    The class scores go through ``cache`` (a :class:`sbgc.cache.ResultCache`; None: computed in memory) block by
-    block (:func:`cached_score_table`): a rerun resumes, and processes sharing a sharded cache split the blocks.
+    The class scores go through ``cache`` (a :class:`sbgc.cache.ResultCache`; None: a temporary one, discarded)
+    block by block (:func:`cached_score_table`): a rerun resumes, and processes sharing a sharded cache split them.
     """
     from sbgc.method.classify import log_marginal
     from sbgc.method.likelihood import bits_per_dim
