@@ -47,7 +47,7 @@ import numpy as np
 
 from sbgc.cache import CacheKey, ResultCache, cached_blocks, default_cache_dir, plain
 from sbgc.data.datasets import EVALUATION_SPLITS, evaluation_split, sample_indices
-from sbgc.shard import parse_shard
+from sbgc.shard import Shard, parse_shard
 from sbgc.stats import binomial_interval, mean_estimate
 from sbgc.storage import write_json_atomic
 from sbgc.method.bound import BoundSettings
@@ -188,8 +188,8 @@ def evaluate(model, settings: EvalSettings, *, out: str | Path | None = None, ca
 
     split = evaluation_split(settings.data, data_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        table = cached_score_table(cache if cache is not None else ResultCache(tmp), model, split, settings,
-                                   progress=progress)  # fmt: skip
+        own = ResultCache(tmp, shard=Shard())  # alone: under $SBGC_SHARD a private cache must not wait for others
+        table = cached_score_table(cache if cache is not None else own, model, split, settings, progress=progress)
     idx, log_p, nfe, seconds = table.indices, table.log_p, table.nfe, table.seconds
     shape = split.images.shape[1:]
     labels = split.labels[idx]
