@@ -608,8 +608,8 @@ def _field_type(cls: type, path: str) -> Any:
     if head not in hints:
         raise KeyError(path)
     hint = hints[head]
-    if rest and typing.get_origin(hint) in (typing.Union, types.UnionType):  # an optional group: its dataclass
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if rest and _optional_group(hint) is not None:  # an optional group: its dataclass
+        hint = _optional_group(hint)
     return _field_type(hint, rest) if rest else hint
 
 
@@ -673,10 +673,11 @@ def knob_paths(cls: type, prefix: str = "") -> tuple[str, ...]:
     (``reference: Ode | None``) is a knob itself (set to ``none``: off) besides its dotted fields."""
     out: list[str] = []
     for name, hint in typing.get_type_hints(cls).items():
-        group = hint if dataclasses.is_dataclass(hint) else _optional_group(hint)
-        if group is None or not dataclasses.is_dataclass(hint):
-            out.append(prefix + name)
-        if group is not None:
+        if dataclasses.is_dataclass(hint):  # a group that is always on: its fields only
+            out.extend(knob_paths(hint, f"{prefix}{name}."))
+            continue
+        out.append(prefix + name)
+        if (group := _optional_group(hint)) is not None:
             out.extend(knob_paths(group, f"{prefix}{name}."))
     return tuple(out)
 
