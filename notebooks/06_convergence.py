@@ -56,7 +56,6 @@ from sbgc.method.bound import BoundSettings
 from sbgc.method.classify import ClassLikelihoods, class_log_likelihoods
 from sbgc.method.scorers import Bound
 from sbgc.report import cpu_trained_note, markdown_table
-from sbgc.stats import binomial_interval
 from sbgc.train.pretrained import load_model
 
 P = chapter_params("06_convergence", profile, overrides)
@@ -121,8 +120,7 @@ display(Markdown(markdown_table(
      for row in cv.curve_rows(c, st_.budget_names[c.label])])))
 st = studies["clean test images"]  # the rest of the page: the clean images
 entries = st.entries()
-ref_lo, ref_hi = binomial_interval(int(np.sum(st.reference_decisions == st.labels[: K.n_reference_images])),
-                                   K.n_reference_images)
+ref_lo, ref_hi = st.reference_interval
 
 # %% [markdown]
 # ## The paper's Fig. 3: accuracy and log-likelihood against the probes

@@ -438,12 +438,18 @@ class Study:
         """The cache entries (blocks) of every table, for provenance lines."""
         return [e for t in (self.reference, *self.bounds.values()) for e in t.entries]
 
+    @property
+    def reference_interval(self) -> tuple[float, float]:
+        """The reference accuracy's 95 % Clopper–Pearson interval over its images."""
+        n = len(self.reference_decisions)
+        return binomial_interval(int(np.sum(self.reference_decisions == self.labels[:n])), n)
+
     def markdown(self, title: str, reference: str, tolerance: float, n_subsamples: int) -> str:
         """The study's section: the reference's accuracy with its interval, then :func:`convergence_table`
         (``reference``: the reference estimator described; ``tolerance`` as in :func:`verdicts`)."""
         n_ref = len(self.reference_decisions)
         hits = int(np.sum(self.reference_decisions == self.labels[:n_ref]))
-        lo, hi = binomial_interval(hits, n_ref)
+        lo, hi = self.reference_interval
         return (f"### {title}\n\n**Reference** ({reference}, the first {n_ref} images): {hits} correct, "
                 f"{100 * self.reference_accuracy:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}] (95 % Clopper–Pearson).\n\n"
                 + convergence_table(self.curves, self.reference_accuracy, tolerance, self.budget_names)
@@ -495,7 +501,7 @@ def plot_budgets(st: Study, title: str | None = None):
 
     fig, (ax_a, ax_g) = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
     n_ref = len(st.reference_decisions)
-    lo, hi = binomial_interval(int(round(st.reference_accuracy * n_ref)), n_ref)
+    lo, hi = st.reference_interval
     ax_a.axhspan(100 * lo, 100 * hi, color="0.85", label=f"reference, 95 % interval ({n_ref} images)")
     for i, c in enumerate(st.curves):
         style = dict(fmt="o-" if "pruned" not in c.label else "s--", color=f"C{i}", capsize=2, ms=4, label=c.label)
