@@ -3,7 +3,7 @@ converged classifier's accuracy, bits/dim by the exact ODE, and what one classif
 
     python bench/mnist_candidates.py [--candidates continue_cosine continue_constant mnist_m uniform_weighting scratch_s]
         [--minutes 60] [--round-minutes 10] [--decay-steps 7000] [--images 500] [--times 64]
-        [--weighting uniform] [--bpd-images 100] [--workdir runs/mnist-candidates]
+        [--weighting uniform] [--bpd-images 100] [--workdir runs/mnist-candidates] [--states checkpoints/candidates]
         [--out bench/results/mnist_candidates_equal_time_cpu.json]
 
 Candidates (:data:`CANDIDATES`): the shipped run (``mnist``, 15,000 steps at a constant lr 1e-3) continued from its
@@ -14,7 +14,10 @@ recipe from scratch (``scratch_s``), without which the from-scratch candidates c
 that starts 2.6 CPU-hours ahead. Training runs in rounds
 of ``--round-minutes`` per candidate, in turn, until each has had ``--minutes`` (the machine's noise hits all
 alike; ``sbgc.train.score.train`` with ``time_limit`` resumes each from its checkpoint, so a killed comparison
-continues where it stopped: rerun the same command). A round's compilation counts as its training time (the
+continues where it stopped: rerun the same command). After every round the candidate's newest checkpoint is packed
+(``sbgc.train.score.pack_state``: parameters, EMA, Adam moments, PRNG key, log) into ``--states``, a folder in git: a
+fresh checkout (another machine, another session) unpacks them first and continues the same budget; commit the folder
+to carry the comparison over. A round's compilation counts as its training time (the
 persistent compilation cache keeps it to seconds). ``bench/results/mnist_candidates_cpu.json`` holds an earlier,
 different comparison (network sizes, 10 minutes each, judged by a 32-time likelihood-weighted bound).
 
@@ -111,6 +114,22 @@ def trained_here(c: Candidate, workdir: Path) -> float:
     return float(store.metadata(store.steps()[-1])["train_seconds"]) - start
 
 
+def state_file(states: Path, c: Candidate) -> Path:
+    return states / f"{c.name}_state.msgpack"
+
+
+def unpack_newer(c: Candidate, workdir: Path, states: Path) -> int | None:
+    """Unpack ``c``'s packed state into ``workdir`` when it is ahead of the workdir's newest checkpoint (a fresh
+    checkout, or a run packed elsewhere); returns the unpacked step, or None when there is nothing newer."""
+    packed = state_file(states, c)
+    if not packed.is_file():
+        return None
+    steps = CheckpointStore(workdir / "checkpoints").steps()
+    if steps and steps[-1] >= json.loads(packed.with_suffix(".msgpack.json").read_text())["step"]:
+        return None
+    return T.unpack_state(packed, workdir)
+
+
 def exported(workdir: Path) -> tuple[Path, dict]:
     """The EMA parameters of the run's newest checkpoint as ``<workdir>/ema.msgpack`` (exported once per step, so
     a rerun judges the same file, whose sha256 keys the judging blocks) and their metadata."""
@@ -149,10 +168,16 @@ def main(argv=None) -> int:
     p.add_argument("--bpd-images", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default="runs/mnist-candidates")
+    p.add_argument("--states", default="checkpoints/candidates",
+                   help="packed training states, one per candidate, written after every round (commit them)")
     p.add_argument("--out", default="bench/results/mnist_candidates_equal_time_cpu.json")
     a = p.parse_args(argv)
     cands = [CANDIDATES[n] for n in a.candidates]
     workdirs = {c.name: Path(a.workdir) / c.name for c in cands}
+    states = Path(a.states)
+    for c in cands:
+        if (step := unpack_newer(c, workdirs[c.name], states)) is not None:
+            print(f"[candidates] {c.name}: unpacked step {step} from {state_file(states, c)}", flush=True)
     trained = {c.name: trained_here(c, workdirs[c.name]) for c in cands}
     while any(trained[c.name] < a.minutes * 60 - 5 for c in cands):
         for c in cands:
@@ -161,6 +186,8 @@ def main(argv=None) -> int:
                 continue
             meta = train_round(c, workdirs[c.name], min(a.round_minutes * 60, left), a.decay_steps)
             trained[c.name] = trained_here(c, workdirs[c.name])
+            states.mkdir(parents=True, exist_ok=True)
+            T.pack_state(workdirs[c.name], state_file(states, c))
             print(f"[candidates] {c.name}: step {meta['step']}, {trained[c.name] / 60:.1f} of {a.minutes} min",
                   flush=True)
     split = evaluation_split("mnist")
