@@ -103,10 +103,11 @@ display(Markdown(P.to_markdown() + "\n\n" + rb.family_description(family)))
 #   (uniform class prior; the paper's sum is larger by $\log 10$ nats everywhere) in nats of
 #   $[0, 1]$-scaled images; higher is more likely. The results file also has it in bits/dim.
 # * **Computed once, block by block.** The SBGC's grid is computed in blocks of
-#   `rb.GRID_BLOCK` consecutive images of the sample (`sbgc.experiments.corruption_robustness.evaluate_blocks`),
-#   each image with the dequantization noise and probes of its position in the whole sample
-#   (`first_image`), and each block is kept in the results cache (`sbgc.cache`, keyed by the
-#   knobs that change it, the score model's sha256, the data, the block's positions and images). A
+#   `rb.GRID_BLOCK` consecutive images of the sample (`sbgc.experiments.corruption_robustness.sbgc_grid`,
+#   through `sbgc.cache.cached_blocks` like every per-image computation of the book), each image with the
+#   dequantization noise and probes of its position in the whole sample (`first_image`), and each block is
+#   kept in the results cache (keyed by the knobs and scorer that change it, the score model's sha256, the
+#   data, the sampling rule and the block's images). A
 #   larger sample of the same permutation therefore reuses every block already computed, and the
 #   reference run grows across sessions instead of starting over. The provenance lines say whether
 #   each block was computed in this run or loaded, and when, where and in how long it was computed.

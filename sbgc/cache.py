@@ -290,6 +290,16 @@ def cached_tuple(cache: ResultCache, key: CacheKey, compute: Callable[[], Any], 
     return cls(**{k: (v.item() if v.ndim == 0 else v) for k, v in fields.items()}), entry
 
 
+def block_key(key: CacheKey, block_size: int, b: int) -> CacheKey:
+    """The key of block ``b`` of :func:`cached_blocks`'s computation ``key`` in blocks of ``block_size`` images:
+    ``key`` with the block's images and ``block_size`` in its settings (e.g. for a migration of stored entries)."""
+    block = np.asarray(key.image_indices, np.int64)[b * block_size : (b + 1) * block_size]
+    if block.size == 0:
+        raise ValueError(f"{key.name}: block {b} of {block_size} images is past the sample's {len(key.image_indices)}")
+    settings = {"computation": plain(key.settings), "block_size": int(block_size)}
+    return CacheKey(key.name, key.code_version, settings, key.checkpoint_sha256, key.data_source, block)
+
+
 def cached_blocks(cache: ResultCache, key: CacheKey, block_size: int,
                   compute: Callable[[int, np.ndarray], Mapping[str, np.ndarray]],
                   *, on_block: Callable[[int, CachedResult], None] | None = None
@@ -310,12 +320,10 @@ def cached_blocks(cache: ResultCache, key: CacheKey, block_size: int,
     indices = np.asarray(key.image_indices, np.int64)
     if indices.ndim != 1 or indices.size == 0:
         raise ValueError(f"{key.name}: the image indices must be a non-empty 1-D array, got shape {indices.shape}")
-    settings = {"computation": plain(key.settings), "block_size": int(block_size)}
 
     def obtain(b: int) -> CachedResult:
         block = indices[b * block_size : (b + 1) * block_size]
-        block_key = CacheKey(key.name, key.code_version, settings, key.checkpoint_sha256, key.data_source, block)
-        entry = cache.get(block_key, lambda: compute(b, block))
+        entry = cache.get(block_key(key, block_size, b), lambda: compute(b, block))
         for name, a in entry.arrays.items():
             if a.ndim == 0 or a.shape[0] != block.size:
                 raise CacheError(f"{entry.path}: array {name!r} has shape {a.shape}, not [{block.size}, ...] (one row "

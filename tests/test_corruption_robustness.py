@@ -4,6 +4,7 @@ evaluation, Table 2, Fig. 4, the results-cache round trip, the likelihood AUROC 
 import dataclasses
 import hashlib
 import json
+from typing import Any
 
 import matplotlib
 
@@ -15,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from sbgc.cache import CacheKey, ResultCache
+from sbgc.cache import CacheKey, ResultCache, block_key
 from sbgc.book.provenance import _jsonable
 from sbgc.data.cifar10 import ImageSet
 from sbgc.data.corruptions import CORRUPTIONS, NOISE_CORRUPTIONS, corrupt, corruption_grid, synthetic_images
@@ -23,6 +24,7 @@ from sbgc.data.mnist import load_mnist
 from sbgc.data.mnist_c import MNIST_C_CORRUPTIONS, MNIST_C_NOISE, corrupt_mnist
 from sbgc.experiments import corruption_robustness as rb
 from sbgc.method.likelihood import SolverSettings
+from sbgc.method.scorers import Ode
 from sbgc.stats import binomial_interval
 
 
@@ -122,15 +124,15 @@ def test_generative_outputs_give_argmax_predictions_and_likelihoods():
     np.testing.assert_allclose(out.log_p, table)
     expected = np.log(np.exp(table).mean(axis=2))
     np.testing.assert_allclose(out.log_marginal(), expected, rtol=1e-12)
-    assert out.nfe.shape == table.shape
+    np.testing.assert_array_equal(out.nfe, np.full(table.shape[:2], 70.0))  # per image, summed over the classes
     with pytest.raises(ValueError, match="int labels"):
         rb.evaluate_grid({"bad": lambda x: np.zeros(len(x))}, evalset, grid, seed=0)  # float labels
     with pytest.raises(ValueError, match="non-finite"):
         rb.evaluate_grid({"bad": lambda x: np.full((len(x), 10), np.nan)}, evalset, grid, seed=0)
 
 
-def test_sbgc_classifier_uses_common_random_numbers_across_settings():
-    """The SBGC closure on a closed-form score: the same image gets the same log p(x | y) in every
+def test_scorer_classifier_uses_common_random_numbers_across_settings():
+    """The SBGC's classifier (a scorer with one key) on a closed-form score: the same image gets the same log p(x | y) in every
     call (one key for all settings), and well-separated classes are told apart."""
     from sbgc.checks.analytic import GaussianMixtureClasses
     from sbgc.method.sde import SDE
@@ -143,8 +145,8 @@ def test_sbgc_classifier_uses_common_random_numbers_across_settings():
         return mix.score(x.reshape(x.shape[0], -1), t, y).reshape(x.shape)
 
     images = np.stack([np.full((32, 32, 3), 60, np.uint8), np.full((32, 32, 3), 200, np.uint8)])
-    classify = rb.sbgc_classifier(score_fn, mix.sde, jax.random.key(0), n_classes=2, n_probes=1,
-                                  solver=SolverSettings(rtol=1e-2, atol=1e-2), chunk_size=4)  # fmt: skip
+    scorer = Ode(SolverSettings(rtol=1e-2, atol=1e-2), n_probes=1, chunk_size=4)
+    classify = rb.scorer_classifier(score_fn, mix.sde, scorer, jax.random.key(0), n_classes=2)
     first = classify(images)
     np.testing.assert_array_equal(first.predict(), [0, 1])
     # another "setting": image 0 unchanged, image 1 altered. Image 0 must get the same noise and
@@ -414,21 +416,26 @@ def test_grid_result_round_trips_through_the_results_cache(tmp_path):
     from sbgc.book.profiles import PROFILES
 
     knobs = PROFILES["ci"].chapters["03_corruptions"]
-    settings = rb.cache_settings(knobs, rb.MNIST_C, slice(0, 3))
+    settings = rb.cache_settings(knobs, rb.MNIST_C, knobs.ode.scorer())
     assert "n_baseline_images" not in settings["knobs"] and settings["family"] == "MNIST-C"
     inputs = CacheKey("corruptions_sbgc", rb.CODE_VERSION, settings, "0" * 64, "mnist", evalset.indices).inputs()
-    assert inputs["settings"]["knobs"]["ode"]["rtol"] == knobs.ode.rtol
-    # a larger sample (SBGC or baseline) keeps the key of a block; another block position changes it
+    assert inputs["settings"]["scorer"]["solver"]["rtol"] == knobs.ode.rtol and "ode" not in inputs["settings"]["knobs"]
+    assert "chunk_size" not in inputs["settings"]["scorer"]  # it does not change the numbers
+    # a larger sample (SBGC or baseline) keeps the key; another scorer changes it
     bigger = dataclasses.replace(knobs, n_baseline_images=knobs.n_baseline_images + 1, n_images=knobs.n_images + 12)
-    assert rb.cache_settings(bigger, rb.MNIST_C, slice(0, 3)) == settings
-    assert rb.cache_settings(knobs, rb.MNIST_C, slice(3, 6)) != settings
+    assert rb.cache_settings(bigger, rb.MNIST_C, knobs.ode.scorer()) == settings
+    other = dataclasses.replace(knobs.ode, n_probes=knobs.ode.n_probes + 1).scorer()
+    assert CacheKey("c", 3, rb.cache_settings(knobs, rb.MNIST_C, other), "0" * 64, "mnist", evalset.indices).digest() != \
+        CacheKey("c", 3, settings, "0" * 64, "mnist", evalset.indices).digest()
 
 
 @pytest.mark.slow
-def test_a_sample_evaluated_block_by_block_equals_the_whole():
-    """The SBGC's grid in blocks (each with its sample positions) joins into the grid of the whole
-    sample: same predictions, likelihoods and images; a cache lookup per block is called once per
-    block, and a larger sample asks for the same first blocks again."""
+def test_the_sbgc_grid_in_cached_blocks_equals_the_whole_sample(tmp_path, monkeypatch):
+    """The SBGC's grid in cached blocks (each image with the draws of its position in the sample) equals the grid
+    of the whole sample: same predictions, likelihoods and image digests; a second run loads every block, and a
+    larger sample reuses the smaller's whole blocks."""
+    from types import SimpleNamespace
+
     from sbgc.checks.analytic import GaussianMixtureClasses
     from sbgc.method.sde import SDE
 
@@ -439,44 +446,41 @@ def test_a_sample_evaluated_block_by_block_equals_the_whole():
     def score_fn(x, t, y):
         return mix.score(x.reshape(x.shape[0], -1), t, y).reshape(x.shape)
 
-    evalset = rb.select_images(load_mnist("test"), 5, seed=2, family=rb.MNIST_C)
-    grid = rb.settings(("shot_noise", "fog"), (1,), family=rb.MNIST_C)
-    kw = dict(n_classes=2, n_probes=1, solver=SolverSettings(rtol=1e-2, atol=1e-2), chunk_size=4)
-    key = jax.random.key(0)
-    whole = rb.evaluate_grid({"SBGC": rb.sbgc_classifier(score_fn, mix.sde, key, **kw)}, evalset, grid, seed=0)["SBGC"]
-    asked = []
-
-    def get(rows, part, compute):
-        asked.append((rows.start, rows.stop))
-        assert np.array_equal(part.indices, evalset.indices[rows])
-        return compute()
-
-    of_block = lambda rows: rb.sbgc_classifier(score_fn, mix.sde, key, first_image=rows.start, **kw)  # noqa: E731
-    blocks = rb.evaluate_blocks(of_block, "SBGC", evalset, grid, seed=0, block=2, get=get)
-    assert asked == [(0, 2), (2, 4), (4, 5)]
+    model = SimpleNamespace(score_fn=score_fn, sde=mix.sde, sha256="0" * 64, config=SimpleNamespace(n_classes=2))
+    knobs = chapter_knobs(n_images=5, n_baseline_images=7, corruptions=("shot_noise", "fog"), seed=2)
+    sample = rb.chapter_sample(load_mnist("test"), knobs, rb.MNIST_C)
+    scorer, key = Ode(SolverSettings(rtol=1e-2, atol=1e-2), n_probes=1, chunk_size=4), jax.random.key(0)
+    monkeypatch.setattr(rb, "GRID_BLOCK", 2)
+    cache = ResultCache(tmp_path)
+    blocks, entries = rb.sbgc_grid(cache, sample, model, scorer, key)
+    classify = rb.scorer_classifier(score_fn, mix.sde, scorer, key, n_classes=2)
+    whole = rb.evaluate_grid({"SBGC": classify}, sample.sbgc, sample.grid, seed=2)["SBGC"]
+    assert [e.computed_now for e in entries] == [True] * 3 and [len(e.arrays["labels"]) for e in entries] == [2, 2, 1]
     np.testing.assert_allclose(blocks.log_p, whole.log_p, rtol=1e-5)  # float32 chunking noise only
     np.testing.assert_array_equal(blocks.predictions, whole.predictions)
-    np.testing.assert_array_equal(blocks.image_indices, evalset.indices)
-    np.testing.assert_array_equal(blocks.labels, evalset.labels)
-    assert blocks.seconds.shape == (len(grid),)
-    # without the offsets every block would reuse the first block's draws: other numbers
-    same_draws = rb.evaluate_blocks(lambda rows: rb.sbgc_classifier(score_fn, mix.sde, key, **kw), "SBGC", evalset,
-                                    grid, seed=0, block=2)  # fmt: skip
-    assert np.abs(same_draws.log_p[:, 2:] - whole.log_p[:, 2:]).max() > 1e-3
-    # the digest is that of the blocks: a classifier on the same blocks matches, on other images not
-    labels_only = rb.evaluate_blocks(lambda rows: (lambda x: np.zeros(len(x), np.int64)), "CNN", evalset, grid,
-                                     seed=0, block=2)  # fmt: skip
-    assert labels_only.images_sha256 == blocks.images_sha256 and labels_only.log_p is None
-    other = rb.evaluate_blocks(lambda rows: (lambda x: np.zeros(len(x), np.int64)), "CNN", evalset, grid, seed=1, block=2)
-    assert other.images_sha256 != blocks.images_sha256
-    asked.clear()
-    rb.evaluate_blocks(of_block, "SBGC", evalset.head(3), grid, seed=0, block=2, get=get)
-    assert asked == [(0, 2), (2, 3)]
-    assert [(b.start, b.stop) for b in rb.image_blocks(25)] == [(0, 12), (12, 24), (24, 25)]
-    with pytest.raises(ValueError, match="positive ints"):
-        rb.image_blocks(0)
-    with pytest.raises(ValueError, match="different grids"):
-        rb.concat_grids([blocks, labels_only])
+    np.testing.assert_array_equal(blocks.nfe, whole.nfe)
+    np.testing.assert_array_equal(blocks.image_indices, sample.sbgc.indices)
+    np.testing.assert_array_equal(blocks.labels, sample.sbgc.labels)
+    assert blocks.images_sha256 == whole.images_sha256 and blocks.seconds.shape == (len(sample.grid),)
+    assert blocks.settings == sample.grid and blocks.family == "MNIST-C"
+    # without its position every block would reuse the first block's draws: other numbers
+    same_draws = rb.evaluate_grid({"SBGC": classify}, sample.sbgc.part(slice(2, 4)), sample.grid, seed=2)["SBGC"]
+    assert np.abs(same_draws.log_p - whole.log_p[:, 2:4]).max() > 1e-3
+    # the digest is the images': a labels-only classifier on them matches, on other corruptions (seed) not
+    zeros = lambda x: np.zeros(len(x), np.int64)  # noqa: E731
+    assert rb.evaluate_grid({"c": zeros}, sample.sbgc, sample.grid, seed=2)["c"].images_sha256 == blocks.images_sha256
+    assert rb.evaluate_grid({"c": zeros}, sample.sbgc, sample.grid, seed=3)["c"].images_sha256 != blocks.images_sha256
+    # a second run loads every block; a larger sample reuses the two whole blocks and computes the rest
+    again, loaded = rb.sbgc_grid(cache, sample, model, scorer, key)
+    assert not any(e.computed_now for e in loaded)
+    np.testing.assert_array_equal(again.log_p, blocks.log_p)
+    bigger = rb.chapter_sample(load_mnist("test"), dataclasses.replace(knobs, n_images=7), rb.MNIST_C)
+    grown, grown_entries = rb.sbgc_grid(cache, bigger, model, scorer, key)
+    assert [e.computed_now for e in grown_entries] == [False, False, True, True]
+    np.testing.assert_array_equal(grown.log_p[:, :4], blocks.log_p[:, :4])
+    # another scorer is another computation
+    _, other = rb.sbgc_grid(cache, sample, model, dataclasses.replace(scorer, n_probes=2), key)
+    assert all(e.computed_now for e in other)
 
 
 # --- does log p(x) detect the corruptions? -----------------------------------------------------------
@@ -593,9 +597,10 @@ def test_chapter_sample_is_a_prefix_and_keys_the_cache_as_the_shipped_entries():
                                      "baseline cases": 21, "probes": knobs.ode.n_probes}  # fmt: skip
     assert "clean + 2 of the 15 (corruption, severity) pairs of MNIST-C" in sample.settings_markdown()
     source = f"mnist: {split.source}"
-    block = CacheKey("corruptions_sbgc", rb.CODE_VERSION, rb.cache_settings(knobs, rb.MNIST_C, slice(0, 3)), "0" * 64,
+    scorer = knobs.ode.scorer()
+    whole = CacheKey("corruptions_sbgc", rb.CODE_VERSION, rb.cache_settings(knobs, rb.MNIST_C, scorer), "0" * 64,
                      source, sample.sbgc.indices)  # fmt: skip
-    assert sample.sbgc_block_key(slice(0, 3), sample.sbgc, "0" * 64).digest() == block.digest()
+    assert sample.sbgc_key("0" * 64, scorer).digest() == whole.digest()
     plain_knobs = {"corruptions": knobs.corruptions, "severities": knobs.severities, "seed": 0, "family": "MNIST-C"}
     base = CacheKey("corruptions_baseline", 1, plain_knobs, "1" * 64, source, sample.baseline.indices)
     assert sample.baseline_key("corruptions_baseline", "1" * 64).digest() == base.digest()
@@ -607,8 +612,8 @@ def test_chapter_sample_is_a_prefix_and_keys_the_cache_as_the_shipped_entries():
 
     shipped = ResultCache(repo_root() / "results-cache", read_only=True)
     full = rb.chapter_sample(split, chapter_knobs("mnist"), rb.MNIST_C)
-    first = slice(0, rb.GRID_BLOCK)
-    assert shipped.load(full.sbgc_block_key(first, full.sbgc.part(first), load_model("mnist").sha256)) is not None
+    first = block_key(full.sbgc_key(load_model("mnist").sha256, chapter_knobs("mnist").ode.scorer()), rb.GRID_BLOCK, 0)
+    assert shipped.load(first) is not None
     for name in ("mnist", "mnist_cnn"):
         assert shipped.load(full.baseline_key("corruptions_baseline", load_classifier(name).sha256)) is not None
 
@@ -623,15 +628,28 @@ def fake_network(name: str, predict=None, n_params: int = 1000):
                            path=Path(f"/models/{name}.msgpack"), describe=lambda: name)  # fmt: skip
 
 
-def fake_chapter(tmp_path, *, plain_cnn: bool = True, sbgc_of_block=None):
+@dataclasses.dataclass(frozen=True)
+class FakeScorer:
+    """A scorer of a fake generative classifier ``fn`` of uint8 images (its name keys the cache, ``fn`` not)."""
+
+    name: str
+    fn: Any = dataclasses.field(default=None, compare=False, metadata={"cache_key": False})
+
+    def scores(self, score_fn, sde, x, key, *, n_classes=10, first_image=0):
+        return self.fn(x)
+
+    def describe(self) -> str:
+        return f"the fake scorer {self.name}"
+
+
+def fake_chapter(tmp_path, *, plain_cnn: bool = True, scorer_fn=None):
     generative, discriminative = mnist_classifiers()
     knobs = chapter_knobs(n_images=3, n_baseline_images=6, corruptions=("shot_noise", "fog", "glass_blur"))
     sample = rb.chapter_sample(load_mnist("test"), knobs, rb.MNIST_C)
     cnn = fake_network("CNN", lambda x: (discriminative(x) + 1) % 10) if plain_cnn else None
     models = rb.ChapterModels(fake_network("score", n_params=350_000), fake_network("WRN-10-2", discriminative), cnn,
                               ("mnist", "mnist", "mnist_cnn" if plain_cnn else "none"))  # fmt: skip
-    results = rb.evaluate_chapter(ResultCache(tmp_path), sample, models,
-                                  sbgc_of_block=sbgc_of_block or (lambda rows: generative))  # fmt: skip
+    results = rb.evaluate_chapter(ResultCache(tmp_path), sample, models, scorer=FakeScorer("fake", scorer_fn or generative))
     return sample, models, results
 
 
@@ -644,10 +662,10 @@ def test_evaluate_chapter_checks_the_images_and_caches_every_grid(tmp_path):
     np.testing.assert_array_equal(results.base_all.predictions, direct.predictions)
     np.testing.assert_array_equal(results.base_same.predictions, direct.predictions[:, :3])
     # a second run loads every grid (the SBGC's classifier is never called) and gets the same numbers
-    def never(rows):
+    def never(x):
         raise AssertionError("the SBGC's block should come from the cache")
 
-    _, _, again = fake_chapter(tmp_path, sbgc_of_block=never)
+    _, _, again = fake_chapter(tmp_path, scorer_fn=never)
     assert not any(e.computed_now for e in again.entries + again.baseline_entries)
     np.testing.assert_array_equal(again.sbgc.log_p, results.sbgc.log_p)
     assert again.numbers()["table2_ours"] == results.numbers()["table2_ours"]
@@ -682,9 +700,9 @@ def test_evaluate_chapter_without_a_plain_cnn_and_with_a_stale_cache(tmp_path):
     # an SBGC block cached from other images (the corruption code changed): the baseline's digest differs
     sample, _, _ = fake_chapter(tmp_path / "b")
     cache = ResultCache(tmp_path / "b")
-    key = sample.sbgc_block_key(slice(0, 3), sample.sbgc, models.sbgc.sha256)
-    stale = dataclasses.replace(rb.GridResult.from_arrays(cache.load(key).arrays), images_sha256="0" * 64)
-    cache.put(key, stale.to_arrays(), seconds=1.0, device="cpu", commit="x")
+    key = block_key(sample.sbgc_key(models.sbgc.sha256, FakeScorer("fake")), rb.GRID_BLOCK, 0)
+    stale = dict(cache.load(key).arrays, image_sha256=np.asarray(["0" * 64] * len(sample.sbgc)))
+    cache.put(key, stale, seconds=1.0, device="cpu", commit="x")
     with pytest.raises(AssertionError, match="saw other images"):
         fake_chapter(tmp_path / "b")
 

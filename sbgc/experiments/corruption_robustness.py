@@ -28,11 +28,12 @@ Conventions
   lists the clean setting first, then corruption-major.
 * **The same images for every classifier.** :func:`evaluate_grid` corrupts each setting once and
   hands the SAME uint8 images to every classifier it is given; each result carries the sha256 of
-  all images it saw (``images_sha256``), so equality is checkable after the fact.
+  each image in every setting (``image_sha256`` [N]) and of them all (``images_sha256``), so equality is
+  checkable after the fact, and a sample computed in blocks carries the digest of the whole.
 * **Classifiers** are plain functions of uint8 images ``[N, *family.image_shape]``: a discriminative one
   returns predicted labels ``[N]`` (e.g. ``LoadedClassifier.predict``); a generative one returns
-  class log-likelihoods ``[N, K]`` or a :class:`sbgc.method.classify.ClassLikelihoods` (see
-  :func:`sbgc_classifier`, which uses ONE key for every setting: image i gets the same
+  class scores ``[N, K]`` or a :class:`sbgc.method.scorers.ClassScores` (see :func:`scorer_classifier`:
+  any scorer of :mod:`sbgc.method.scorers` with ONE key for every setting, so image i gets the same
   dequantization noise and probes under every corruption, common random numbers across settings).
 * **Table 2 groups** (:func:`table2_row`): ``clean``; ``all``, every evaluated corrupted setting
   pooled (with the same images in every setting, the pooled accuracy is the mean of the
@@ -53,8 +54,8 @@ Conventions
 Chapter 03
 ----------
 The page calls one function per section: :func:`load_models` and :func:`chapter_sample` (the networks,
-the images and the settings), :func:`evaluate_chapter` (the SBGC's grid block by block through the
-results cache, each baseline on the same images, checked by digest, and on its larger sample), whose
+the images and the settings), :func:`evaluate_chapter` (the SBGC's grid in cached blocks of images,
+:func:`sbgc_grid` through :func:`sbgc.cache.cached_blocks`, each baseline on the same images, checked by digest, and on its larger sample), whose
 :class:`ChapterResults` carries Table 2, the paired comparison with its verdict and the results record;
 :func:`likelihood_change_markdown` and :func:`detection_text` read Fig. 4 and the likelihood AUROC.
 """
@@ -71,15 +72,14 @@ from typing import Any
 
 import numpy as np
 
-from sbgc.cache import CacheKey, CachedResult, ResultCache
+from sbgc.cache import CacheError, CacheKey, CachedResult, ResultCache, cached_blocks
 from sbgc.data.corruptions import CORRUPTIONS, NOISE_CORRUPTIONS, SEVERITIES, corrupt
-from sbgc.data.datasets import DATASETS, dataset_of, sample_blocks
+from sbgc.data.datasets import DATASETS, dataset_of
 from sbgc.data.datasets import describe as describe_split
 from sbgc.data.mnist_c import MNIST_C_CORRUPTIONS, MNIST_C_NOISE, corrupt_mnist
 from sbgc.method.classify import log_marginal
 from sbgc.method.likelihood import bits_per_dim
 from sbgc.report import cpu_trained_note, markdown_table
-from sbgc.shard import own_blocks_first
 from sbgc.stats import Estimate, binomial_interval, proportion_estimate
 
 CLEAN = "clean"
@@ -91,7 +91,7 @@ GROUP_TITLES: Mapping[str, str] = {
     "all_wo_noise": "w/o noises",
     "noise": "noises only",
 }
-CODE_VERSION = 2  # of the cached SBGC grid blocks (bump when evaluate_grid or GridResult.to_arrays change what they return)
+CODE_VERSION = 3  # of the cached SBGC grid blocks (bump when evaluate_grid or GridResult.image_rows change what they return)
 
 
 # --- the benchmarks -----------------------------------------------------------------------------------
@@ -254,7 +254,7 @@ class EvaluationSet:
         return self.part(slice(0, n))
 
     def part(self, rows: slice) -> "EvaluationSet":
-        """The images ``rows`` (a slice of positions) of the set, e.g. one block of :func:`image_blocks`."""
+        """The images ``rows`` (a slice of positions) of the set, e.g. one block of :func:`sbgc_grid`."""
         return dataclasses.replace(self, images=self.images[rows], labels=self.labels[rows], indices=self.indices[rows])
 
 
@@ -303,9 +303,10 @@ def corrupted(evalset: EvaluationSet, setting: Setting, seed: int, chunk: int = 
 class GridResult:
     """One classifier over a grid of settings, on the same images in every setting.
 
-    predictions [S, N]; labels [N]; log_p [S, N, K] class log-likelihoods (generative classifiers
-    only, else None); nfe [S, N, K] score evaluations (generative only); seconds [S] wall time of
-    the classifier per setting; images_sha256 the digest of all images evaluated, in order;
+    predictions [S, N]; labels [N]; log_p [S, N, K] class scores (generative classifiers only, else
+    None); nfe [S, N] score evaluations per image, summed over its classes (generative only); seconds [S]
+    wall time of the classifier per setting; images_sha256 the digest of all images evaluated, in order
+    (:func:`joint_digest` of ``image_sha256`` [N], each image's digest over the settings, where known);
     family the name of the benchmark (:class:`CorruptionFamily`) the settings belong to.
     """
 
@@ -319,6 +320,7 @@ class GridResult:
     images_sha256: str
     image_indices: np.ndarray
     family: str = CIFAR10_C.name
+    image_sha256: np.ndarray | None = None  # [N] str (entries stored before it existed lack it)
 
     @property
     def corruption_family(self) -> CorruptionFamily:
@@ -368,11 +370,34 @@ class GridResult:
                "seconds": np.asarray(self.seconds, np.float64),
                "images_sha256": np.asarray(self.images_sha256, dtype=np.str_),
                "image_indices": np.asarray(self.image_indices)}  # fmt: skip
-        for field in ("log_p", "nfe"):
+        for field in ("log_p", "nfe", "image_sha256"):
             value = getattr(self, field)
             if value is not None:
                 out[field] = np.asarray(value)
         return out
+
+    def image_rows(self) -> dict[str, np.ndarray]:
+        """The per-image arrays of the result, image axis first, for :func:`sbgc.cache.cached_blocks`:
+        labels [N], predictions [N, S], log_p [N, S, K], nfe [N, S], seconds [N, S] (each setting's time
+        shared equally by the images), image_sha256 [N]; :meth:`from_image_rows` joins blocks of them."""
+        if self.log_p is None or self.nfe is None or self.image_sha256 is None:
+            raise ValueError(f"{self.name}: image rows are kept for generative grids with image digests only")
+        n = self.n_images
+        return {"labels": np.asarray(self.labels), "predictions": self.predictions.T,
+                "log_p": self.log_p.transpose(1, 0, 2), "nfe": self.nfe.T,
+                "seconds": np.tile(np.asarray(self.seconds, np.float64) / n, (n, 1)),
+                "image_sha256": np.asarray(self.image_sha256, dtype=np.str_)}  # fmt: skip
+
+    @classmethod
+    def from_image_rows(cls, arrays: Mapping[str, np.ndarray], *, name: str, settings: Sequence[Setting], family: str,
+                        image_indices: np.ndarray) -> "GridResult":
+        """The result whose :meth:`image_rows` (of one or more consecutive blocks, joined) are ``arrays``."""
+        digests = np.asarray(arrays["image_sha256"], dtype=np.str_)
+        return cls(name=name, settings=tuple(settings), labels=np.asarray(arrays["labels"]),
+                   predictions=np.asarray(arrays["predictions"]).T, log_p=np.asarray(arrays["log_p"]).transpose(1, 0, 2),
+                   nfe=np.asarray(arrays["nfe"]).T, seconds=np.asarray(arrays["seconds"]).sum(axis=0),
+                   images_sha256=joint_digest(digests), image_indices=np.asarray(image_indices), family=family,
+                   image_sha256=digests)  # fmt: skip
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "GridResult":
@@ -387,33 +412,38 @@ class GridResult:
                    log_p=np.asarray(arrays["log_p"]) if "log_p" in arrays else None,
                    nfe=np.asarray(arrays["nfe"]) if "nfe" in arrays else None,
                    seconds=np.asarray(arrays["seconds"]), images_sha256=str(arrays["images_sha256"]),
-                   image_indices=np.asarray(arrays["image_indices"]), family=str(arrays["family"]))  # fmt: skip
+                   image_indices=np.asarray(arrays["image_indices"]), family=str(arrays["family"]),
+                   image_sha256=np.asarray(arrays["image_sha256"]) if "image_sha256" in arrays else None)  # fmt: skip
+
+
+def joint_digest(image_sha256: Sequence[str]) -> str:
+    """The digest of a sample from its images' digests, in order: the same whether the sample was
+    evaluated at once or in blocks."""
+    return hashlib.sha256("\n".join(str(d) for d in image_sha256).encode()).hexdigest()
 
 
 Classifier = Callable[[np.ndarray], Any]
 
 
-def sbgc_classifier(score_fn, sde, key, **likelihood_kwargs) -> Classifier:
-    """The generative classifier as a function of uint8 images: their ClassLikelihoods.
+def scorer_classifier(score_fn, sde, scorer: Any, key, *, n_classes: int = 10, first_image: int = 0) -> Classifier:
+    """The generative classifier of ``scorer`` (any :class:`sbgc.method.scorers.ClassScorer`) as a function of
+    uint8 images: their :class:`~sbgc.method.scorers.ClassScores`.
 
-    Every call uses the same ``key``, so image i of a batch gets the same dequantization noise and
-    Hutchinson probes in every setting (common random numbers across corruptions and severities).
-    ``likelihood_kwargs``: solver (a SolverSettings), n_probes, chunk_size, ``first_image`` (the
-    batch's position in its sample, for a block of :func:`evaluate_blocks`), ... of
-    :func:`sbgc.method.classify.class_log_likelihoods`.
+    Every call uses the same ``key``, so image i of a batch gets the same dequantization noise and random
+    numbers (probes, times) in every setting (common random numbers across corruptions and severities);
+    ``first_image`` is the batch's position in its sample (a block of :func:`sbgc_grid`), so that the image
+    gets the numbers it has in the whole sample.
     """
-    from sbgc.method.classify import class_log_likelihoods
-
-    kwargs = dict(progress=False) | likelihood_kwargs
 
     def classify(images_u8: np.ndarray):
-        return class_log_likelihoods(score_fn, sde, images_u8, key, **kwargs)
+        return scorer.scores(score_fn, sde, images_u8, key, n_classes=n_classes, first_image=first_image)
 
     return classify
 
 
 def _unpack(name: str, out: Any, n: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """(predictions [N], log_p [N, K] or None, nfe [N, K] or None) of a classifier's output."""
+    """(predictions [N], log_p [N, K] or None, nfe [N] or None: summed over the classes) of a classifier's
+    output (a scorer's :class:`~sbgc.method.scorers.ClassScores` decides by its own ``predict``)."""
     log_p = getattr(out, "log_p", None)
     nfe = getattr(out, "nfe", None)
     if log_p is None:
@@ -432,7 +462,11 @@ def _unpack(name: str, out: Any, n: int) -> tuple[np.ndarray, np.ndarray | None,
         raise ValueError(f"classifier {name} returned log-likelihoods of shape {log_p.shape} for {n} images")
     if not np.all(np.isfinite(log_p)):
         raise ValueError(f"classifier {name} returned non-finite log-likelihoods")
-    return np.argmax(log_p, axis=1).astype(np.int64), log_p, None if nfe is None else np.asarray(nfe)
+    pred = out.predict() if callable(getattr(out, "predict", None)) else np.argmax(log_p, axis=1)
+    if nfe is not None:
+        nfe = np.asarray(nfe, np.float64)
+        nfe = nfe.reshape(n, -1).sum(axis=1)  # [N] or [N, K] per class
+    return np.asarray(pred).astype(np.int64), log_p, nfe
 
 
 def evaluate_grid(
@@ -459,7 +493,7 @@ def evaluate_grid(
     if foreign:
         raise ValueError(f"settings {', '.join(foreign)} are not settings of {family.name}")
     n = len(evalset)
-    digest = hashlib.sha256()
+    digests = [hashlib.sha256() for _ in range(n)]
     preds = {k: np.empty((len(grid), n), np.int64) for k in classifiers}
     log_ps: dict[str, list] = {k: [] for k in classifiers}
     nfes: dict[str, list] = {k: [] for k in classifiers}
@@ -471,7 +505,9 @@ def evaluate_grid(
         iterator = tqdm(grid, desc="settings")
     for i, setting in enumerate(iterator):
         x = corrupted(evalset, setting, seed)
-        digest.update(f"{setting_label(setting)}\0".encode() + np.ascontiguousarray(x).tobytes())
+        label = f"{setting_label(setting)}\0".encode()
+        for d, image in zip(digests, x):
+            d.update(label + np.ascontiguousarray(image).tobytes())
         for name, fn in classifiers.items():
             start = time.perf_counter()
             out = fn(x)
@@ -479,6 +515,7 @@ def evaluate_grid(
             preds[name][i], lp, nfe = _unpack(name, out, n)
             log_ps[name].append(lp)
             nfes[name].append(nfe)
+    image_sha256 = np.asarray([d.hexdigest() for d in digests], dtype=np.str_)
     results = {}
     for name in classifiers:
         has_lp = all(a is not None for a in log_ps[name])
@@ -486,63 +523,39 @@ def evaluate_grid(
         results[name] = GridResult(
             name=name, settings=grid, labels=np.asarray(evalset.labels, np.int64), predictions=preds[name],
             log_p=np.stack(log_ps[name]) if has_lp else None, nfe=np.stack(nfes[name]) if has_nfe else None,
-            seconds=seconds[name], images_sha256=digest.hexdigest(), image_indices=np.asarray(evalset.indices),
-            family=family.name,
+            seconds=seconds[name], images_sha256=joint_digest(image_sha256), image_indices=np.asarray(evalset.indices),
+            family=family.name, image_sha256=image_sha256,
         )  # fmt: skip
     return results
 
 
-# --- a sample computed block by block ------------------------------------------------------------------
+# --- the SBGC's grid, computed in cached blocks of images -----------------------------------------------
 GRID_BLOCK = 12  # images per cached block of the SBGC's grid
 
 
-def image_blocks(n: int, block: int = GRID_BLOCK) -> list[slice]:
-    """:func:`sbgc.data.datasets.sample_blocks` with the grid's block size."""
-    return sample_blocks(n, block)
+def sbgc_grid(cache: ResultCache, sample: "ChapterSample", model: Any, scorer: Any, key) -> tuple[GridResult, list[CachedResult]]:
+    """The SBGC's grid over ``sample.sbgc`` [S, N] through ``cache`` in blocks of :data:`GRID_BLOCK` images
+    (:func:`sbgc.cache.cached_blocks`: an interrupted run resumes at its first missing block, a larger sample
+    reuses the blocks of a smaller, ``--shard`` splits the blocks between processes), and the blocks' entries.
 
-
-def concat_grids(parts: Sequence[GridResult]) -> GridResult:
-    """One :class:`GridResult` of consecutive blocks of images (same classifier, settings and
-    benchmark): arrays joined along the image axis, seconds summed, and ``images_sha256`` the digest
-    of the blocks' digests in order (so two classifiers evaluated block by block on the same blocks
-    carry the same digest exactly when every block matched)."""
-    if not parts:
-        raise ValueError("concat_grids needs at least one block")
-    first = parts[0]
-    for p in parts[1:]:
-        if (p.name, p.settings, p.family) != (first.name, first.settings, first.family):
-            raise ValueError(f"cannot join blocks of different grids: {(p.name, p.family)} vs {(first.name, first.family)}")
-    if len(parts) == 1:
-        return first
-    join = lambda field, axis: None if getattr(first, field) is None else np.concatenate(  # noqa: E731
-        [getattr(p, field) for p in parts], axis=axis)
-    digest = hashlib.sha256("\n".join(p.images_sha256 for p in parts).encode()).hexdigest()
-    return dataclasses.replace(
-        first, labels=join("labels", 0), predictions=join("predictions", 1), log_p=join("log_p", 1),
-        nfe=join("nfe", 1), seconds=np.sum([p.seconds for p in parts], axis=0), images_sha256=digest,
-        image_indices=join("image_indices", 0))
-
-
-def evaluate_blocks(classifier_of_block: Callable[[slice], Classifier], name: str, evalset: EvaluationSet,
-                    grid: Sequence[Setting], *, seed: int, block: int = GRID_BLOCK,
-                    get: Callable[[slice, EvaluationSet, Callable[[], GridResult]], GridResult] | None = None) -> GridResult:
-    """:func:`evaluate_grid` of one classifier, block by block (:func:`image_blocks`), joined by
-    :func:`concat_grids`.
-
-    classifier_of_block(rows): the classifier of the images at positions ``rows`` (e.g. the SBGC with
-    ``first_image=rows.start``, so each image gets the random numbers it has in the whole sample).
-    get(rows, part, compute): how a block's result is obtained (default: ``compute()``; the chapter
-    passes a results-cache lookup, so each block is computed once and a larger sample reuses them).
-    Under ``SBGC_SHARD=I/N`` this process obtains its own blocks first (:func:`sbgc.shard.own_blocks_first`).
+    ``model``: the score model (``score_fn``, ``sde``, ``sha256``, ``config.n_classes``); ``scorer``: how its
+    classes are scored (:func:`scorer_classifier` with ``key``, the block's position as ``first_image``, so the
+    numbers do not depend on the block size).
     """
-    get = get or (lambda rows, part, compute: compute())
-    blocks = image_blocks(len(evalset), block)
+    n_classes = getattr(model.config, "n_classes", 10)
 
-    def obtain(b: int) -> GridResult:
-        rows, part = blocks[b], evalset.part(blocks[b])
-        return get(rows, part, lambda: evaluate_grid({name: classifier_of_block(rows)}, part, grid, seed=seed)[name])
+    def compute(b: int, idx: np.ndarray) -> dict[str, np.ndarray]:
+        rows = slice(b * GRID_BLOCK, b * GRID_BLOCK + len(idx))
+        classify = scorer_classifier(getattr(model, "score_fn", None), getattr(model, "sde", None), scorer, key,
+                                     n_classes=n_classes, first_image=rows.start)  # fmt: skip
+        return evaluate_grid({"SBGC": classify}, sample.sbgc.part(rows), sample.grid, seed=sample.seed)["SBGC"].image_rows()
 
-    return concat_grids(own_blocks_first(len(blocks), obtain))
+    arrays, entries = cached_blocks(cache, sample.sbgc_key(model.sha256, scorer), GRID_BLOCK, compute)
+    grid = GridResult.from_image_rows(arrays, name="SBGC", settings=sample.grid, family=sample.family.name,
+                                      image_indices=sample.sbgc.indices)  # fmt: skip
+    if not np.array_equal(grid.labels, sample.sbgc.labels):
+        raise CacheError("the cached SBGC grid holds other labels than the sample's images")
+    return grid, entries
 
 
 def images_for_half_width(half_width: float, n_images: int, target: float) -> int:
@@ -727,7 +740,7 @@ def per_setting(result: GridResult) -> dict[str, Any]:
         out["sem_log_p_nats"] = lm.std(axis=1, ddof=1) / math.sqrt(n) if n >= 2 else None
         out["mean_bpd"] = bpd.mean(axis=1)
         if result.nfe is not None:
-            out["mean_nfe_per_class"] = result.nfe.reshape(len(result.settings), -1).mean(axis=1)
+            out["mean_nfe_per_class"] = result.nfe.mean(axis=1) / result.log_p.shape[2]
     return out
 
 
@@ -1053,15 +1066,17 @@ def robustness_verdict(paired: Mapping[str, Mapping[str, Any] | None], *, a: str
 
 
 # --- results, cache and text ----------------------------------------------------------------------------
-def cache_settings(knobs: Any, family: CorruptionFamily, rows: slice) -> dict[str, Any]:
-    """The settings of one cached block of the SBGC's grid (JSON-able, nothing volatile): the
-    chapter's knobs except those that do not change the block's numbers (``n_images``,
-    ``n_baseline_images``), the benchmark, how the key is drawn (``jax.random.fold_in(key(seed), 1)``,
-    one key for every setting) and the block's positions in the sample (its random draws)."""
-    dropped = {"n_images", "n_baseline_images"}
+def cache_settings(knobs: Any, family: CorruptionFamily, scorer: Any) -> dict[str, Any]:
+    """The settings of the SBGC's cached grid (JSON-able, nothing volatile; each block is keyed as these with
+    its images, :func:`sbgc.cache.cached_blocks`): the chapter's knobs except those that do not change a
+    block's numbers (the sample sizes) and the ODE group, which ``scorer`` replaces (the scorer's own key
+    leaves out what does not change the numbers, such as ``chunk_size``); the benchmark, how the sample is
+    drawn (:func:`image_order`: with the block's images it fixes the block's positions, hence its random
+    numbers) and the key (``jax.random.fold_in(key(seed), 1)``, one key for every setting)."""
+    dropped = {"n_images", "n_baseline_images", "ode"}
     kept = {f.name: getattr(knobs, f.name) for f in dataclasses.fields(knobs) if f.name not in dropped}
-    return {"knobs": kept, "family": family.name, "key": "fold_in(key(seed), 1)",
-            "positions": [int(rows.start), int(rows.stop)]}
+    return {"knobs": kept, "scorer": scorer, "scorer_class": type(scorer).__name__, "family": family.name,
+            "sample": "image_order(seed)", "key": "fold_in(key(seed), 1)"}
 
 
 MNIST_C_PUBLISHED_NOTE = (
@@ -1182,10 +1197,11 @@ class ChapterSample:
         return (f"Settings: clean + {len(self.grid) - 1} of the {family.n_settings} (corruption, severity) pairs of "
                 f"{family.name} (severities {k.severities}, corruptions {', '.join(k.corruptions)}).\n\n")
 
-    def sbgc_block_key(self, rows: slice, part: EvaluationSet, checkpoint_sha256: str) -> CacheKey:
-        """The cache key of the SBGC's grid on the images at positions ``rows`` (``part``) of its sample."""
-        return CacheKey("corruptions_sbgc", CODE_VERSION, cache_settings(self.knobs, self.family, rows),
-                        checkpoint_sha256, self.cache_source, part.indices)  # fmt: skip
+    def sbgc_key(self, checkpoint_sha256: str, scorer: Any) -> CacheKey:
+        """The cache key of the SBGC's grid on its sample by ``scorer`` (:func:`sbgc_grid` keys each block as
+        this with the block's images)."""
+        return CacheKey("corruptions_sbgc", CODE_VERSION, cache_settings(self.knobs, self.family, scorer),
+                        checkpoint_sha256, self.cache_source, self.sbgc.indices)  # fmt: skip
 
     def baseline_key(self, name: str, classifier_sha256: str) -> CacheKey:
         """The cache key (version 1) of a computation ``name`` on a baseline's whole sample, e.g.
@@ -1231,7 +1247,7 @@ class ChapterResults:
     """Chapter 03's grids (:class:`GridResult`, settings × images): ``sbgc`` [S, N]; the baseline and the
     plain CNN (None without one) on the SBGC's images (``*_same`` [S, N], the same digest) and on their
     whole sample (``*_all`` [S, N_b]); the cache entries of the SBGC's blocks (``entries``) and of the
-    baselines' samples (``baseline_entries``). Its tables and texts use ``n_boot`` bootstrap draws
+    baselines' samples (``baseline_entries``); the SBGC's ``scorer``. Its tables and texts use ``n_boot`` bootstrap draws
     seeded with the chapter's seed."""
 
     sample: ChapterSample
@@ -1243,7 +1259,12 @@ class ChapterResults:
     cnn_all: GridResult | None
     entries: list[CachedResult]
     baseline_entries: list[CachedResult]
+    scorer: Any = None  # how the SBGC scored the classes (a scorer of sbgc.method.scorers)
     n_boot: int = N_BOOT
+
+    @property
+    def scorer_text(self) -> str:
+        return self.scorer.describe() if callable(getattr(self.scorer, "describe", None)) else str(self.scorer)
 
     @property
     def against(self) -> dict[str, GridResult]:
@@ -1261,8 +1282,8 @@ class ChapterResults:
         """What was evaluated, in how long, and the digest of the images every classifier saw."""
         sbgc, n, s, cnn = self.sbgc, len(self.sample.sbgc), len(self.sample.grid), self.cnn_all
         return (f"SBGC: {n} image(s) × {s} settings × {sbgc.log_p.shape[2]} classes, computed in "
-                f"{sbgc.seconds.sum():.0f} s ({sbgc.nfe.mean():.0f} score evaluations per solve on average; "
-                f"{self.sample.knobs.ode.describe()}). Baseline{'s' if cnn else ''}: the same {n * s} cases, then "
+                f"{sbgc.seconds.sum():.0f} s ({sbgc.nfe.mean() / sbgc.log_p.shape[2]:.0f} score evaluations per "
+                f"class on average; {self.scorer_text}). Baseline{'s' if cnn else ''}: the same {n * s} cases, then "
                 f"{len(self.sample.baseline):,} images × {s} settings ({self.base_all.seconds.sum():.1f} s"
                 + (f"; the plain CNN {cnn.seconds.sum():.1f} s" if cnn else "") + "). All saw the images "
                 f"with sha256 `{sbgc.images_sha256[:16]}…`.\n\n")
@@ -1367,36 +1388,23 @@ class ChapterResults:
 
 
 def evaluate_chapter(cache: ResultCache, sample: ChapterSample, models: ChapterModels, *,
-                     sbgc_of_block: Callable[[slice], Classifier] | None = None) -> ChapterResults:
-    """Chapter 03's evaluation: the SBGC's grid over ``sample.sbgc`` block by block, each block loaded
-    from ``cache`` or computed once (:meth:`ChapterSample.sbgc_block_key`); each baseline on the same
-    images, block by block, refused unless its digest equals the SBGC's; then each baseline on its
-    whole sample (cached, :meth:`ChapterSample.baseline_key`).
+                     scorer: Any = None) -> ChapterResults:
+    """Chapter 03's evaluation: the SBGC's grid over ``sample.sbgc`` in cached blocks (:func:`sbgc_grid`);
+    each baseline on the same images, refused unless its digest equals the SBGC's; then each baseline on
+    its whole sample (cached, :meth:`ChapterSample.baseline_key`).
 
-    sbgc_of_block(rows): the SBGC's classifier of the images at positions ``rows`` (default:
-    :func:`sbgc_classifier` of ``models.sbgc`` with the knobs' solver, ``first_image=rows.start`` and
-    ONE key, ``fold_in(key(seed), 1)``, for every setting and block, as the cache keys say).
+    scorer: how the SBGC scores the classes (default: the knobs' ODE, ``knobs.ode.scorer()``), with ONE
+    key, ``fold_in(key(seed), 1)``, for every setting and block, as the cache keys say.
     """
     import jax
 
-    knobs, grid, seed, model = sample.knobs, sample.grid, sample.seed, models.sbgc
-    if sbgc_of_block is None:
-        likelihood_key, solver = jax.random.fold_in(jax.random.key(seed), 1), knobs.ode.likelihood_kwargs()
-        sbgc_of_block = lambda rows: sbgc_classifier(model.score_fn, model.sde, likelihood_key,  # noqa: E731
-                                                     first_image=rows.start, **solver)
-    entries: list[CachedResult] = []
+    grid, seed = sample.grid, sample.seed
+    scorer = sample.knobs.ode.scorer() if scorer is None else scorer
+    sbgc, entries = sbgc_grid(cache, sample, models.sbgc, scorer, jax.random.fold_in(jax.random.key(seed), 1))
     baseline_entries: list[CachedResult] = []
 
-    def cached_block(rows: slice, part: EvaluationSet, compute: Callable[[], GridResult]) -> GridResult:
-        entries.append(cache.get(sample.sbgc_block_key(rows, part, model.sha256), lambda: compute().to_arrays()))
-        return GridResult.from_arrays(entries[-1].arrays)
-
-    sbgc = evaluate_blocks(sbgc_of_block, "SBGC", sample.sbgc, grid, seed=seed, get=cached_block)
-    if sbgc.settings != grid or not np.array_equal(sbgc.image_indices, sample.sbgc.indices):
-        raise AssertionError("the cached SBGC grid holds other settings or images than the sample")
-
     def on_the_sbgcs_images(c: Any, name: str) -> GridResult:
-        same = evaluate_blocks(lambda rows: c.predict, name, sample.sbgc, grid, seed=seed)
+        same = evaluate_grid({name: c.predict}, sample.sbgc, grid, seed=seed)[name]
         if same.images_sha256 != sbgc.images_sha256:
             raise AssertionError(f"the {name} saw other images ({same.images_sha256[:16]}) than the cached SBGC "
                                  f"grid ({sbgc.images_sha256[:16]}): the corruption code changed; recompute the cache "
@@ -1413,7 +1421,8 @@ def evaluate_chapter(cache: ResultCache, sample: ChapterSample, models: ChapterM
     base_same, base_all = on_the_sbgcs_images(clf, "baseline"), on_its_sample(clf, "baseline")
     cnn_same, cnn_all = ((on_the_sbgcs_images(cnn, cnn.config.name), on_its_sample(cnn, cnn.config.name)) if cnn
                          else (None, None))  # fmt: skip
-    return ChapterResults(sample, models, sbgc, base_same, base_all, cnn_same, cnn_all, entries, baseline_entries)
+    return ChapterResults(sample, models, sbgc, base_same, base_all, cnn_same, cnn_all, entries, baseline_entries,
+                          scorer)
 
 
 def paired_markdown(paired: Mapping[str, Mapping[str, Mapping[str, Any] | None]]) -> str:
