@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sbgc.cache import CacheKey, ResultCache
 from sbgc.experiments import adversarial as attacks
 from sbgc.experiments import pgd
 from sbgc.method.likelihood import SolverSettings
@@ -186,29 +187,30 @@ def test_settings_are_validated():
     assert "restart" in pgd.AttackSettings("linf", 0.3, steps=20, restarts=2).describe()
 
 
-def test_blocks_join_into_the_attack_of_the_whole_sample(linear):
+def test_blocks_join_into_the_attack_of_the_whole_sample(linear, tmp_path):
+    """The attack in cached blocks (each image with the numbers of its position) equals one call on all images; a
+    second run loads every block, and a larger nested sample reuses the smaller's whole blocks."""
     clf, x, labels = linear
     model = pgd.baseline_attack_model(clf, len(x))
     settings = pgd.AttackSettings("linf", 4 / 255, steps=6, seed=1)
     whole = pgd.attack_images(model, x, labels, settings, line_search=3)
-    blocks = pgd.attack_blocks(len(x), 5)
-    assert [(b.start, b.stop) for b in blocks] == [(0, 5), (5, 10), (10, 12)]
-    joined = pgd.concat_outcomes([pgd.attack_images(model, x[b], labels[b], settings, line_search=3, first_image=b.start)
-                                  for b in blocks])  # fmt: skip
-    store = {}  # what a results cache would hold: one entry per block, computed once
-
-    def get(rows, compute):
-        if (rows.start, rows.stop) not in store:
-            store[rows.start, rows.stop] = compute().to_arrays()
-        return pgd.AttackOutcome.from_arrays(store[rows.start, rows.stop])
-
-    in_blocks = pgd.attack_in_blocks(model, x, labels, settings, line_search=3, get=get, block=5)
-    assert sorted(store) == [(0, 5), (5, 10), (10, 12)]
-    again = pgd.attack_in_blocks(model, x, labels, settings, line_search=3,
-                                 get=lambda rows, compute: get(rows, lambda: 1 / 0), block=5)  # from the store only
-    for f in ("adversarial", "success", "step", "shortest", "adv_logits", "labels"):
-        for outcome in (joined, in_blocks, again):
+    cache, key = ResultCache(tmp_path), CacheKey("attack_block", 1, {"attack": settings.describe()}, "0" * 64, "fixture",
+                                                  np.arange(len(x)))  # fmt: skip
+    in_blocks, entries = pgd.attack_in_blocks(model, x, labels, settings, cache, key, line_search=3, block=5)
+    assert [len(e.arrays["labels"]) for e in entries] == [5, 5, 2] and all(e.computed_now for e in entries)
+    again, loaded = pgd.attack_in_blocks(model, x, labels, settings, cache, key, line_search=3, block=5)
+    assert not any(e.computed_now for e in loaded)
+    smaller = dataclasses.replace(key, image_indices=key.image_indices[:7])
+    part, part_entries = pgd.attack_in_blocks(model, x[:7], labels[:7], settings, cache, smaller, line_search=3, block=5)
+    assert [e.computed_now for e in part_entries] == [False, True]
+    for f in ("adversarial", "success", "step", "shortest", "adv_logits", "labels", "clean_logits", "linf"):
+        for outcome in (in_blocks, again):
             np.testing.assert_array_equal(getattr(outcome, f), getattr(whole, f))
+        np.testing.assert_array_equal(getattr(part, f), getattr(whole, f)[:7])
+    assert (in_blocks.norm, in_blocks.epsilon, in_blocks.settings, in_blocks.kind, in_blocks.losses) == (
+        whole.norm, whole.epsilon, whole.settings, whole.kind, whole.losses)
+    with pytest.raises(ValueError, match="13 images and 13 labels for a key of 12 images"):
+        pgd.attack_in_blocks(model, np.concatenate([x, x[:1]]), np.concatenate([labels, labels[:1]]), settings, cache, key)
     np.testing.assert_array_equal(pgd.logits_of(model, x[3:6], 3), whole.clean_logits[3:6])
     s = whole.summary()
     broken = whole.success & (np.argmax(whole.clean_logits, axis=1) == labels)
@@ -216,8 +218,6 @@ def test_blocks_join_into_the_attack_of_the_whole_sample(linear):
     assert sum(s["broken_by"].values()) == s["broken"] and s["gradients"] == int(whole.gradients.sum())
     assert s["shortest"]["median"] == float(np.median(whole.shortest[broken]))
     assert s["steps"]["max"] == float(whole.step[broken].max())
-    with pytest.raises(ValueError, match="different settings"):
-        pgd.concat_outcomes([whole, pgd.attack_images(model, x, labels, dataclasses.replace(settings, steps=2))])
 
 
 @pytest.mark.slow

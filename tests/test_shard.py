@@ -73,22 +73,18 @@ def test_waiting_for_another_shards_entry_gives_up_naming_it(tmp_path, monkeypat
 _FILL_SCRIPT = textwrap.dedent(r"""
     import json, os, sys, time
     import numpy as np
-    from sbgc.cache import CacheKey, ResultCache
-    from sbgc.experiments.pgd import in_blocks
+    from sbgc.cache import CacheKey, ResultCache, cached_blocks
     me = os.environ["SBGC_SHARD"]
     cache = ResultCache(sys.argv[1])
 
-    def compute(rows):
+    def compute(b, idx):
         time.sleep(0.3)
-        return {"positions": np.arange(rows.start, rows.stop), "by": np.asarray(me)}
+        return {"positions": idx, "by": np.full(len(idx), me)}
 
-    def get(rows, compute_block):
-        key = CacheKey("fill_block", 1, {"rows": [rows.start, rows.stop]}, "0" * 64, "fixture", np.arange(rows.stop))
-        return cache.get(key, compute_block).arrays
-
-    blocks = in_blocks(23, compute, get, block=4)
+    _, entries = cached_blocks(cache, CacheKey("fill_block", 1, {}, "0" * 64, "fixture", np.arange(23)), 4, compute)
+    blocks = [e.arrays for e in entries]
     whole = cache.get(CacheKey("fill_whole", 1, {}, "0" * 64, "fixture", np.arange(3)), lambda: {"by": np.asarray(me)})
-    print(json.dumps({"blocks": [[b["positions"].tolist(), str(b["by"])] for b in blocks],
+    print(json.dumps({"blocks": [[b["positions"].tolist(), str(b["by"][0])] for b in blocks],
                       "whole": str(whole.arrays["by"]), "whole_key": whole.record["key"]}))
 """)
 
@@ -122,16 +118,14 @@ cache = "use"
 # %%
 import os
 import numpy as np
-from sbgc.cache import CacheKey, chapter_cache
+from sbgc.cache import CacheKey, cached_blocks, chapter_cache
 from sbgc.book.profiles import chapter_params
 from sbgc.book.provenance import collect_provenance, write_results
-from sbgc.experiments.pgd import in_blocks
 P = chapter_params("01_method", profile, overrides)
 C = chapter_cache(cache)
-get = lambda rows, compute: C.get(CacheKey("fixture_block", 1, [rows.start, rows.stop], "0" * 64, "fixture",
-                                           np.arange(rows.stop)), compute).arrays
-blocks = in_blocks(9, lambda rows: {"by": np.asarray(os.environ["SBGC_SHARD"])}, get, block=3)
-write_results({"by": [str(b["by"]) for b in blocks]}, collect_provenance(P, data_source="fixture"))
+by, _ = cached_blocks(C, CacheKey("fixture_block", 1, {}, "0" * 64, "fixture", np.arange(9)), 3,
+                      lambda b, idx: {"by": np.full(len(idx), os.environ["SBGC_SHARD"])})
+write_results({"by": [str(b) for b in by["by"][::3]]}, collect_provenance(P, data_source="fixture"))
 '''
 
 _RUN_SHARD = r"""

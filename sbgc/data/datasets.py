@@ -128,11 +128,3 @@ def sample_indices(n_total: int, n: int, seed: int) -> np.ndarray:
         raise ValueError(f"asked for {n} images, the split has {n_total}")
     return np.random.default_rng(seed).permutation(int(n_total))[: int(n)]
 
-
-def sample_blocks(n: int, block: int) -> list[slice]:
-    """Positions 0 … n−1 of a sample cut into consecutive blocks of ``block`` images (the last one
-    shorter): the units in which expensive per-image results are computed and cached, so that a
-    larger sample drawn as a longer prefix of the same permutation reuses every block computed."""
-    if not (isinstance(n, (int, np.integer)) and n >= 1 and isinstance(block, (int, np.integer)) and block >= 1):
-        raise ValueError(f"sample blocks need positive ints n and block, got {n!r}, {block!r}")
-    return [slice(start, min(start + block, int(n))) for start in range(0, int(n), int(block))]

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from sbgc.cache import CacheKey
+from sbgc.cache import CacheKey, cached_blocks
 from sbgc.data.datasets import describe, sample_indices
 from sbgc.experiments import table3
 from sbgc.experiments.adversarial import (
@@ -43,8 +43,8 @@ from sbgc.experiments.pgd import (
     attack_in_blocks,
     baseline_attack_model,
     bound_attack_model,
+    ATTACK_BLOCK,
     finite_difference_check,
-    in_blocks,
     logits_of,
     plot_accuracy_curves,
     sbgc_attack_model,
@@ -57,6 +57,7 @@ from sbgc.stats import binomial_interval
 FIXED_FD_STEPS = dict(solver="heun", n_steps=32, step_grid="log")  # the smooth solve of the gradient check
 NOT_ATTACK_KNOBS = ("n_images", "n_baseline_images", "n_show", "judge_rtol", "bound_times")  # not in the attacks' keys
 NOT_RUN = "Not run at this profile (`{knob}` is None)."
+BLOCKS_VERSION = 2  # of the per-image attack blocks (2: sbgc.cache.cached_blocks, keyed by the block's images)
 
 
 def robustness_verdict(outcomes: Sequence[AttackOutcome]) -> str:
@@ -342,15 +343,10 @@ class AdversarialStudy:
                 f"Budgets ({P.spec.dataset}): ε∞ = {eps(P.eps_linf)}, ε₂ = {eps(P.eps_l2)}.\n\n"
                 + self.line() + "\n\n" + "\n\n".join(pb.line(self.note) for pb in self.prov_bases.values()))  # fmt: skip
 
-    def _blocks(self, name: str, sha256: str, knobs: dict, entries: list, save: Callable = AttackOutcome.to_arrays,
-                load: Callable = AttackOutcome.from_arrays) -> Callable:  # fmt: skip
-        """get(rows, compute) for :func:`in_blocks`: the block's results-cache entry (appended to entries), loaded."""
-        def get(rows, compute):
-            key = CacheKey(name, 1, {**knobs, "positions": [rows.start, rows.stop]}, sha256, self.source, self.idx[rows])
-            entries.append(self.cache.get(key, lambda: save(compute())))
-            return load(entries[-1].arrays)
-
-        return get
+    def _key(self, name: str, sha256: str, settings: dict) -> CacheKey:
+        """The key of a per-image computation ``name`` on the SBGC's images, cached in blocks of ``ATTACK_BLOCK``
+        (:func:`sbgc.cache.cached_blocks`; the nested sample fixes each image's position, hence its numbers)."""
+        return CacheKey(name, BLOCKS_VERSION, settings, sha256, self.source, self.idx)
 
     def _fd_check(self, am: AttackModel, name: str, settings: dict, entries: list) -> FiniteDifferenceCheck:
         """:func:`finite_difference_check` of ``am``'s margin gradient on the first image, through the cache."""
@@ -399,10 +395,10 @@ class AdversarialStudy:
         outcomes, sbgc_entries, entries_of = {}, [], {who: [] for who in self.baselines}
         for norm in self.budgets:  # every model, block by block through the results cache
             for who, (am, cache_name, sha256) in attacked.items():
-                get = self._blocks(cache_name, sha256, {"knobs": self.attack_knobs, "norm": norm},
-                                   sbgc_entries if who == "sbgc" else entries_of[who])  # fmt: skip
-                outcomes[who, norm] = attack_in_blocks(am, self.x, self.labels, settings[norm],
-                                                       line_search=P.line_search, get=get)  # fmt: skip
+                key = self._key(cache_name, sha256, {"knobs": self.attack_knobs, "norm": norm})
+                outcomes[who, norm], got = attack_in_blocks(am, self.x, self.labels, settings[norm], self.cache, key,
+                                                            line_search=P.line_search)  # fmt: skip
+                (sbgc_entries if who == "sbgc" else entries_of[who]).extend(got)
         results, by_loss = {}, {}
         for norm, epsilon in self.budgets.items():
             results["sbgc", norm] = outcomes["sbgc", norm].as_pgd_result()
@@ -439,8 +435,10 @@ class AdversarialStudy:
                   for loss in ["margin"]}  # fmt: skip
         outcomes = {}
         for norm, s in attacks.settings.items():
-            get = self._blocks("adversarial_pgd_bound_block", self.model.sha256, {**knobs, "norm": norm}, entries)
-            outcomes["bound", norm] = attack_in_blocks(am, self.x, self.labels, s, line_search=P.line_search, get=get)
+            key = self._key("adversarial_pgd_bound_block", self.model.sha256, {**knobs, "norm": norm})
+            outcomes["bound", norm], got = attack_in_blocks(am, self.x, self.labels, s, self.cache, key,
+                                                            line_search=P.line_search)  # fmt: skip
+            entries.extend(got)
         rows = []
         for who, outs in (("sbgc", attacks.outcomes), ("bound", outcomes)):
             for norm in self.budgets:
@@ -534,12 +532,16 @@ class AdversarialStudy:
         entries, judged, match = [], {}, {}
         for norm in budgets:  # the SBGC's logits of the baseline's adversarial images
             adv = res["base", norm].adversarial[self.in_sbgc]
-            get = self._blocks("adversarial_sbgc_judges_baseline_block", self.model.sha256,
-                               {"knobs": self.attack_knobs, "norm": norm, "baseline_sha256": self.baselines["base"].sha256},
-                               entries, dict, dict)  # fmt: skip
-            parts = in_blocks(n, lambda rows, adv=adv: {"images": adv[rows], "logits": logits_of(
-                self.attack_model, adv[rows], rows.start, "baseline's adversarial image")}, get)  # fmt: skip
-            judged[norm] = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in ("images", "logits")}
+            key = self._key("adversarial_sbgc_judges_baseline_block", self.model.sha256,
+                            {"knobs": self.attack_knobs, "norm": norm, "baseline_sha256": self.baselines["base"].sha256})
+
+            def judge(b: int, idx: np.ndarray, adv=adv) -> dict[str, np.ndarray]:
+                rows = slice(b * ATTACK_BLOCK, b * ATTACK_BLOCK + len(idx))
+                return {"images": adv[rows],
+                        "logits": logits_of(self.attack_model, adv[rows], rows.start, "baseline's adversarial image")}
+
+            judged[norm], got = cached_blocks(self.cache, key, ATTACK_BLOCK, judge)
+            entries.extend(got)
             match[norm] = float(np.abs(judged[norm]["images"] - adv).max())
         shift_base = {norm: likelihood_shift(res["sbgc", norm].clean_logits, judged[norm]["logits"], dim)
                       for norm in budgets}  # fmt: skip

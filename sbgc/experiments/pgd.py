@@ -53,13 +53,12 @@ from sbgc.experiments.adversarial import (
     cross_entropy_direction,
     raise_if_failed,
 )
-from sbgc.data.datasets import sample_blocks
+from sbgc.cache import CacheKey, CachedResult, ResultCache, cached_blocks
 from sbgc.method.bound import BoundSettings
 from sbgc.method.classify import class_log_likelihoods_pure
 from sbgc.method.devices import names_the_memory_knobs
 from sbgc.method.numerics import highest_precision
 from sbgc.method.scorers import Bound
-from sbgc.shard import own_blocks_first
 
 Array = jax.Array
 ATTACK_BLOCK = 10  # images per cached block of an attack on the SBGC
@@ -305,6 +304,17 @@ class AttackOutcome:
     def from_arrays(cls, arrays: Any) -> "AttackOutcome":
         return _from_arrays(cls, arrays)
 
+    def image_rows(self) -> dict[str, np.ndarray]:
+        """The per-image arrays (image axis first) for :func:`sbgc.cache.cached_blocks`; the fields shared by
+        every image (:func:`outcome_header`) stay out, :meth:`from_image_rows` puts them back."""
+        return {f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in _HEADER}
+
+    @classmethod
+    def from_image_rows(cls, arrays: Any, header: dict[str, Any]) -> "AttackOutcome":
+        """The outcome whose :meth:`image_rows` (of one or more consecutive blocks, joined) are ``arrays``, with
+        the ``header`` of its attack (:func:`outcome_header`)."""
+        return cls(**header, **{f.name: np.asarray(arrays[f.name]) for f in dataclasses.fields(cls) if f.name not in _HEADER})
+
     @property
     def clean_correct(self) -> np.ndarray:
         return np.argmax(self.clean_logits, axis=1) == self.labels
@@ -507,9 +517,7 @@ def attack_images(model: AttackModel, images: np.ndarray, labels: np.ndarray, se
     adv = stack("adversarial", np.float32)
     delta = (adv.astype(np.float64) - images.astype(np.float64)).reshape(len(images), -1)
     return AttackOutcome(
-        norm=settings.norm, epsilon=float(settings.epsilon), settings=settings.describe(),
-        stepsize=float(settings.rel_stepsize * settings.epsilon), kind=model.kind,
-        losses=tuple(settings.losses), labels=labels.astype(np.int64), clean_logits=stack("clean_logits", np.float64),
+        **outcome_header(model.kind, settings), labels=labels.astype(np.int64), clean_logits=stack("clean_logits", np.float64),
         adv_logits=stack("adv_logits", np.float64), adversarial=adv, success=stack("success", bool),
         loss_index=stack("loss_index", np.int64), restart=stack("restart", np.int64), step=stack("step", np.int64),
         gradients=stack("gradients", np.int64), forwards=stack("forwards", np.int64),
@@ -541,48 +549,37 @@ def robust_accuracy_curve(model: AttackModel, images: np.ndarray, labels: np.nda
 _PER_IMAGE = ("adv_logits", "adversarial", "success", "loss_index", "restart", "step", "linf", "l2", "shortest")
 
 
-def attack_blocks(n: int, block: int = ATTACK_BLOCK) -> list[slice]:
-    """Positions of n attacked images in blocks (:func:`sbgc.data.datasets.sample_blocks`), each
-    attacked (with ``first_image=rows.start``) and cached on its own."""
-    return sample_blocks(n, block)
+_HEADER = ("norm", "epsilon", "settings", "stepsize", "kind", "losses")  # an AttackOutcome's fields shared by its images
 
 
-def in_blocks(n: int, compute: Callable[[slice], Any], get: Callable[[slice, Callable[[], Any]], Any] | None = None,
-              block: int = ATTACK_BLOCK) -> list[Any]:
-    """``compute(rows)`` for each block of :func:`attack_blocks` (n images), in order, each obtained
-    through ``get(rows, compute)`` (default: computed; a chapter passes a results-cache lookup, so
-    each block is computed once and a larger sample reuses the blocks it has). Under
-    ``SBGC_SHARD=I/N`` this process computes blocks I, I + N, … first and then loads the others'
-    (:func:`sbgc.shard.own_blocks_first`)."""
-    get = get or (lambda rows, compute_block: compute_block())
-    blocks = attack_blocks(n, block)
-    return own_blocks_first(len(blocks), lambda b: get(blocks[b], lambda: compute(blocks[b])))
+def outcome_header(kind: str, settings: "AttackSettings") -> dict[str, Any]:
+    """The fields of an :class:`AttackOutcome` that every image of the attack shares: its threat model and settings,
+    and the ``kind`` of model attacked."""
+    return dict(norm=settings.norm, epsilon=float(settings.epsilon), settings=settings.describe(),
+                stepsize=float(settings.rel_stepsize * settings.epsilon), kind=kind, losses=tuple(settings.losses))
 
 
-def attack_in_blocks(model: AttackModel, images: np.ndarray, labels: np.ndarray, settings: AttackSettings, *,
-                     line_search: int = 0, get: Callable[[slice, Callable[[], AttackOutcome]], AttackOutcome] | None = None,
-                     block: int = ATTACK_BLOCK) -> AttackOutcome:
-    """:func:`attack_images` block by block (:func:`in_blocks`; image i of the sample keeps its random
-    numbers, ``first_image=rows.start``), joined by :func:`concat_outcomes`: the same outcome as one
-    call on all images."""
+def attack_in_blocks(model: AttackModel, images: np.ndarray, labels: np.ndarray, settings: AttackSettings,
+                     cache: ResultCache, key: CacheKey, *, line_search: int = 0,
+                     block: int = ATTACK_BLOCK) -> tuple[AttackOutcome, list[CachedResult]]:
+    """:func:`attack_images` on the images of ``key`` (its ``image_indices``; ``images``/``labels`` their pixels and
+    labels, in that order) through ``cache`` in blocks of ``block`` images (:func:`sbgc.cache.cached_blocks`: an
+    interrupted attack resumes at its first missing block, a larger nested sample reuses the smaller's blocks,
+    ``--shard`` splits the blocks between processes); image i keeps the random numbers of its position in the
+    sample (``first_image``), so the outcome equals one call on all images. Returns (outcome, the blocks' entries).
+    """
     images, labels = np.asarray(images, np.float32), np.asarray(labels)
-    return concat_outcomes(in_blocks(
-        len(images), lambda rows: attack_images(model, images[rows], labels[rows], settings, line_search=line_search,
-                                                first_image=rows.start), get, block))  # fmt: skip
+    if not (len(images) == len(labels) == len(key.image_indices)):
+        raise ValueError(f"{key.name}: {len(images)} images and {len(labels)} labels for a key of "
+                         f"{len(key.image_indices)} images")
 
+    def compute(b: int, idx: np.ndarray) -> dict[str, np.ndarray]:
+        rows = slice(b * block, b * block + len(idx))
+        return attack_images(model, images[rows], labels[rows], settings, line_search=line_search,
+                             first_image=rows.start).image_rows()
 
-def concat_outcomes(parts: Sequence[AttackOutcome]) -> AttackOutcome:
-    """One :class:`AttackOutcome` of consecutive blocks of images under the same threat model and
-    settings: per-image arrays joined in order."""
-    if not parts:
-        raise ValueError("concat_outcomes needs at least one block")
-    first = parts[0]
-    same = ("norm", "epsilon", "settings", "stepsize", "kind", "losses")
-    for p in parts[1:]:
-        if any(getattr(p, f) != getattr(first, f) for f in same):
-            raise ValueError(f"cannot join attacks of different settings: {p.settings!r} vs {first.settings!r}")
-    per_image = [f.name for f in dataclasses.fields(AttackOutcome) if f.name not in same]
-    return dataclasses.replace(first, **{f: np.concatenate([getattr(p, f) for p in parts]) for f in per_image})
+    arrays, entries = cached_blocks(cache, key, block, compute)
+    return AttackOutcome.from_image_rows(arrays, outcome_header(model.kind, settings)), entries
 
 
 def plot_accuracy_curves(curves: Sequence[tuple[str, AttackOutcome]], n_points: int = 61, published: Sequence[tuple[str, str, float, float]] = ()):
