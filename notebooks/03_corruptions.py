@@ -137,11 +137,15 @@ display(Markdown(rb.corruption_grid_note(family) + prov.line()))
 #
 # First the SBGC on its corrupted images (through the results cache), then the baseline on the
 # same images (checked by digest), then the baseline alone on its larger sample
-# (`sbgc.experiments.corruption_robustness.evaluate_chapter`).
+# (`sbgc.experiments.corruption_robustness.evaluate_chapter`). When the profile classifies with a
+# converged denoising score (the knob `classifier`, chapter 06's choice), which is no density, the exact
+# ODE is run on the first `n_ode_images` of the same images as well: its decisions check the classifier's,
+# and its $\log p(x)$ is the likelihood of Fig. 4 and of the detection section.
 
 # %%
 results = rb.evaluate_chapter(C, sample, models)  # the SBGC's cached blocks; each baseline on them, then on its sample
-display(Markdown(results.cost_markdown() + prov.line(note, results.entries + results.baseline_entries)))
+display(Markdown(results.cost_markdown() + results.agreement_markdown()
+                 + prov.line(note, results.entries + results.ode_entries + results.baseline_entries)))
 
 # %% [markdown]
 # ## Table 2
@@ -203,15 +207,16 @@ display(Markdown(diagnosis.markdown() + prov.line(note, [diagnosis.entry] + resu
 # ## Fig. 4: likelihood and accuracy per corruption and severity
 #
 # Orange (left axis): mean $\log p(x)$ in nats over the SBGC's images (± standard error over images
-# when there are two or more). Black (right axis): the SBGC's accuracy with exact 95 % intervals.
+# when there are two or more; the exact ODE's, on its images, when the classifier is a denoising score).
+# Black (right axis): the SBGC's accuracy on the same images with exact 95 % intervals.
 # Dashed (right axis): the baseline's accuracy on the same images and on its larger sample.
 # "Cl." is the clean setting, repeated in every panel. With one severity per corruption (MNIST-C)
 # the figure has two panels over clean and every corruption instead: likelihood on top (the clean
 # level dotted across), accuracy below, the baseline's as diamonds.
 
 # %%
-fig = rb.plot_fig4(results.sbgc, results.fig4_baselines())
-display(Markdown(prov.line(note, results.entries)))
+fig = results.plot_fig4()  # the likelihood's grid (the exact ODE's) and the classifier's accuracy on its images
+display(Markdown(prov.line(note, results.entries + results.ode_entries)))
 
 # %% [markdown]
 # Where blurring-type corruptions raise the likelihood while the accuracy falls, the paper reads it
@@ -220,7 +225,7 @@ display(Markdown(prov.line(note, results.entries)))
 # change of the mean log-likelihood from clean to each corruption's strongest evaluated severity.
 
 # %%
-display(Markdown(rb.likelihood_change_markdown(results.sbgc) + prov.line(note, results.entries)))
+display(Markdown(rb.likelihood_change_markdown(results.likelihood) + prov.line(note, results.ode_entries or results.entries)))
 
 # %% [markdown]
 # ## Does $\log p(x)$ detect the corruptions?
@@ -234,9 +239,10 @@ display(Markdown(rb.likelihood_change_markdown(results.sbgc) + prov.line(note, r
 # version is less likely than the clean one (paired). With one image an AUROC is 0, 0.5 or 1.
 
 # %%
-aurocs = rb.likelihood_auroc(results.sbgc)
+aurocs = rb.likelihood_auroc(results.likelihood)
 display(Markdown(rb.auroc_markdown(aurocs)))
-display(Markdown(rb.detection_text(aurocs, family.name, len(sample.sbgc)) + "\n\n" + prov.line(note, results.entries)))
+display(Markdown(rb.detection_text(aurocs, family.name, results.likelihood.n_images) + "\n\n"
+                 + prov.line(note, results.ode_entries or results.entries)))
 
 # %%
 numbers = results.numbers(diagnosis) | {"seconds_total": time.perf_counter() - t_start}

@@ -634,6 +634,7 @@ class FakeScorer:
 
     name: str
     fn: Any = dataclasses.field(default=None, compare=False, metadata={"cache_key": False})
+    gives_density: bool = True
 
     def scores(self, score_fn, sde, x, key, *, n_classes=10, first_image=0):
         return self.fn(x)
@@ -642,14 +643,16 @@ class FakeScorer:
         return f"the fake scorer {self.name}"
 
 
-def fake_chapter(tmp_path, *, plain_cnn: bool = True, scorer_fn=None):
+def fake_chapter(tmp_path, *, plain_cnn: bool = True, scorer_fn=None, n_images: int = 3, **kw):
     generative, discriminative = mnist_classifiers()
-    knobs = chapter_knobs(n_images=3, n_baseline_images=6, corruptions=("shot_noise", "fog", "glass_blur"))
+    knobs = chapter_knobs(n_images=n_images, n_baseline_images=6, corruptions=("shot_noise", "fog", "glass_blur"),
+                          n_ode_images=min(2, n_images))
     sample = rb.chapter_sample(load_mnist("test"), knobs, rb.MNIST_C)
     cnn = fake_network("CNN", lambda x: (discriminative(x) + 1) % 10) if plain_cnn else None
     models = rb.ChapterModels(fake_network("score", n_params=350_000), fake_network("WRN-10-2", discriminative), cnn,
                               ("mnist", "mnist", "mnist_cnn" if plain_cnn else "none"))  # fmt: skip
-    results = rb.evaluate_chapter(ResultCache(tmp_path), sample, models, scorer=FakeScorer("fake", scorer_fn or generative))
+    scorer = kw.pop("scorer", None) or FakeScorer("fake", scorer_fn or generative)
+    results = rb.evaluate_chapter(ResultCache(tmp_path), sample, models, scorer=scorer, **kw)
     return sample, models, results
 
 
@@ -756,3 +759,37 @@ def test_detection_text_names_detected_and_inverted_corruptions():
     assert "handful" not in none
     table = rb.auroc_markdown(aurocs).splitlines()
     assert table[2] == "| shot noise | 0.95 | 1 / 1 | -3 | 100 % |" and len(table) == 2 + 4
+
+
+def test_a_classifier_without_a_density_is_checked_against_the_exact_ode_on_a_subset(tmp_path):
+    """With a denoising-score classifier (no density), the chapter runs the ODE on the first n_ode_images of the
+    same images: the decisions are compared case by case, and the likelihood sections read the ODE's grid."""
+    generative, _ = mnist_classifiers()
+
+    def shifted(x):  # another classifier on the same images: its decisions differ from the "ODE's" on some cases
+        out = generative(x)
+        out.log_p = np.roll(out.log_p, 1, axis=1) if x.reshape(len(x), -1).mean() > 40 else out.log_p
+        return out
+
+    score = FakeScorer("score", shifted, gives_density=False)
+    sample, _, results = fake_chapter(tmp_path, n_images=4, scorer=score, ode_scorer=FakeScorer("ode", generative))
+    assert results.sbgc.n_images == 4 and results.ode.n_images == 2 and not results.sbgc.log_p_is_density
+    assert results.likelihood is results.ode and len(results.ode_entries) == 1
+    a = results.agreement()
+    direct = results.sbgc.predictions[:, :2] == results.ode.predictions
+    assert (a["cases"], a["agree"], a["n_images"]) == (direct.size, int(direct.sum()), 2) and 0 < a["agree"] < a["cases"]
+    assert "the two agree on" in results.agreement_markdown() and "the fake scorer ode" in results.cost_markdown()
+    numbers = results.numbers()
+    assert numbers["agreement_with_ode"]["agree"] == a["agree"] and numbers["ode_subset"]["n_images"] == 2
+    assert "mean_log_p_nats" not in numbers["sbgc"]["per_setting"] and numbers["sbgc"]["likelihood_auroc"] is None
+    assert numbers["likelihood_auroc"] == rb.likelihood_auroc(results.ode)
+    with pytest.raises(ValueError, match="no density"):
+        results.sbgc.log_marginal()
+    plt.close(results.plot_fig4())
+    # a classifier that is a density needs no subset
+    _, _, plain = fake_chapter(tmp_path / "plain", n_images=4)
+    assert plain.ode is None and plain.likelihood is plain.sbgc and plain.agreement() is None
+    assert plain.agreement_markdown() == ""
+    with pytest.raises(ValueError, match="n_ode_images must be None or an int in 1"):
+        chapter_knobs(n_images=2, n_ode_images=3)
+

@@ -248,7 +248,15 @@ class CorruptionKnobs:
     n_baseline_images: int
     severities: tuple[int, ...]
     corruptions: tuple[str, ...]
-    ode: Ode
+    ode: Ode  # the exact ODE: the SBGC's classifier unless ``classifier`` is set, and its likelihoods
+    classifier: BoundScore | None = None  # the SBGC's classifier instead of the ODE (e.g. chapter 06's converged one)
+    n_ode_images: int | None = None  # with a classifier that gives no density: the ODE on the first n (None: all)
+
+    def __post_init__(self):
+        if self.n_ode_images is not None and not (isinstance(self.n_ode_images, int)
+                                                  and 1 <= self.n_ode_images <= self.n_images):
+            raise ValueError(f"n_ode_images must be None or an int in 1 … n_images ({self.n_images}), got "
+                             f"{self.n_ode_images!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -445,8 +453,9 @@ PROFILES: dict[str, Profile] = {
                                      exact_data=None, n_exact_images=0, n_baseline_images=10_000, ode=_MNIST_ODE,
                                      reference=_CI_REFERENCE, reference_block=2,
                                      n_reference_images=2),
-            "03_corruptions": CorruptionKnobs(seed=0, data="mnist", n_images=1, n_baseline_images=200, severities=(1,),
-                                              corruptions=MNIST_C_CORRUPTIONS, ode=_CI_ODE),
+            "03_corruptions": CorruptionKnobs(seed=0, data="mnist", n_images=2, n_baseline_images=200, severities=(1,),
+                                              corruptions=MNIST_C_CORRUPTIONS, ode=_CI_ODE,
+                                              classifier=BoundScore(n_times=8), n_ode_images=1),
             "04_adversarial": AdversarialKnobs(seed=0, data="mnist", n_images=1, n_baseline_images=100, eps_linf=0.3,
                                                eps_l2=1.5, ode=_CI_ATTACK_ODE, pgd_steps=1, rel_stepsize=1.0,
                                                restarts=1, line_search=2, judge_rtol=None, bound_times=10, n_fd_directions=2, fd_h=2e-3, n_show=1),

@@ -321,6 +321,7 @@ class GridResult:
     image_indices: np.ndarray
     family: str = CIFAR10_C.name
     image_sha256: np.ndarray | None = None  # [N] str (entries stored before it existed lack it)
+    log_p_is_density: bool = True  # log_p is log p(x | y) (or a bound on it); False: a class score (uniform weighting)
 
     @property
     def corruption_family(self) -> CorruptionFamily:
@@ -341,8 +342,8 @@ class GridResult:
 
     def log_marginal(self) -> np.ndarray:
         """log p(x) (uniform class prior), nats: [S, N]."""
-        if self.log_p is None:
-            raise ValueError(f"{self.name} is not a generative classifier: it has no likelihoods")
+        if self.log_p is None or not self.log_p_is_density:
+            raise ValueError(f"{self.name} has no likelihoods (not a generative classifier, or its scores are no density)")
         s, n, k = self.log_p.shape
         return log_marginal(self.log_p.reshape(s * n, k)).reshape(s, n)
 
@@ -390,14 +391,14 @@ class GridResult:
 
     @classmethod
     def from_image_rows(cls, arrays: Mapping[str, np.ndarray], *, name: str, settings: Sequence[Setting], family: str,
-                        image_indices: np.ndarray) -> "GridResult":
+                        image_indices: np.ndarray, log_p_is_density: bool = True) -> "GridResult":
         """The result whose :meth:`image_rows` (of one or more consecutive blocks, joined) are ``arrays``."""
         digests = np.asarray(arrays["image_sha256"], dtype=np.str_)
         return cls(name=name, settings=tuple(settings), labels=np.asarray(arrays["labels"]),
                    predictions=np.asarray(arrays["predictions"]).T, log_p=np.asarray(arrays["log_p"]).transpose(1, 0, 2),
                    nfe=np.asarray(arrays["nfe"]).T, seconds=np.asarray(arrays["seconds"]).sum(axis=0),
                    images_sha256=joint_digest(digests), image_indices=np.asarray(image_indices), family=family,
-                   image_sha256=digests)  # fmt: skip
+                   image_sha256=digests, log_p_is_density=log_p_is_density)  # fmt: skip
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "GridResult":
@@ -414,6 +415,16 @@ class GridResult:
                    seconds=np.asarray(arrays["seconds"]), images_sha256=str(arrays["images_sha256"]),
                    image_indices=np.asarray(arrays["image_indices"]), family=str(arrays["family"]),
                    image_sha256=np.asarray(arrays["image_sha256"]) if "image_sha256" in arrays else None)  # fmt: skip
+
+
+def _head(result: GridResult, n: int) -> GridResult:
+    """The result on its first ``n`` images (every setting)."""
+    pick = lambda a: None if a is None else a[:, :n]  # noqa: E731
+    digests = None if result.image_sha256 is None else result.image_sha256[:n]
+    return dataclasses.replace(result, labels=result.labels[:n], predictions=result.predictions[:, :n],
+                               log_p=pick(result.log_p), nfe=pick(result.nfe), image_indices=result.image_indices[:n],
+                               image_sha256=digests, images_sha256=result.images_sha256 if digests is None
+                               else joint_digest(digests), seconds=result.seconds * n / result.n_images)  # fmt: skip
 
 
 def joint_digest(image_sha256: Sequence[str]) -> str:
@@ -533,7 +544,8 @@ def evaluate_grid(
 GRID_BLOCK = 12  # images per cached block of the SBGC's grid
 
 
-def sbgc_grid(cache: ResultCache, sample: "ChapterSample", model: Any, scorer: Any, key) -> tuple[GridResult, list[CachedResult]]:
+def sbgc_grid(cache: ResultCache, sample: "ChapterSample", model: Any, scorer: Any, key, *,
+              name: str = "SBGC") -> tuple[GridResult, list[CachedResult]]:
     """The SBGC's grid over ``sample.sbgc`` [S, N] through ``cache`` in blocks of :data:`GRID_BLOCK` images
     (:func:`sbgc.cache.cached_blocks`: an interrupted run resumes at its first missing block, a larger sample
     reuses the blocks of a smaller, ``--shard`` splits the blocks between processes), and the blocks' entries.
@@ -551,8 +563,9 @@ def sbgc_grid(cache: ResultCache, sample: "ChapterSample", model: Any, scorer: A
         return evaluate_grid({"SBGC": classify}, sample.sbgc.part(rows), sample.grid, seed=sample.seed)["SBGC"].image_rows()
 
     arrays, entries = cached_blocks(cache, sample.sbgc_key(model.sha256, scorer), GRID_BLOCK, compute)
-    grid = GridResult.from_image_rows(arrays, name="SBGC", settings=sample.grid, family=sample.family.name,
-                                      image_indices=sample.sbgc.indices)  # fmt: skip
+    grid = GridResult.from_image_rows(arrays, name=name, settings=sample.grid, family=sample.family.name,
+                                      image_indices=sample.sbgc.indices,
+                                      log_p_is_density=bool(getattr(scorer, "gives_density", True)))  # fmt: skip
     if not np.array_equal(grid.labels, sample.sbgc.labels):
         raise CacheError("the cached SBGC grid holds other labels than the sample's images")
     return grid, entries
@@ -734,13 +747,13 @@ def per_setting(result: GridResult) -> dict[str, Any]:
         "accuracy": correct.mean(axis=1), "correct": k, "n_images": n,
         "accuracy_lo": [lo for lo, _ in intervals], "accuracy_hi": [hi for _, hi in intervals],
     }  # fmt: skip
-    if result.log_p is not None:
+    if result.log_p is not None and result.log_p_is_density:
         lm, bpd = result.log_marginal(), result.marginal_bpd()
         out["mean_log_p_nats"] = lm.mean(axis=1)
         out["sem_log_p_nats"] = lm.std(axis=1, ddof=1) / math.sqrt(n) if n >= 2 else None
         out["mean_bpd"] = bpd.mean(axis=1)
-        if result.nfe is not None:
-            out["mean_nfe_per_class"] = result.nfe.mean(axis=1) / result.log_p.shape[2]
+    if result.log_p is not None and result.nfe is not None:
+        out["mean_nfe_per_class"] = result.nfe.mean(axis=1) / result.log_p.shape[2]
     return out
 
 
@@ -754,36 +767,41 @@ def _panel_points(result: GridResult, name: str) -> tuple[list[int], list[int]]:
     return xs, rows
 
 
-def _fig4_numbers(sbgc: GridResult) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
-    """(mean log p [S], its SEM [S] or None, accuracy [S], exact 95 % interval [S, 2])."""
+def _fig4_numbers(sbgc: GridResult, accuracy: GridResult | None = None
+                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """(mean log p [S], its SEM [S] or None, of ``sbgc``; accuracy [S] and its exact 95 % interval [S, 2], of
+    ``accuracy`` (default ``sbgc``; the same settings))."""
     lm_all = sbgc.log_marginal()
     lm = lm_all.mean(axis=1)
     sem = lm_all.std(axis=1, ddof=1) / math.sqrt(sbgc.n_images) if sbgc.n_images >= 2 else None
-    k = sbgc.correct.sum(axis=1)
-    ci = np.array([binomial_interval(int(c), sbgc.n_images) for c in k])  # [S, 2]
-    return lm, sem, sbgc.accuracy(), ci
+    acc = sbgc if accuracy is None else accuracy
+    if acc.settings != sbgc.settings:
+        raise ValueError("the likelihood and the accuracy of Fig. 4 must come from grids of the same settings")
+    ci = np.array([binomial_interval(int(c), acc.n_images) for c in acc.correct.sum(axis=1)])  # [S, 2]
+    return lm, sem, acc.accuracy(), ci
 
 
 def plot_fig4(sbgc: GridResult, baselines: Mapping[str, GridResult] | None = None, *, n_cols: int = 5,
-              family: CorruptionFamily | None = None):
+              family: CorruptionFamily | None = None, accuracy: GridResult | None = None):
     """The paper's Fig. 4: per corruption, mean log p(x) (orange, left axis) and SBGC accuracy (black,
     right axis, exact 95 % intervals) over the severities, "Cl." = clean; baselines dashed (right
     axis). Corruptions that were not evaluated get an empty panel saying so. ``family`` (default: the
     result's) gives the panels; a benchmark with one severity (MNIST-C) gets two stacked panels over
-    clean and every corruption instead (:func:`plot_fig4_single_severity`)."""
+    clean and every corruption instead (:func:`plot_fig4_single_severity`). ``accuracy``: the grid whose
+    accuracy is drawn (default ``sbgc``; e.g. the converged classifier, when ``sbgc`` is the exact ODE's)."""
     import matplotlib.pyplot as plt
 
-    if sbgc.log_p is None:
+    if sbgc.log_p is None or not sbgc.log_p_is_density:
         raise ValueError(f"{sbgc.name} has no likelihoods to plot")
     family = family or sbgc.corruption_family
     if len(family.severities) == 1:
-        return plot_fig4_single_severity(sbgc, baselines, family=family)
+        return plot_fig4_single_severity(sbgc, baselines, family=family, accuracy=accuracy)
     baselines = dict(baselines or {})
     corruptions = family.corruptions
     n_rows = math.ceil(len(corruptions) / n_cols)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.0 * n_cols, 2.5 * n_rows), squeeze=False,
                              constrained_layout=True)  # fmt: skip
-    lm, sem, acc, ci = _fig4_numbers(sbgc)
+    lm, sem, acc, ci = _fig4_numbers(sbgc, accuracy)
     evaluated = {c for c, _ in sbgc.settings}
     ticks = [0, *family.severities]
     handles = {}
@@ -821,19 +839,19 @@ def plot_fig4(sbgc: GridResult, baselines: Mapping[str, GridResult] | None = Non
 
 
 def plot_fig4_single_severity(sbgc: GridResult, baselines: Mapping[str, GridResult] | None = None, *,
-                              family: CorruptionFamily | None = None):
+                              family: CorruptionFamily | None = None, accuracy: GridResult | None = None):
     """Fig. 4 for a benchmark with one severity: x = clean, then every corruption of the family (at
     x = 1, 2, ...); top: mean log p(x) ± SEM (orange, the clean level dotted across); bottom: the
     SBGC's accuracy with exact 95 % intervals (black) and the baselines' (markers). Corruptions not
     evaluated have no point and a grey tick label."""
     import matplotlib.pyplot as plt
 
-    if sbgc.log_p is None:
+    if sbgc.log_p is None or not sbgc.log_p_is_density:
         raise ValueError(f"{sbgc.name} has no likelihoods to plot")
     family = family or sbgc.corruption_family
     baselines = dict(baselines or {})
     names = (CLEAN, *family.corruptions)
-    lm, sem, acc, ci = _fig4_numbers(sbgc)
+    lm, sem, acc, ci = _fig4_numbers(sbgc, accuracy)
     where = {c: i for i, (c, _) in enumerate(sbgc.settings)}  # one severity: one row per corruption
     xs = [x for x, c in enumerate(names) if c in where]
     rows = [where[names[x]] for x in xs]
@@ -1069,11 +1087,11 @@ def robustness_verdict(paired: Mapping[str, Mapping[str, Any] | None], *, a: str
 def cache_settings(knobs: Any, family: CorruptionFamily, scorer: Any) -> dict[str, Any]:
     """The settings of the SBGC's cached grid (JSON-able, nothing volatile; each block is keyed as these with
     its images, :func:`sbgc.cache.cached_blocks`): the chapter's knobs except those that do not change a
-    block's numbers (the sample sizes) and the ODE group, which ``scorer`` replaces (the scorer's own key
+    block's numbers (the sample sizes) and the scorer groups (ODE, classifier), which ``scorer`` replaces (its own key
     leaves out what does not change the numbers, such as ``chunk_size``); the benchmark, how the sample is
     drawn (:func:`image_order`: with the block's images it fixes the block's positions, hence its random
     numbers) and the key (``jax.random.fold_in(key(seed), 1)``, one key for every setting)."""
-    dropped = {"n_images", "n_baseline_images", "ode"}
+    dropped = {"n_images", "n_baseline_images", "ode", "classifier", "n_ode_images"}
     kept = {f.name: getattr(knobs, f.name) for f in dataclasses.fields(knobs) if f.name not in dropped}
     return {"knobs": kept, "scorer": scorer, "scorer_class": type(scorer).__name__, "family": family.name,
             "sample": "image_order(seed)", "key": "fold_in(key(seed), 1)"}
@@ -1106,8 +1124,8 @@ def results_record(result: GridResult, *, n_boot: int = 2000, seed: int = 0) -> 
         "images_sha256": result.images_sha256,
         "table2": {g: None if a is None else a.as_dict() for g, a in row.items()},
         "per_setting": per_setting(result),
-        "likelihood_auroc": likelihood_auroc(result) if result.log_p is not None and (CLEAN, 0) in result.settings
-        and len(result.settings) > 1 else None,
+        "likelihood_auroc": likelihood_auroc(result) if result.log_p is not None and result.log_p_is_density
+        and (CLEAN, 0) in result.settings and len(result.settings) > 1 else None,
         "seconds": float(result.seconds.sum()),
     }
 
@@ -1247,8 +1265,10 @@ class ChapterResults:
     """Chapter 03's grids (:class:`GridResult`, settings × images): ``sbgc`` [S, N]; the baseline and the
     plain CNN (None without one) on the SBGC's images (``*_same`` [S, N], the same digest) and on their
     whole sample (``*_all`` [S, N_b]); the cache entries of the SBGC's blocks (``entries``) and of the
-    baselines' samples (``baseline_entries``); the SBGC's ``scorer``. Its tables and texts use ``n_boot`` bootstrap draws
-    seeded with the chapter's seed."""
+    baselines' samples (``baseline_entries``); the SBGC's ``scorer``; with a classifier that gives no density
+    (the knobs' ``classifier``), the exact ODE's grid on the first ``n_ode_images`` (``ode`` [S, N_ode], its
+    entries ``ode_entries``): the likelihoods and the agreement of decisions. Its tables and texts use
+    ``n_boot`` bootstrap draws seeded with the chapter's seed."""
 
     sample: ChapterSample
     models: ChapterModels
@@ -1260,11 +1280,56 @@ class ChapterResults:
     entries: list[CachedResult]
     baseline_entries: list[CachedResult]
     scorer: Any = None  # how the SBGC scored the classes (a scorer of sbgc.method.scorers)
+    ode: GridResult | None = None
+    ode_entries: list[CachedResult] = dataclasses.field(default_factory=list)
+    ode_scorer: Any = None
     n_boot: int = N_BOOT
 
     @property
     def scorer_text(self) -> str:
         return self.scorer.describe() if callable(getattr(self.scorer, "describe", None)) else str(self.scorer)
+
+    @property
+    def likelihood(self) -> GridResult:
+        """The grid whose log p(x) Fig. 4, the likelihood change and the AUROC read: the exact ODE's subset when
+        the classifier's scores are no density, else the SBGC's own."""
+        return self.ode if self.ode is not None else self.sbgc
+
+    def plot_fig4(self):
+        """:func:`plot_fig4`: the likelihood of :attr:`likelihood`, the accuracy of the SBGC's classifier (on its
+        first ``likelihood.n_images`` images when the likelihood is the ODE's subset), the baselines'."""
+        n = self.likelihood.n_images
+        accuracy = self.sbgc if n == self.sbgc.n_images else _head(self.sbgc, n)
+        return plot_fig4(self.likelihood, self.fig4_baselines(), accuracy=accuracy)
+
+    def agreement(self) -> dict[str, Any] | None:
+        """The classifier's decisions against the exact ODE's on the ODE's images, every setting: cases, agreeing
+        cases, and each one's accuracy on them (None without an ODE subset)."""
+        if self.ode is None:
+            return None
+        head = _head(self.sbgc, self.ode.n_images)
+        if head.images_sha256 != self.ode.images_sha256:
+            raise AssertionError("the exact ODE's subset saw other images than the classifier's first ones")
+        agree = head.predictions == self.ode.predictions
+        return {"cases": int(agree.size), "agree": int(agree.sum()), "n_images": self.ode.n_images,
+                "classifier_accuracy": float(head.correct.mean()), "ode_accuracy": float(self.ode.correct.mean()),
+                "agree_per_setting": agree.mean(axis=1), "ode": self.ode_scorer_text}  # fmt: skip
+
+    @property
+    def ode_scorer_text(self) -> str:
+        return self.ode_scorer.describe() if self.ode_scorer is not None else ""
+
+    def agreement_markdown(self) -> str:
+        """A sentence on :meth:`agreement` (empty without an ODE subset)."""
+        a = self.agreement()
+        if a is None:
+            return ""
+        lo, hi = binomial_interval(a["agree"], a["cases"])
+        return (f"**Against the exact ODE** ({a['ode']}) on the first {a['n_images']} image(s) × "
+                f"{len(self.sample.grid)} settings: the two agree on {a['agree']} of {a['cases']} decisions "
+                f"({100 * a['agree'] / a['cases']:.1f} %, exact 95 % interval [{100 * lo:.1f}, {100 * hi:.1f}]); accuracy "
+                f"on these cases {100 * a['classifier_accuracy']:.1f} % (classifier) and {100 * a['ode_accuracy']:.1f} % "
+                "(ODE). The likelihoods below (Fig. 4, the change per corruption, the AUROC) are the ODE's.\n\n")
 
     @property
     def against(self) -> dict[str, GridResult]:
@@ -1283,7 +1348,10 @@ class ChapterResults:
         sbgc, n, s, cnn = self.sbgc, len(self.sample.sbgc), len(self.sample.grid), self.cnn_all
         return (f"SBGC: {n} image(s) × {s} settings × {sbgc.log_p.shape[2]} classes, computed in "
                 f"{sbgc.seconds.sum():.0f} s ({sbgc.nfe.mean() / sbgc.log_p.shape[2]:.0f} score evaluations per "
-                f"class on average; {self.scorer_text}). Baseline{'s' if cnn else ''}: the same {n * s} cases, then "
+                f"class on average; {self.scorer_text})."
+                + (f" The exact ODE on the first {self.ode.n_images} image(s): {self.ode.seconds.sum():.0f} s "
+                   f"({self.ode_scorer_text})." if self.ode is not None else "")
+                + f" Baseline{'s' if cnn else ''}: the same {n * s} cases, then "
                 f"{len(self.sample.baseline):,} images × {s} settings ({self.base_all.seconds.sum():.1f} s"
                 + (f"; the plain CNN {cnn.seconds.sum():.1f} s" if cnn else "") + "). All saw the images "
                 f"with sha256 `{sbgc.images_sha256[:16]}…`.\n\n")
@@ -1369,9 +1437,13 @@ class ChapterResults:
             "robustness_verdict_each_baseline": self.verdicts,
             "baseline_cache": [e.record for e in self.baseline_entries + ([diagnosis.entry] if diagnosis else [])],
             "batchnorm_diagnosis": None if diagnosis is None else diagnosis.record(),
-            "likelihood_auroc": likelihood_auroc(self.sbgc),
+            "likelihood_auroc": likelihood_auroc(self.likelihood),
             "sbgc_cache": [e.record for e in self.entries],
             "sbgc": record(self.sbgc),
+            "sbgc_scorer": self.scorer_text,
+            "ode_subset": record(self.ode),
+            "ode_cache": [e.record for e in self.ode_entries],
+            "agreement_with_ode": self.agreement(),
             "baseline_same_images": record(self.base_same),
             "baseline_all_images": record(self.base_all),
             "plain_cnn_same_images": record(self.cnn_same),
@@ -1388,19 +1460,26 @@ class ChapterResults:
 
 
 def evaluate_chapter(cache: ResultCache, sample: ChapterSample, models: ChapterModels, *,
-                     scorer: Any = None) -> ChapterResults:
+                     scorer: Any = None, ode_scorer: Any = None) -> ChapterResults:
     """Chapter 03's evaluation: the SBGC's grid over ``sample.sbgc`` in cached blocks (:func:`sbgc_grid`);
     each baseline on the same images, refused unless its digest equals the SBGC's; then each baseline on
     its whole sample (cached, :meth:`ChapterSample.baseline_key`).
 
-    scorer: how the SBGC scores the classes (default: the knobs' ODE, ``knobs.ode.scorer()``), with ONE
-    key, ``fold_in(key(seed), 1)``, for every setting and block, as the cache keys say.
+    scorer: how the SBGC scores the classes (default: the knobs' ``classifier`` if set, else their ODE), with
+    ONE key, ``fold_in(key(seed), 1)``, for every setting and block, as the cache keys say. When that scorer gives
+    no density (the uniform-weighted score), the exact ODE (``knobs.ode``) on the first ``n_ode_images`` gives the
+    likelihoods and the decisions the classifier is checked against (``ode_scorer``, default ``knobs.ode.scorer()``).
     """
     import jax
 
-    grid, seed = sample.grid, sample.seed
-    scorer = sample.knobs.ode.scorer() if scorer is None else scorer
-    sbgc, entries = sbgc_grid(cache, sample, models.sbgc, scorer, jax.random.fold_in(jax.random.key(seed), 1))
+    grid, seed, knobs, key = sample.grid, sample.seed, sample.knobs, jax.random.fold_in(jax.random.key(sample.seed), 1)
+    scorer = scorer or (knobs.classifier.scorer() if getattr(knobs, "classifier", None) else knobs.ode.scorer())
+    sbgc, entries = sbgc_grid(cache, sample, models.sbgc, scorer, key)
+    ode, ode_entries = None, []
+    if not sbgc.log_p_is_density:
+        n_ode = getattr(knobs, "n_ode_images", None) or len(sample.sbgc)
+        ode, ode_entries = sbgc_grid(cache, dataclasses.replace(sample, sbgc=sample.sbgc.head(n_ode)), models.sbgc,
+                                     ode_scorer or knobs.ode.scorer(), key, name="SBGC, exact ODE")  # fmt: skip
     baseline_entries: list[CachedResult] = []
 
     def on_the_sbgcs_images(c: Any, name: str) -> GridResult:
@@ -1422,7 +1501,7 @@ def evaluate_chapter(cache: ResultCache, sample: ChapterSample, models: ChapterM
     cnn_same, cnn_all = ((on_the_sbgcs_images(cnn, cnn.config.name), on_its_sample(cnn, cnn.config.name)) if cnn
                          else (None, None))  # fmt: skip
     return ChapterResults(sample, models, sbgc, base_same, base_all, cnn_same, cnn_all, entries, baseline_entries,
-                          scorer)
+                          scorer, ode, ode_entries, ode_scorer or knobs.ode.scorer())
 
 
 def paired_markdown(paired: Mapping[str, Mapping[str, Mapping[str, Any] | None]]) -> str:
