@@ -102,13 +102,13 @@ def test_the_chapter_study_computes_every_section_and_renders_again_from_its_cac
         assert found.results["base", "l2"].labels.shape == (4,) and found.outcomes["sbgc", "l2"].labels.shape == (2,)
         assert list(bound.outcomes) == [("bound", "linf"), ("bound", "l2")] and set(judge.accuracies) == {"linf", "l2"}
         table = study.table3_markdown(found, bound)
-        assert "**SBGC, variational bound (K = 2)**" in table and table.count("Linear baseline, same images") == 2
+        assert "**SBGC, uniform-in-t denoising score (K = 2)**" in table and table.count("Linear baseline, same images") == 2
         fig, sizes = study.size_curves(found, bound)
         plt.close(fig)
         plt.close(study.plot_pairs(found))
-        assert sizes.count("| SBGC, variational bound |") == 2 and "2 bisection steps" in sizes
+        assert sizes.count("| SBGC, uniform-in-t denoising score |") == 2 and "2 bisection steps" in sizes
         summary = study.summary_markdown(found, bound, shift)
-        assert summary.startswith("**This run (mnist, 2 images).**") and "**The variational-bound classifier**" in summary
+        assert summary.startswith("**This run (mnist, 2 images).**") and "**The bound classifier** (uniform-in-t denoising score)" in summary
     assert numbers[0] == numbers[1]
     # without the bound classifier and the judge (knobs outside the attacks' keys): the rest loads, read-only
     knobs = dataclasses.replace(params.knobs, bound_times=None, judge_rtol=None)
@@ -121,7 +121,7 @@ def test_the_chapter_study_computes_every_section_and_renders_again_from_its_cac
     assert judge.markdown == "Not run at this profile (`judge_rtol` is None)." and judge.accuracies == {}
     shift = study.manifold_shift(found)
     assert "classifier is not attacked at this profile" in study.summary_markdown(found, bound, shift)
-    assert "variational bound" not in study.table3_markdown(found, bound)
+    assert "denoising score" not in study.table3_markdown(found, bound)
     record = study.numbers(study.gradient_check(), found, bound, judge, shift)
     assert record["bound_classifier"] is None and record["attacks"].keys() == numbers[0]["attacks"].keys() - {
         "bound_linf", "bound_l2"}

@@ -326,10 +326,16 @@ def sbgc_logits_fn(model: ScoreModel, probes: Array, config: SBGCLogitsConfig = 
     return LogitsFn(logits_and_ok, "sbgc", config.describe())
 
 
+def bound_name(settings: BoundSettings) -> str:
+    """What the bound classifier is called: the variational bound, or (uniform weighting) the denoising score."""
+    return "variational bound" if settings.weighting == "likelihood" else "uniform-in-t denoising score"
+
+
 def describe_bound(settings: BoundSettings) -> str:
-    """One line for tables: the bound classifier's times, sampling, control variate and ε."""
+    """One line for tables: the bound classifier's weighting, times, sampling, control variate and ε."""
     cv = "none" if settings.data_std is None else f"s_d={settings.data_std:g}"
-    return (f"variational bound, K={settings.n_times} {settings.sampling} times + decoder, fixed per image; "
+    decoder = " + decoder" if settings.weighting == "likelihood" else ""
+    return (f"{bound_name(settings)}, K={settings.n_times} {settings.sampling} times{decoder}, fixed per image; "
             f"control variate {cv}, eps={settings.eps:g}")  # fmt: skip
 
 

@@ -27,6 +27,7 @@ from sbgc.experiments.adversarial import (
     PGDResult,
     SBGCLogitsConfig,
     baseline_logits_fn,
+    bound_name,
     describe_bound,
     draw_attack_probes,
     image_shape,
@@ -55,7 +56,7 @@ from sbgc.report import cpu_trained_note, markdown_table
 from sbgc.stats import binomial_interval
 
 FIXED_FD_STEPS = dict(solver="heun", n_steps=32, step_grid="log")  # the smooth solve of the gradient check
-NOT_ATTACK_KNOBS = ("n_images", "n_baseline_images", "n_show", "judge_rtol", "bound_times")  # not in the attacks' keys
+NOT_ATTACK_KNOBS = ("n_images", "n_baseline_images", "n_show", "judge_rtol", "bound_times", "bound_weighting")  # not in the attacks' keys
 NOT_RUN = "Not run at this profile (`{knob}` is None)."
 BLOCKS_VERSION = 2  # of the per-image attack blocks (2: sbgc.cache.cached_blocks, keyed by the block's images)
 
@@ -308,7 +309,8 @@ class AdversarialStudy:
     @property
     def names(self) -> dict[str, str]:
         """Display name of each attacked model ("sbgc", "bound" and the baselines)."""
-        return {"sbgc": "SBGC", "bound": "SBGC, variational bound"} | {w: c.config.name for w, c in self.baselines.items()}
+        bound = BoundSettings(n_times=2, weighting=self.params.bound_weighting)
+        return {"sbgc": "SBGC", "bound": f"SBGC, {bound_name(bound)}"} | {w: c.config.name for w, c in self.baselines.items()}
 
     @functools.cached_property
     def config(self) -> SBGCLogitsConfig:
@@ -427,7 +429,7 @@ class AdversarialStudy:
         P = self.params
         if P.bound_times is None:
             return BoundAttack(None, {}, {}, {}, [], NOT_RUN.format(knob="bound_times"))
-        settings = BoundSettings(n_times=P.bound_times, eps=P.ode.eps)
+        settings = BoundSettings(n_times=P.bound_times, eps=P.ode.eps, weighting=P.bound_weighting)
         am = bound_attack_model(self.model, jax.random.fold_in(self.key, 3), len(self.idx), settings)
         knobs = {"knobs": self.attack_knobs, "bound": settings}
         entries = []  # the margin's gradient as the attack computes it, on the first image
@@ -443,13 +445,14 @@ class AdversarialStudy:
         for who, outs in (("sbgc", attacks.outcomes), ("bound", outcomes)):
             for norm in self.budgets:
                 o, s = outs[who, norm], outs[who, norm].summary()
-                rows.append(("SBGC, exact ODE" if who == "sbgc" else "SBGC, variational bound", norm,
+                rows.append(("SBGC, exact ODE" if who == "sbgc" else f"SBGC, {bound_name(settings)}", norm,
                              f"{s['clean_correct']}/{s['images']}", table3.accuracy_cell(o.robust), f"{s['broken']}",
                              f"{s['shortest']['median']:.3g}" if s["broken"] else "–",
                              f"{s['steps']['median']:.0f}" if s["broken"] else "–",
                              f"{s['gradients']}", f"{s['seconds']:.0f}"))  # fmt: skip
         markdown = (
-            f"Bound classifier: {describe_bound(settings)}; {settings.n_times + 1} network passes per "
+            f"Bound classifier: {describe_bound(settings)}; "
+            f"{settings.n_times + (settings.weighting == 'likelihood')} network passes per "
             f"class. Gradient check on the first image, the margin's gradient as the attack computes it: "
             + "; ".join(f"{loss}: {check_line(c, 'central difference')}" for loss, c in checks.items())
             + f" over {P.n_fd_directions} directions (h = {P.fd_h:g}).\n\n"
@@ -471,7 +474,7 @@ class AdversarialStudy:
         res, names = attacks.results | bound.results, self.names
         ours = [("SBGC", res["sbgc", "linf"], res["sbgc", "l2"])]
         if bound.settings is not None:
-            ours.append((f"SBGC, variational bound (K = {self.params.bound_times})", res["bound", "linf"],
+            ours.append((f"SBGC, {bound_name(bound.settings)} (K = {self.params.bound_times})", res["bound", "linf"],
                          res["bound", "l2"]))  # fmt: skip
         for who in self.baselines:
             ours += [(f"{names[who]} baseline, same images", res[who, "linf"].subset(self.in_sbgc),
@@ -662,7 +665,8 @@ class AdversarialStudy:
             return "The variational-bound classifier is not attacked at this profile."
         n = len(self.idx)
         return (
-            f"**The variational-bound classifier** of the same network (K = {self.params.bound_times}, draws fixed per "
+            f"**The bound classifier** ({bound_name(BoundSettings(n_times=2, weighting=self.params.bound_weighting))}) "
+            f"of the same network (K = {self.params.bound_times}, draws fixed per "
             "image): " + "; ".join(f"{k}: robust {int(outcomes['bound', k].robust.sum())}/{n} (clean "
                                    f"{int(outcomes['bound', k].clean_correct.sum())}, "
                                    f"{outcomes['bound', k].summary()['at_random_start']} broken at a random start), "
