@@ -84,7 +84,7 @@ def test_the_chapter_study_computes_every_section_and_renders_again_from_its_cac
     labels = np.asarray(jnp.argmax(baselines["base"].logits(jnp.asarray(images / 255.0, jnp.float32)), axis=1), np.int32)
     split = ImageSet(images, labels, "toy", np.arange(6), "test")
     params = chapter_params("04_adversarial", "ci", {"n_images": 2, "n_baseline_images": 4, "bound_times": 2,
-                                                     "judge_rtol": 0.1, "line_search": 2})  # fmt: skip
+                                                     "judge_rtol": 0.1, "line_search": 2, "n_ode_images": 1})  # fmt: skip
     numbers = []
     for mode in ({}, {"read_only": True}):
         study = attack_study.AdversarialStudy.of(params, ResultCache(tmp_path / "cache", **mode), model, baselines,
@@ -99,7 +99,9 @@ def test_the_chapter_study_computes_every_section_and_renders_again_from_its_cac
         path = write_results(record, study.prov, directory=tmp_path / f"results{len(numbers)}")
         numbers.append(json.loads(path.read_text())["numbers"])
         assert list(found.outcomes) == [(w, n) for n in ("linf", "l2") for w in ("sbgc", "base", "cnn")]
-        assert found.results["base", "l2"].labels.shape == (4,) and found.outcomes["sbgc", "l2"].labels.shape == (2,)
+        assert found.results["base", "l2"].labels.shape == (4,) and found.outcomes["sbgc", "l2"].labels.shape == (1,)
+        assert found.outcomes["base", "l2"].labels.shape == bound.outcomes["bound", "l2"].labels.shape == (2,)  # all images
+        assert shift.shift["l2"].delta_bpd.shape == (1,) and "1 image(s); judge" in judge.markdown  # the ODE's image
         assert list(bound.outcomes) == [("bound", "linf"), ("bound", "l2")] and set(judge.accuracies) == {"linf", "l2"}
         table = study.table3_markdown(found, bound)
         assert "**SBGC, uniform-in-t denoising score (K = 2)**" in table and table.count("Linear baseline, same images") == 2
@@ -108,7 +110,7 @@ def test_the_chapter_study_computes_every_section_and_renders_again_from_its_cac
         plt.close(study.plot_pairs(found))
         assert sizes.count("| SBGC, uniform-in-t denoising score |") == 2 and "2 bisection steps" in sizes
         summary = study.summary_markdown(found, bound, shift)
-        assert summary.startswith("**This run (mnist, 2 images).**") and "**The bound classifier** (uniform-in-t denoising score)" in summary
+        assert summary.startswith("**This run (mnist, 2 images, the exact-ODE SBGC on the first 1).**") and "**The bound classifier** (uniform-in-t denoising score)" in summary
     assert numbers[0] == numbers[1]
     # without the bound classifier and the judge (knobs outside the attacks' keys): the rest loads, read-only
     knobs = dataclasses.replace(params.knobs, bound_times=None, judge_rtol=None)

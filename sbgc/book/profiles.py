@@ -280,10 +280,15 @@ class AdversarialKnobs:
     fd_h: float
     n_show: int
     bound_weighting: str = "likelihood"  # the attacked bound's time weighting ("uniform": chapter 06's converged score)
+    n_ode_images: int | None = None  # the exact-ODE SBGC attacked on the first n of the images (None: all n_images)
 
     def __post_init__(self):
         if self.bound_weighting not in ("likelihood", "uniform"):
             raise ValueError(f"bound_weighting must be 'likelihood' or 'uniform', got {self.bound_weighting!r}")
+        if self.n_ode_images is not None and not (isinstance(self.n_ode_images, int)
+                                                  and 1 <= self.n_ode_images <= self.n_images):
+            raise ValueError(f"n_ode_images must be None or an int in 1 … n_images ({self.n_images}), got "
+                             f"{self.n_ode_images!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -461,10 +466,10 @@ PROFILES: dict[str, Profile] = {
             "03_corruptions": CorruptionKnobs(seed=0, data="mnist", n_images=2, n_baseline_images=200, severities=(1,),
                                               corruptions=MNIST_C_CORRUPTIONS, ode=_CI_ODE,
                                               classifier=BoundScore(n_times=8), n_ode_images=1),
-            "04_adversarial": AdversarialKnobs(seed=0, data="mnist", n_images=1, n_baseline_images=100, eps_linf=0.3,
+            "04_adversarial": AdversarialKnobs(seed=0, data="mnist", n_images=2, n_baseline_images=100, eps_linf=0.3,
                                                eps_l2=1.5, ode=_CI_ATTACK_ODE, pgd_steps=1, rel_stepsize=1.0,
                                                restarts=1, line_search=2, judge_rtol=None, bound_times=10, n_fd_directions=2, fd_h=2e-3, n_show=1,
-                                               bound_weighting="uniform"),
+                                               bound_weighting="uniform", n_ode_images=1),
             "05_interpolation": InterpolationKnobs(seed=0, data="mnist", n_pairs=2, n_t=5, ode=_CI_ODE, n_strips=2),
             "06_convergence": ConvergenceKnobs(seed=0, data="mnist", n_images=4, n_subsamples=20, bound_times=(2, 4, 8, 16),
                                                weightings=("uniform", "likelihood"), pruning=((2, 2),), bound_block=4,

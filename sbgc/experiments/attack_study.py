@@ -56,7 +56,8 @@ from sbgc.report import cpu_trained_note, markdown_table
 from sbgc.stats import binomial_interval
 
 FIXED_FD_STEPS = dict(solver="heun", n_steps=32, step_grid="log")  # the smooth solve of the gradient check
-NOT_ATTACK_KNOBS = ("n_images", "n_baseline_images", "n_show", "judge_rtol", "bound_times", "bound_weighting")  # not in the attacks' keys
+NOT_ATTACK_KNOBS = ("n_images", "n_baseline_images", "n_show", "judge_rtol", "bound_times", "bound_weighting",
+                    "n_ode_images")  # not in the attacks' keys
 NOT_RUN = "Not run at this profile (`{knob}` is None)."
 BLOCKS_VERSION = 2  # of the per-image attack blocks (2: sbgc.cache.cached_blocks, keyed by the block's images)
 
@@ -345,10 +346,21 @@ class AdversarialStudy:
                 f"Budgets ({P.spec.dataset}): ε∞ = {eps(P.eps_linf)}, ε₂ = {eps(P.eps_l2)}.\n\n"
                 + self.line() + "\n\n" + "\n\n".join(pb.line(self.note) for pb in self.prov_bases.values()))  # fmt: skip
 
-    def _key(self, name: str, sha256: str, settings: dict) -> CacheKey:
-        """The key of a per-image computation ``name`` on the SBGC's images, cached in blocks of ``ATTACK_BLOCK``
-        (:func:`sbgc.cache.cached_blocks`; the nested sample fixes each image's position, hence its numbers)."""
-        return CacheKey(name, BLOCKS_VERSION, settings, sha256, self.source, self.idx)
+    def _key(self, name: str, sha256: str, settings: dict, n: int | None = None) -> CacheKey:
+        """The key of a per-image computation ``name`` on the SBGC's (first ``n``) images, cached in blocks of
+        ``ATTACK_BLOCK`` (:func:`sbgc.cache.cached_blocks`; the nested sample fixes each image's position, hence
+        its numbers)."""
+        return CacheKey(name, BLOCKS_VERSION, settings, sha256, self.source, self.idx[:n])
+
+    @property
+    def n_ode(self) -> int:
+        """How many of the images the exact-ODE SBGC is attacked on (the first; the knob ``n_ode_images``): its
+        attack, the tight judge and the likelihood sections run on them, the bound and the baselines on all."""
+        return self.params.n_ode_images or len(self.idx)
+
+    @property
+    def ode_subset_text(self) -> str:
+        return f" (the exact-ODE SBGC on the first {self.n_ode})" if self.n_ode < len(self.idx) else ""
 
     def _fd_check(self, am: AttackModel, name: str, settings: dict, entries: list) -> FiniteDifferenceCheck:
         """:func:`finite_difference_check` of ``am``'s margin gradient on the first image, through the cache."""
@@ -397,9 +409,10 @@ class AdversarialStudy:
         outcomes, sbgc_entries, entries_of = {}, [], {who: [] for who in self.baselines}
         for norm in self.budgets:  # every model, block by block through the results cache
             for who, (am, cache_name, sha256) in attacked.items():
-                key = self._key(cache_name, sha256, {"knobs": self.attack_knobs, "norm": norm})
-                outcomes[who, norm], got = attack_in_blocks(am, self.x, self.labels, settings[norm], self.cache, key,
-                                                            line_search=P.line_search)  # fmt: skip
+                n = self.n_ode if who == "sbgc" else len(self.idx)
+                key = self._key(cache_name, sha256, {"knobs": self.attack_knobs, "norm": norm}, n)
+                outcomes[who, norm], got = attack_in_blocks(am, self.x[:n], self.labels[:n], settings[norm], self.cache,
+                                                            key, line_search=P.line_search)  # fmt: skip
                 (sbgc_entries if who == "sbgc" else entries_of[who]).extend(got)
         results, by_loss = {}, {}
         for norm, epsilon in self.budgets.items():
@@ -415,7 +428,8 @@ class AdversarialStudy:
         markdown = (
             markdown_table(("model", "norm", "clean correct", "broken", "broken by (loss: images)", "at the random start",
                             "steps to break: median", "gradients", "seconds"), attack_rows(outcomes, names))
-            + f"\n\nPer-image attack on the SBGC's {len(self.idx)} images: {settings['linf'].describe()}; "
+            + f"\n\nPer-image attack on the SBGC's {len(self.idx)} images{self.ode_subset_text}: "
+            f"{settings['linf'].describe()}; "
             f"{settings['l2'].describe()}. \"broken\": correctly classified clean, misclassified after the attack. "
             "seconds: for the SBGC those of the runs that computed the cache entries.\n\n"
             + table3.settings_markdown([(names[k], r) for (k, _), r in results.items() if k in self.baselines])
@@ -458,10 +472,17 @@ class AdversarialStudy:
             + f" over {P.n_fd_directions} directions (h = {P.fd_h:g}).\n\n"
             + markdown_table(("classifier", "norm", "clean correct", "robust accuracy [%] (95 % interval)", "broken",
                               "median shortest adversarial ε", "median steps to break", "gradients", "seconds"), rows)
-            + f"\n\n{len(self.idx)} image(s), the same for both rows; the same attack settings.\n\n"
+            + (f"\n\n{len(self.idx)} image(s), the same for both rows" if self.n_ode == len(self.idx) else
+               f"\n\n{len(self.idx)} image(s); the exact ODE on the first {self.n_ode} of them")
+            + "; the same attack settings.\n\n"
             + self.line(attacks.sbgc_entries, entries))  # fmt: skip
         results = {k: o.as_pgd_result() for k, o in outcomes.items()}
         return BoundAttack(settings, checks, outcomes, results, entries, markdown)
+
+    @property
+    def in_ode(self) -> np.ndarray:
+        """[N] bool: which of the baselines' images the exact-ODE SBGC is attacked on."""
+        return np.isin(self.idx_base, self.idx[: self.n_ode])
 
     @property
     def in_sbgc(self) -> np.ndarray:
@@ -505,38 +526,38 @@ class AdversarialStudy:
             return TightJudge({}, NOT_RUN.format(knob="judge_rtol"))
         tight = dataclasses.replace(cfg, solver=dataclasses.replace(cfg.solver, rtol=P.judge_rtol, atol=P.judge_rtol,
                                                                     n_steps=None, step_grid="uniform", unroll=False))
-        f = sbgc_logits_fn(self.model, self.attack_model.aux, tight)
+        f = sbgc_logits_fn(self.model, self.attack_model.aux[: self.n_ode], tight)  # the probes of the ODE's images
         entry = self.cache.get(
             CacheKey("adversarial_sbgc_tight_judge", 1, {"knobs": self.attack_knobs, "judge": tight.describe()},
-                     self.model.sha256, self.source, self.idx),
-            lambda: {"clean": f.checked(np.asarray(self.x), "clean images"),
+                     self.model.sha256, self.source, self.idx[: self.n_ode]),
+            lambda: {"clean": f.checked(np.asarray(self.x[: self.n_ode]), "clean images"),
                      **{norm: f.checked(outcomes["sbgc", norm].adversarial, f"{norm} adversarial images")
                         for norm in self.budgets}})  # fmt: skip
-        t, accuracies = entry.arrays, {}
+        t, accuracies, labels = entry.arrays, {}, self.labels[: self.n_ode]
         for norm in self.budgets:
-            accuracies[norm] = {"clean_accuracy": float(np.mean(np.argmax(t["clean"], 1) == self.labels)),
-                                "adversarial_accuracy": float(np.mean(np.argmax(t[norm], 1) == self.labels)),
+            accuracies[norm] = {"clean_accuracy": float(np.mean(np.argmax(t["clean"], 1) == labels)),
+                                "adversarial_accuracy": float(np.mean(np.argmax(t[norm], 1) == labels)),
                                 "attacked_adversarial_accuracy": outcomes["sbgc", norm].robust_accuracy}
         rows = [(n, f"{100 * j['clean_accuracy']:.0f} %", f"{100 * j['adversarial_accuracy']:.0f} %",
                  f"{100 * j['attacked_adversarial_accuracy']:.0f} %") for n, j in accuracies.items()]
         return TightJudge(accuracies, markdown_table(
             ("norm", f"clean accuracy, rtol {P.judge_rtol:g}", f"on the adversarials, rtol {P.judge_rtol:g}",
              f"on the adversarials, attacked solver ({cfg.solver.rtol:g})"), rows)
-            + f"\n\n{len(self.idx)} image(s); judge: {tight.describe()}.\n\n" + self.line(attacks.sbgc_entries, [entry]))
+            + f"\n\n{self.n_ode} image(s); judge: {tight.describe()}.\n\n" + self.line(attacks.sbgc_entries, [entry]))
 
     def manifold_shift(self, attacks: Attacks) -> ManifoldShift:
         """Δ bits/dim of p(x) = (1/K) Σ_y p(x | y) from the clean images to the SBGC's adversarials and to the
         baseline's (the SBGC's forward passes on the latter cached by block), with the same probes; and the
         SBGC's accuracy on the baseline's adversarials (a transfer attack)."""
         res, budgets, base_name = attacks.results, self.budgets, self.baselines["base"].config.name
-        dim, n = int(np.prod(self.x.shape[1:])), len(self.idx)
+        dim, n = int(np.prod(self.x.shape[1:])), self.n_ode
         shift = {norm: likelihood_shift(res["sbgc", norm].clean_logits, res["sbgc", norm].adv_logits, dim)
                  for norm in budgets}  # fmt: skip
         entries, judged, match = [], {}, {}
         for norm in budgets:  # the SBGC's logits of the baseline's adversarial images
-            adv = res["base", norm].adversarial[self.in_sbgc]
+            adv = res["base", norm].adversarial[self.in_ode]
             key = self._key("adversarial_sbgc_judges_baseline_block", self.model.sha256,
-                            {"knobs": self.attack_knobs, "norm": norm, "baseline_sha256": self.baselines["base"].sha256})
+                            {"knobs": self.attack_knobs, "norm": norm, "baseline_sha256": self.baselines["base"].sha256}, n)
 
             def judge(b: int, idx: np.ndarray, adv=adv) -> dict[str, np.ndarray]:
                 rows = slice(b * ATTACK_BLOCK, b * ATTACK_BLOCK + len(idx))
@@ -554,7 +575,7 @@ class AdversarialStudy:
                 d = s.delta_bpd
                 lines.append((who, norm, f"{s.bpd_clean.mean():.4f}", f"{s.bpd_adv.mean():.4f}",
                               f"{d.mean():+.4f} ({d.min():+.4f}, {d.max():+.4f})"))
-        transfer = {norm: float(np.mean(np.argmax(judged[norm]["logits"], axis=1) == self.labels)) for norm in budgets}
+        transfer = {norm: float(np.mean(np.argmax(judged[norm]["logits"], axis=1) == self.labels[:n])) for norm in budgets}
         transfer_text = "; ".join(f"{k}: SBGC accuracy {100 * a:.0f} % ({int(round(a * n))}/{n})"
                                   for k, a in transfer.items())  # fmt: skip
         markdown = (markdown_table(("images attacked …", "norm", "bits/dim clean", "bits/dim attacked",
@@ -570,8 +591,8 @@ class AdversarialStudy:
         """Clean images and, per attack on the SBGC and on the baseline (on the same images), the adversarial
         and its perturbation (:func:`sbgc.experiments.table3.plot_pairs`): the figure."""
         res, base = attacks.results, self.baselines["base"].config.name
-        return table3.plot_pairs(np.asarray(self.x), [(f"SBGC {n}", res["sbgc", n]) for n in self.budgets]
-                          + [(f"{base} {n}", res["base", n].subset(self.in_sbgc)) for n in self.budgets],
+        return table3.plot_pairs(np.asarray(self.x[: self.n_ode]), [(f"SBGC {n}", res["sbgc", n]) for n in self.budgets]
+                          + [(f"{base} {n}", res["base", n].subset(self.in_ode)) for n in self.budgets],
                           self.class_names, n_show=self.params.n_show)  # fmt: skip
 
     def numbers(self, checks: GradientChecks, attacks: Attacks, bound: BoundAttack, judge: TightJudge,
@@ -622,7 +643,7 @@ class AdversarialStudy:
         lines = []
         for norm, eps in self.budgets.items():
             o, b = outcomes["sbgc", norm], outcomes["base", norm]
-            k, n = int(o.robust.sum()), len(o.labels)
+            k, n = int(o.robust.sum()), len(o.labels)  # the exact-ODE SBGC's images: the baselines' first n
             lo, hi = binomial_interval(k, n)
             s = o.summary()
             med = f"; median shortest adversarial found ε = {s['shortest']['median']:.3g}" if s["broken"] else ""
@@ -633,8 +654,8 @@ class AdversarialStudy:
             lines.append(
                 f"* **{norm}, ε = {eps:g}**: SBGC robust accuracy {k}/{n} = {100 * k / n:.0f} % (95 % interval "
                 f"{100 * lo:.0f}–{100 * hi:.0f} %; clean {int(o.clean_correct.sum())}/{n}){med}; the {base} on the "
-                f"same images {int(b.robust.sum())}/{n}, on {n_base:,} images {100 * res['base', norm].robust_accuracy:.1f} %"
-                + (f"; the {cnn.config.name} on the same images {int(outcomes['cnn', norm].robust.sum())}/{n}, on "
+                f"same images {int(b.robust[:n].sum())}/{n}, on {n_base:,} images {100 * res['base', norm].robust_accuracy:.1f} %"
+                + (f"; the {cnn.config.name} on the same images {int(outcomes['cnn', norm].robust[:n].sum())}/{n}, on "
                    f"{n_base:,} images {100 * res['cnn', norm].robust_accuracy:.1f} %" if cnn else "")
                 + f". Transfer from the {base}'s adversarials: SBGC accuracy {100 * manifold.transfer[norm]:.0f} %.")  # fmt: skip
         verdict = robustness_verdict([outcomes["sbgc", n] for n in self.budgets])
@@ -642,7 +663,8 @@ class AdversarialStudy:
         nothing = ("no image was classified correctly, so this run says nothing about robustness (too few images or "
                    "too weak a model). ")
         broken_all = verdict == "all broken"
-        return (f"**This run ({P.spec.dataset}, {len(self.idx)} images).**\n\n" + "\n".join(lines) + "\n\n"
+        subset = f", the exact-ODE SBGC on the first {self.n_ode}" if self.n_ode < len(self.idx) else ""
+        return (f"**This run ({P.spec.dataset}, {len(self.idx)} images{subset}).**\n\n" + "\n".join(lines) + "\n\n"
                 + {"all broken": "Every image the SBGC classified correctly was broken at both budgets, by the gradient "
                                  "attack through the ODE: the score-based generative classifier shows **no adversarial "
                                  "robustness here either**. ",
@@ -670,7 +692,7 @@ class AdversarialStudy:
             "image): " + "; ".join(f"{k}: robust {int(outcomes['bound', k].robust.sum())}/{n} (clean "
                                    f"{int(outcomes['bound', k].clean_correct.sum())}, "
                                    f"{outcomes['bound', k].summary()['at_random_start']} broken at a random start), "
-                                   f"the exact-ODE SBGC {int(outcomes['sbgc', k].robust.sum())}/{n}"
+                                   f"the exact-ODE SBGC {int(outcomes['sbgc', k].robust.sum())}/{self.n_ode}"
                                    for k in self.budgets) + ". "
             + {"all broken": "Every image the bound classifier classified correctly was broken at both budgets"
                              + (": the estimator does not decide robustness here, both fall to the same attack."
