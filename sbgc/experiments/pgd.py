@@ -19,6 +19,10 @@ wasted once an image is misclassified. Here each image is attacked on its own:
   gradient as through all K classes (tested), at ~2/K of the backward pass's cost.
 * **One compiled function for every image.** The image's fixed random numbers (its Hutchinson
   probes) are an argument, not a constant baked into the compiled function.
+* **An attack that knows a rejection rule.** With ``AttackSettings.reject`` (a
+  :class:`sbgc.experiments.reject.RejectRule`), an image counts as broken only where it is misclassified AND
+  accepted, and the loss ``"reject_margin"`` ascends min(margin, score − threshold): the margin while the
+  image is still classified correctly, the rule's score while it is misclassified but rejected.
 * **The step is Foolbox's.** With early stopping off and no random start, :func:`attack_image`
   takes exactly the steps of Foolbox 3's ``LinfPGD`` / ``L2PGD`` (sign step or L2-normalised step of
   ``rel_stepsize · ε``, projection onto the ε-ball, clipping to [0, 1]; tested on the baseline).
@@ -54,6 +58,7 @@ from sbgc.experiments.adversarial import (
     raise_if_failed,
 )
 from sbgc.cache import CacheKey, CachedResult, ResultCache, cached_blocks
+from sbgc.experiments.reject import RejectRule, rejection_scores
 from sbgc.method.bound import BoundSettings
 from sbgc.method.classify import class_log_likelihoods_pure
 from sbgc.method.devices import names_the_memory_knobs
@@ -115,19 +120,29 @@ class AttackModel:
         raise_if_failed(ok, what, self.description)
         return np.asarray(lp[0], np.float64)
 
-    def gradient(self, x: np.ndarray, i: int, label: int, logits: np.ndarray, loss: str) -> np.ndarray:
+    def gradient(self, x: np.ndarray, i: int, label: int, logits: np.ndarray, loss: str,
+                 reject: RejectRule | None = None) -> np.ndarray:
         """The ascent direction's gradient [*shape] of ``loss`` at x, given the logits [K] there.
 
         "margin": ∇(ℓ_k* − ℓ_y), k* the runner-up at x, through the two classes' solves only;
         "cross_entropy": ∇⟨c, ℓ⟩ with c = :func:`~sbgc.experiments.adversarial.cross_entropy_direction`
-        at x (the cross-entropy's gradient direction, exact at any margin), through all K.
+        at x (the cross-entropy's gradient direction, exact at any margin), through all K;
+        "reject_margin" (needs ``reject``): the margin's gradient while the margin is below the rule's score
+        minus its threshold, else ∇⟨c, ℓ⟩ with c = ``reject.direction`` (the score's gradient), through all K.
         """
         xj = jnp.asarray(x[None], jnp.float32)
         aux = self.aux[i : i + 1]
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if loss not in LOSSES + ("reject_margin",) or (loss == "reject_margin" and reject is None):
+            raise ValueError(f"loss must be one of {LOSSES}, or reject_margin with a rejection rule; got {loss!r} "
+                             f"({'with' if reject else 'without'} a rule)")
+        if loss == "reject_margin":
+            wrong = np.where(np.arange(len(logits)) == label, -np.inf, logits)
+            margin = float(np.max(wrong) - logits[label])
+            loss = "margin" if margin <= float(reject_slack(reject, logits)) else "reject_score"
         with self._memory_advice(f"{loss} gradient", i):
-            if loss == "margin":
+            if loss == "reject_score":
+                (_, ok), g = self._direction_grad(xj, aux, reject.direction(logits[None]))
+            elif loss == "margin":
                 wrong = np.where(np.arange(len(logits)) == label, -np.inf, logits)
                 pair = jnp.asarray([[label, int(np.argmax(wrong))]], jnp.int32)
                 (_, ok), g = self._margin_grad(xj, aux, pair)
@@ -215,6 +230,7 @@ class AttackSettings:
     random_start: bool = True
     early_stop: bool = True
     seed: int = 0
+    reject: RejectRule | None = None  # an image counts as broken only where misclassified AND accepted by this rule
 
     def __post_init__(self):
         if self.norm not in NORMS:
@@ -227,14 +243,26 @@ class AttackSettings:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         if not self.rel_stepsize > 0:
             raise ValueError(f"rel_stepsize must be positive, got {self.rel_stepsize}")
-        if not self.losses or any(loss not in LOSSES for loss in self.losses):
-            raise ValueError(f"losses must be a non-empty tuple of {LOSSES}, got {self.losses!r}")
+        allowed = LOSSES + (("reject_margin",) if self.reject is not None else ())
+        if not self.losses or any(loss not in allowed for loss in self.losses):
+            raise ValueError(f"losses must be a non-empty tuple of {allowed}, got {self.losses!r} (reject_margin needs "
+                             "a rejection rule)")
 
     def describe(self) -> str:
         start = "random start" if self.random_start else "no random start"
         stop = "early stop" if self.early_stop else "all steps"
+        rule = f"; broken = misclassified and accepted ({self.reject.describe()})" if self.reject is not None else ""
         return (f"{self.norm} ε = {self.epsilon:g}: {self.steps} steps of {self.rel_stepsize:g}·ε × "
-                f"{self.restarts} restart(s) × losses {', '.join(self.losses)}; {start}, {stop}")
+                f"{self.restarts} restart(s) × losses {', '.join(self.losses)}; {start}, {stop}{rule}")
+
+    def fooled(self, logits: np.ndarray, label: int) -> bool:
+        """Whether an input with ``logits`` [K] breaks the classifier: misclassified, and accepted by the rule."""
+        return int(np.argmax(logits)) != label and (self.reject is None or bool(self.reject.accepts(logits)))
+
+
+def reject_slack(rule: RejectRule, logits: np.ndarray) -> float:
+    """The rule's score minus its threshold at ``logits`` [K]: positive where the input is accepted."""
+    return float(rejection_scores(logits, rule.score) - rule.threshold)
 
 
 def random_start(x0: np.ndarray, norm: Norm, epsilon: float, rng: np.random.Generator) -> np.ndarray:
@@ -416,7 +444,7 @@ def attack_image(model: AttackModel, x0: np.ndarray, label: int, i: int, setting
     clean = model.logits(x0, i, "clean forward pass") if clean_logits is None else np.asarray(clean_logits)
     forwards = int(clean_logits is None)
     row = dict(adversarial=x0, adv_logits=clean, success=False, loss_index=-1, restart=-1, step=-1, gradients=0)
-    if int(np.argmax(clean)) != label:
+    if settings.fooled(clean, label):
         return row | dict(success=True, step=0, forwards=forwards)
     stepsize = settings.rel_stepsize * settings.epsilon
     gradients = 0
@@ -431,12 +459,12 @@ def attack_image(model: AttackModel, x0: np.ndarray, label: int, i: int, setting
                 if logits is None:
                     logits = model.logits(x, i, f"{settings.norm} PGD ({loss}) step {s}")
                     forwards += 1
-                if int(np.argmax(logits)) != label and (settings.early_stop or s == settings.steps):
+                if settings.fooled(logits, label) and (settings.early_stop or s == settings.steps):
                     return row | dict(adversarial=x, adv_logits=logits, success=True, loss_index=li, restart=r,
                                       step=s, gradients=gradients, forwards=forwards)  # fmt: skip
                 if s == settings.steps:
                     break
-                grad = model.gradient(x, i, label, logits, loss)
+                grad = model.gradient(x, i, label, logits, loss, settings.reject)
                 gradients += 1
                 x, logits = pgd_step(x, x0, grad, settings.norm, settings.epsilon, stepsize), None
             row |= dict(adversarial=x, adv_logits=logits)
@@ -456,17 +484,19 @@ def perturbation_size(delta: np.ndarray, norm: Norm) -> float:
 
 
 def shortest_on_segment(model: AttackModel, x0: np.ndarray, x_adv: np.ndarray, label: int, i: int, norm: Norm,
-                        n_bisect: int) -> tuple[float, int]:
+                        n_bisect: int, reject: RejectRule | None = None) -> tuple[float, int]:
     """Bisection for the closest misclassified point x0 + s·(x_adv − x0), s ∈ (0, 1], given that
     x_adv is misclassified: (its perturbation size in ``norm``, forward passes spent). Only points
     seen misclassified are returned, so the size is an upper bound on the minimal adversarial ε
-    (the decision need not be monotone along the segment; bisection then finds one crossing)."""
+    (the decision need not be monotone along the segment; bisection then finds one crossing). With a
+    rejection rule, "misclassified" means misclassified and accepted (:meth:`AttackSettings.fooled`)."""
+    fooled = AttackSettings("linf", 1.0, 1, reject=reject, losses=("margin",)).fooled
     x0, x_adv = np.asarray(x0, np.float32), np.asarray(x_adv, np.float32)
     lo, hi = 0.0, 1.0
     for _ in range(int(n_bisect)):
         mid = 0.5 * (lo + hi)
         logits = model.logits(x0 + np.float32(mid) * (x_adv - x0), i, "line search")
-        lo, hi = (lo, mid) if int(np.argmax(logits)) != label else (mid, hi)
+        lo, hi = (lo, mid) if fooled(logits, label) else (mid, hi)
     return perturbation_size(np.float32(hi) * (x_adv - x0), norm), int(n_bisect)
 
 
@@ -502,15 +532,15 @@ def attack_images(model: AttackModel, images: np.ndarray, labels: np.ndarray, se
         if attack[b]:
             row = attack_image(model, images[b], int(labels[b]), i, settings, clean_logits=clean)
         else:
-            row = dict(adversarial=images[b], adv_logits=clean, success=bool(np.argmax(clean) != labels[b]),
-                       loss_index=-1, restart=-1, step=0 if np.argmax(clean) != labels[b] else -1, gradients=0,
-                       forwards=0)  # fmt: skip
+            fooled = settings.fooled(clean, int(labels[b]))
+            row = dict(adversarial=images[b], adv_logits=clean, success=fooled, loss_index=-1, restart=-1,
+                       step=0 if fooled else -1, gradients=0, forwards=0)  # fmt: skip
         shortest, extra = np.inf, 0
         if row["success"]:
             shortest = perturbation_size(row["adversarial"] - images[b], settings.norm)
             if line_search and row["loss_index"] >= 0:  # broken by an attack (not a clean error: size 0)
                 shortest, extra = shortest_on_segment(model, images[b], row["adversarial"], int(labels[b]), i,
-                                                      settings.norm, line_search)
+                                                      settings.norm, line_search, settings.reject)
         rows.append(row | dict(clean_logits=clean, seconds=time.perf_counter() - t0, shortest=shortest,
                                forwards=row["forwards"] + 1 + extra))
     stack = lambda k, dtype=None: np.asarray([r[k] for r in rows], dtype)  # noqa: E731
