@@ -524,8 +524,9 @@ class AdversarialStudy:
         P, cfg, outcomes = self.params, self.config, attacks.outcomes
         if P.judge_rtol is None:
             return TightJudge({}, NOT_RUN.format(knob="judge_rtol"))
-        tight = dataclasses.replace(cfg, solver=dataclasses.replace(cfg.solver, rtol=P.judge_rtol, atol=P.judge_rtol,
-                                                                    n_steps=None, step_grid="uniform", unroll=False))
+        tight = dataclasses.replace(cfg, solver=dataclasses.replace(cfg.solver, solver="dopri5", rtol=P.judge_rtol,
+                                                                    atol=P.judge_rtol, n_steps=None, step_grid="uniform",
+                                                                    unroll=False))  # fmt: skip
         f = sbgc_logits_fn(self.model, self.attack_model.aux[: self.n_ode], tight)  # the probes of the ODE's images
         entry = self.cache.get(
             CacheKey("adversarial_sbgc_tight_judge", 1, {"knobs": self.attack_knobs, "judge": tight.describe()},
