@@ -129,3 +129,24 @@ def test_the_reject_margin_gradient_follows_the_smaller_term():
         accepts_all = RejectRule(score, -math.inf)  # slack +inf: the margin is the smaller term
         np.testing.assert_array_equal(model.gradient(x[0], 0, label, logits, "reject_margin", accepts_all),
                                       model.gradient(x[0], 0, label, logits, "margin"))
+
+
+def test_a_rule_table_sets_each_rate_once_and_applies_it_to_every_set():
+    from sbgc.experiments.reject import RULE_TABLE_HEADER, rule_table
+    from sbgc.report import markdown_table
+
+    rng = np.random.default_rng(3)
+    calibration = rng.normal(size=(200, 10)) * 3
+    clean = rng.normal(size=(50, 10)) * 3
+    far = clean - 40.0  # every class 40 nats less likely: log p(x) far below every clean image
+    labels = clean.argmax(axis=1)
+    table = rule_table("SBGC", calibration, "log_marginal", (0.01, 0.05), {"clean": (clean, labels), "far": (far, labels)})
+    assert [r.frr for r in table.rules] == [0.01, 0.05] and len(table.rows) == 4
+    assert table.rows["far", 0.05]["rejected"]["count"] == 50  # all rejected: the rule sees them
+    assert table.rows["clean", 0.01]["wrong_accepted"]["count"] == 0
+    assert table.rows["clean", 0.05]["rejected"]["count"] >= table.rows["clean", 0.01]["rejected"]["count"]
+    text = markdown_table(RULE_TABLE_HEADER, table.markdown_rows())
+    assert "| SBGC | far | 5 % FRR | 50 | 0.0 [0.0, 7.1] | 100.0 [92.9, 100.0] | 0.0 [0.0, 7.1] |" in text
+    assert set(table.record()["rows"]) == {"clean @ 0.01", "clean @ 0.05", "far @ 0.01", "far @ 0.05"}
+    with pytest.raises(ValueError, match="at least one false-rejection rate"):
+        rule_table("SBGC", calibration, "log_marginal", (), {})

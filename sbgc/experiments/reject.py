@@ -104,3 +104,41 @@ def calibrate(logits: Any, score: str, frr: float) -> RejectRule:
     if s.size == 0 or not np.all(np.isfinite(s)):
         raise ValueError(f"calibration needs finite scores of at least one clean input, got {s.size} value(s)")
     return RejectRule(score, float(s[int(math.floor(frr * s.size))]), float(frr), int(s.size))
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleTable:
+    """Every rule of one classifier (one per false-rejection rate, all set on the same held-out clean images)
+    applied to named input sets: ``rows[(set name, frr)]`` is :meth:`RejectRule.outcomes` of that set."""
+
+    classifier: str
+    rules: tuple[RejectRule, ...]
+    rows: dict[tuple[str, float], dict[str, Any]]
+
+    def markdown_rows(self) -> list[tuple[str, ...]]:
+        """One table row per (input set, rule): classifier, inputs, rule, n, and the three shares in % with their
+        exact 95 % intervals."""
+        pct = lambda o: f"{100 * o['share']:.1f} [{100 * o['interval95'][0]:.1f}, {100 * o['interval95'][1]:.1f}]"  # noqa: E731
+        return [(self.classifier, name, f"{100 * frr:g} % FRR", str(o["n"]), pct(o["correct_accepted"]),
+                 pct(o["rejected"]), pct(o["wrong_accepted"])) for (name, frr), o in self.rows.items()]  # fmt: skip
+
+    def record(self) -> dict[str, Any]:
+        """JSON-ready: the rules and the rows keyed "set @ frr"."""
+        return {"classifier": self.classifier,
+                "rules": [dataclasses.asdict(r) | {"describe": r.describe()} for r in self.rules],
+                "rows": {f"{name} @ {frr:g}": o for (name, frr), o in self.rows.items()}}  # fmt: skip
+
+
+RULE_TABLE_HEADER = ("classifier", "inputs", "rule", "n", "correct and accepted [%]", "rejected [%]",
+                     "wrong and accepted [%]")
+
+
+def rule_table(classifier: str, calibration_logits: Any, score: str, frrs: tuple[float, ...],
+               sets: dict[str, tuple[Any, Any]]) -> RuleTable:
+    """The rules of ``score`` set at each false-rejection rate of ``frrs`` on ``calibration_logits`` [M, K] (held-out
+    clean inputs, none of them in ``sets``), applied to each named set ``{name: (logits [N, K], labels [N])}``."""
+    if not frrs:
+        raise ValueError("rule_table needs at least one false-rejection rate")
+    rules = tuple(calibrate(calibration_logits, score, f) for f in frrs)
+    rows = {(name, r.frr): r.outcomes(logits, labels) for name, (logits, labels) in sets.items() for r in rules}
+    return RuleTable(classifier, rules, rows)
