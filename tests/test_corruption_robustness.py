@@ -410,6 +410,9 @@ def test_grid_result_round_trips_through_the_results_cache(tmp_path):
                 assert a == b, field.name
         assert back.corruption_family is rb.MNIST_C
     assert rb.GridResult.from_arrays(out["CNN"].to_arrays()).log_p is None
+    score = dataclasses.replace(out["SBGC"], log_p_is_density=False)  # a score that is no density stays one
+    assert rb.GridResult.from_arrays(score.to_arrays()).log_p_is_density is False
+    assert rb.GridResult.from_arrays(out["SBGC"].to_arrays()).log_p_is_density is True
     with pytest.raises(ValueError, match="not a stored GridResult"):
         rb.GridResult.from_arrays({"name": np.asarray("x")})
     # the key's settings: the chapter's knobs without the baseline's sample size, JSON-able

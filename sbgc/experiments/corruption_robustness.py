@@ -375,6 +375,8 @@ class GridResult:
             value = getattr(self, field)
             if value is not None:
                 out[field] = np.asarray(value)
+        if not self.log_p_is_density:
+            out["log_p_is_density"] = np.asarray(False)
         return out
 
     def image_rows(self) -> dict[str, np.ndarray]:
@@ -414,7 +416,8 @@ class GridResult:
                    nfe=np.asarray(arrays["nfe"]) if "nfe" in arrays else None,
                    seconds=np.asarray(arrays["seconds"]), images_sha256=str(arrays["images_sha256"]),
                    image_indices=np.asarray(arrays["image_indices"]), family=str(arrays["family"]),
-                   image_sha256=np.asarray(arrays["image_sha256"]) if "image_sha256" in arrays else None)  # fmt: skip
+                   image_sha256=np.asarray(arrays["image_sha256"]) if "image_sha256" in arrays else None,
+                   log_p_is_density=bool(arrays.get("log_p_is_density", True)))  # fmt: skip
 
 
 def _head(result: GridResult, n: int) -> GridResult:
