@@ -253,10 +253,14 @@ class CorruptionKnobs:
     n_ode_images: int | None = None  # with a classifier that gives no density: the ODE on the first n (None: all)
 
     def __post_init__(self):
-        if self.n_ode_images is not None and not (isinstance(self.n_ode_images, int)
-                                                  and 1 <= self.n_ode_images <= self.n_images):
-            raise ValueError(f"n_ode_images must be None or an int in 1 … n_images ({self.n_images}), got "
-                             f"{self.n_ode_images!r}")
+        _check_n_ode_images(self)
+
+
+def _check_n_ode_images(knobs: Any) -> None:
+    """A chapter's ``n_ode_images`` (the exact ODE on the first n of its ``n_images``) is None or in 1 … n_images."""
+    n = knobs.n_ode_images
+    if n is not None and not (isinstance(n, int) and 1 <= n <= knobs.n_images):
+        raise ValueError(f"n_ode_images must be None or an int in 1 … n_images ({knobs.n_images}), got {n!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,10 +289,7 @@ class AdversarialKnobs:
     def __post_init__(self):
         if self.bound_weighting not in ("likelihood", "uniform"):
             raise ValueError(f"bound_weighting must be 'likelihood' or 'uniform', got {self.bound_weighting!r}")
-        if self.n_ode_images is not None and not (isinstance(self.n_ode_images, int)
-                                                  and 1 <= self.n_ode_images <= self.n_images):
-            raise ValueError(f"n_ode_images must be None or an int in 1 … n_images ({self.n_images}), got "
-                             f"{self.n_ode_images!r}")
+        _check_n_ode_images(self)
 
 
 @dataclasses.dataclass(frozen=True)

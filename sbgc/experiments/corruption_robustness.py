@@ -1476,11 +1476,11 @@ def evaluate_chapter(cache: ResultCache, sample: ChapterSample, models: ChapterM
     import jax
 
     grid, seed, knobs, key = sample.grid, sample.seed, sample.knobs, jax.random.fold_in(jax.random.key(sample.seed), 1)
-    scorer = scorer or (knobs.classifier.scorer() if getattr(knobs, "classifier", None) else knobs.ode.scorer())
+    scorer = scorer or (knobs.classifier or knobs.ode).scorer()
     sbgc, entries = sbgc_grid(cache, sample, models.sbgc, scorer, key)
     ode, ode_entries = None, []
     if not sbgc.log_p_is_density:
-        n_ode = getattr(knobs, "n_ode_images", None) or len(sample.sbgc)
+        n_ode = knobs.n_ode_images or len(sample.sbgc)
         ode, ode_entries = sbgc_grid(cache, dataclasses.replace(sample, sbgc=sample.sbgc.head(n_ode)), models.sbgc,
                                      ode_scorer or knobs.ode.scorer(), key, name="SBGC, exact ODE")  # fmt: skip
     baseline_entries: list[CachedResult] = []

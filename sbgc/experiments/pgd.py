@@ -58,7 +58,7 @@ from sbgc.experiments.adversarial import (
     raise_if_failed,
 )
 from sbgc.cache import CacheKey, CachedResult, ResultCache, cached_blocks
-from sbgc.experiments.reject import RejectRule, rejection_scores
+from sbgc.experiments.reject import RejectRule
 from sbgc.method.bound import BoundSettings
 from sbgc.method.classify import class_log_likelihoods_pure
 from sbgc.method.devices import names_the_memory_knobs
@@ -135,16 +135,14 @@ class AttackModel:
         if loss not in LOSSES + ("reject_margin",) or (loss == "reject_margin" and reject is None):
             raise ValueError(f"loss must be one of {LOSSES}, or reject_margin with a rejection rule; got {loss!r} "
                              f"({'with' if reject else 'without'} a rule)")
-        if loss == "reject_margin":
-            wrong = np.where(np.arange(len(logits)) == label, -np.inf, logits)
-            margin = float(np.max(wrong) - logits[label])
-            loss = "margin" if margin <= float(reject_slack(reject, logits)) else "reject_score"
+        runner_up = int(np.argmax(np.where(np.arange(len(logits)) == label, -np.inf, logits)))
+        if loss == "reject_margin":  # the smaller of the two terms is the one ascended
+            loss = "margin" if logits[runner_up] - logits[label] <= float(reject.slack(logits)) else "reject_score"
         with self._memory_advice(f"{loss} gradient", i):
             if loss == "reject_score":
                 (_, ok), g = self._direction_grad(xj, aux, reject.direction(logits[None]))
             elif loss == "margin":
-                wrong = np.where(np.arange(len(logits)) == label, -np.inf, logits)
-                pair = jnp.asarray([[label, int(np.argmax(wrong))]], jnp.int32)
+                pair = jnp.asarray([[label, runner_up]], jnp.int32)
                 (_, ok), g = self._margin_grad(xj, aux, pair)
             else:
                 c = cross_entropy_direction(jnp.asarray(logits[None], jnp.float32), jnp.asarray([label], jnp.int32))
@@ -256,13 +254,13 @@ class AttackSettings:
                 f"{self.restarts} restart(s) × losses {', '.join(self.losses)}; {start}, {stop}{rule}")
 
     def fooled(self, logits: np.ndarray, label: int) -> bool:
-        """Whether an input with ``logits`` [K] breaks the classifier: misclassified, and accepted by the rule."""
-        return int(np.argmax(logits)) != label and (self.reject is None or bool(self.reject.accepts(logits)))
+        """:func:`fooled` under this attack's rejection rule."""
+        return fooled(logits, label, self.reject)
 
 
-def reject_slack(rule: RejectRule, logits: np.ndarray) -> float:
-    """The rule's score minus its threshold at ``logits`` [K]: positive where the input is accepted."""
-    return float(rejection_scores(logits, rule.score) - rule.threshold)
+def fooled(logits: np.ndarray, label: int, reject: RejectRule | None = None) -> bool:
+    """Whether an input with ``logits`` [K] breaks the classifier: misclassified, and accepted by ``reject`` (if any)."""
+    return int(np.argmax(logits)) != label and (reject is None or bool(reject.accepts(logits)))
 
 
 def random_start(x0: np.ndarray, norm: Norm, epsilon: float, rng: np.random.Generator) -> np.ndarray:
@@ -489,14 +487,13 @@ def shortest_on_segment(model: AttackModel, x0: np.ndarray, x_adv: np.ndarray, l
     x_adv is misclassified: (its perturbation size in ``norm``, forward passes spent). Only points
     seen misclassified are returned, so the size is an upper bound on the minimal adversarial ε
     (the decision need not be monotone along the segment; bisection then finds one crossing). With a
-    rejection rule, "misclassified" means misclassified and accepted (:meth:`AttackSettings.fooled`)."""
-    fooled = AttackSettings("linf", 1.0, 1, reject=reject, losses=("margin",)).fooled
+    rejection rule, "misclassified" means misclassified and accepted (:func:`fooled`)."""
     x0, x_adv = np.asarray(x0, np.float32), np.asarray(x_adv, np.float32)
     lo, hi = 0.0, 1.0
     for _ in range(int(n_bisect)):
         mid = 0.5 * (lo + hi)
         logits = model.logits(x0 + np.float32(mid) * (x_adv - x0), i, "line search")
-        lo, hi = (lo, mid) if fooled(logits, label) else (mid, hi)
+        lo, hi = (lo, mid) if fooled(logits, label, reject) else (mid, hi)
     return perturbation_size(np.float32(hi) * (x_adv - x0), norm), int(n_bisect)
 
 
@@ -532,9 +529,9 @@ def attack_images(model: AttackModel, images: np.ndarray, labels: np.ndarray, se
         if attack[b]:
             row = attack_image(model, images[b], int(labels[b]), i, settings, clean_logits=clean)
         else:
-            fooled = settings.fooled(clean, int(labels[b]))
-            row = dict(adversarial=images[b], adv_logits=clean, success=fooled, loss_index=-1, restart=-1,
-                       step=0 if fooled else -1, gradients=0, forwards=0)  # fmt: skip
+            broken = settings.fooled(clean, int(labels[b]))
+            row = dict(adversarial=images[b], adv_logits=clean, success=broken, loss_index=-1, restart=-1,
+                       step=0 if broken else -1, gradients=0, forwards=0)  # fmt: skip
         shortest, extra = np.inf, 0
         if row["success"]:
             shortest = perturbation_size(row["adversarial"] - images[b], settings.norm)

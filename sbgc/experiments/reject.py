@@ -60,9 +60,13 @@ class RejectRule:
         if not math.isfinite(self.threshold) and self.threshold != -math.inf:
             raise ValueError(f"threshold must be finite (or -inf: accept everything), got {self.threshold!r}")
 
+    def slack(self, logits: Any) -> np.ndarray:
+        """[...]: the score minus the threshold; the rule accepts where it is ≥ 0."""
+        return rejection_scores(logits, self.score) - self.threshold
+
     def accepts(self, logits: Any) -> np.ndarray:
         """bool [...]: the inputs the rule answers for."""
-        return rejection_scores(logits, self.score) >= self.threshold
+        return self.slack(logits) >= 0
 
     def direction(self, logits: Any) -> jax.Array:
         """∂ score / ∂ logits, [..., K] float32: softmax(ℓ) for log p(x); e_argmax − softmax(ℓ) for the log max
